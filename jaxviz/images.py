@@ -1,0 +1,93 @@
+"""Image files and arrays: reading, mode conversion, resize-and-crop (host side, numpy/PIL)."""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from jaxviz.errors import ImageError
+
+__all__ = ["ImageError", "read_image", "resize_center_crop", "as_uint8_batch"]
+
+
+def read_image(path: str | os.PathLike) -> tuple[np.ndarray, bool]:
+    """Reads an image file as RGB uint8.
+
+    Args:
+      path: any format Pillow decodes.
+
+    Returns:
+      ``(image [H,W,3] uint8, converted)`` where ``converted`` says the file was not RGB
+      (grayscale, palette, RGBA, CMYK, 16-bit...) and was converted.
+
+    Raises:
+      ImageError: missing, unreadable, not an image, or corrupt.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            converted = im.mode != "RGB"
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                im = im.convert("RGBA")
+                background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(background, im)
+            elif im.mode.startswith("I;16") or im.mode == "I":
+                arr = np.asarray(im, np.float64)
+                scale = 255.0 / max(arr.max(), 1.0)
+                im = Image.fromarray((arr * scale).astype(np.uint8))
+            rgb = np.asarray(im.convert("RGB"), np.uint8)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a directory, not an image") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image file (or a format Pillow cannot decode)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{path}: corrupt or truncated image ({e})") from None
+    return rgb, converted
+
+
+def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """Resizes the short side to ``size`` (bilinear, antialiased) and centre-crops a square.
+
+    Args:
+      image: [H,W,3] uint8.
+      size: output side in pixels.
+
+    Returns:
+      [size,size,3] uint8.
+    """
+    h, w = image.shape[:2]
+    scale = size / min(h, w)
+    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    im = Image.fromarray(np.asarray(image, np.uint8))
+    if (new_w, new_h) != (w, h):
+        im = im.resize((new_w, new_h), Image.BILINEAR)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return np.asarray(im.crop((left, top, left + size, top + size)), np.uint8)
+
+
+def as_uint8_batch(images: np.ndarray | Sequence[np.ndarray], size: int) -> np.ndarray:
+    """Turns one image [H,W,3], a batch [N,H,W,3] or a list of images into [N,size,size,3]."""
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        images = [images]
+    out = []
+    for im in images:
+        im = np.asarray(im)
+        if im.ndim == 2:
+            im = np.repeat(im[..., None], 3, axis=-1)
+        if im.ndim != 3 or im.shape[-1] not in (1, 3, 4):
+            raise ImageError(f"expected images of shape [H,W,3], got {im.shape}")
+        if im.shape[-1] == 1:
+            im = np.repeat(im, 3, axis=-1)
+        if im.shape[-1] == 4:
+            im = im[..., :3]
+        if im.dtype != np.uint8:
+            raise ImageError(f"expected uint8 images, got {im.dtype}")
+        out.append(im if im.shape[:2] == (size, size) else resize_center_crop(im, size))
+    return np.stack(out)

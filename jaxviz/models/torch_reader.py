@@ -1,0 +1,211 @@
+"""Read PyTorch ``.pth`` state dicts with numpy only, safely.
+
+PyTorch checkpoints are pickles, and unpickling runs arbitrary code. This reader uses a
+restricted :class:`pickle.Unpickler` that resolves only a whitelist of globals (tensor and
+storage rebuilds, ``OrderedDict``) to harmless stand-ins of our own; every other global is
+refused with :class:`UnsafeWeightsError` before anything can run. Both the legacy stream
+format and the zip format (``torch.save`` default since 1.6) are supported.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import os
+import pickle
+import struct
+import zipfile
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from jaxviz.errors import JaxvizError
+
+__all__ = ["UnsafeWeightsError", "WeightFileError", "load_torch_state_dict"]
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+class WeightFileError(JaxvizError, pickle.UnpicklingError):
+    """The file is not a readable PyTorch state dict."""
+
+
+class UnsafeWeightsError(WeightFileError):
+    """The file asks the unpickler for something outside the whitelist (nothing was run)."""
+
+
+def _bfloat16():
+    import ml_dtypes  # ships with jax
+
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+_STORAGE_DTYPES = {
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
+}
+
+
+class _StorageType:
+    """Stand-in for ``torch.<Type>Storage``: only remembers the element dtype."""
+
+    def __init__(self, name: str):
+        dtype = _STORAGE_DTYPES[name]
+        self.dtype = _bfloat16() if dtype == "bfloat16" else np.dtype(dtype)
+
+
+class _Storage:
+    """A flat typed buffer whose bytes may arrive after the pickle (legacy format)."""
+
+    def __init__(self, dtype: np.dtype, numel: int):
+        self.dtype = dtype
+        self.numel = numel
+        self.data: np.ndarray | None = None
+
+
+def _rebuild_tensor(storage: _Storage, offset: int, size, stride, *unused) -> "_LazyTensor":
+    return _LazyTensor(storage, int(offset), tuple(size), tuple(stride))
+
+
+class _LazyTensor:
+    """A strided view into a storage, materialized once all storages are read."""
+
+    def __init__(self, storage: _Storage, offset: int, size: tuple, stride: tuple):
+        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
+
+    def materialize(self) -> np.ndarray:
+        flat = self.storage.data
+        if flat is None:
+            raise WeightFileError("tensor refers to a storage that is missing from the file")
+        extent = 1 + sum((n - 1) * s for n, s in zip(self.size, self.stride) if n > 0)
+        if any(n == 0 for n in self.size):
+            return np.zeros(self.size, flat.dtype)
+        if self.offset + extent > flat.size:
+            raise WeightFileError("tensor view runs past the end of its storage")
+        item = flat.dtype.itemsize
+        view = np.lib.stride_tricks.as_strided(
+            flat[self.offset :], shape=self.size, strides=[s * item for s in self.stride]
+        )
+        return np.array(view)  # a contiguous copy, detached from shared storages
+
+
+def _rebuild_parameter(data, requires_grad, backward_hooks, *unused):
+    return data
+
+
+_SAFE_GLOBALS = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file: BinaryIO, storages: dict[str, _Storage], zip_reader=None):
+        super().__init__(file)
+        self._storages = storages
+        self._zip_reader = zip_reader
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SAFE_GLOBALS:
+            return _SAFE_GLOBALS[(module, name)]
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _StorageType(name)
+        raise UnsafeWeightsError(
+            f"refusing to load '{module}.{name}': only tensor data is allowed in weight files"
+        )
+
+    def persistent_load(self, saved_id):
+        if not (isinstance(saved_id, tuple) and saved_id and saved_id[0] == "storage"):
+            raise UnsafeWeightsError(f"refusing unknown persistent id {saved_id!r:.80}")
+        storage_type, key, _location, numel = saved_id[1:5]
+        if not isinstance(storage_type, _StorageType):
+            raise UnsafeWeightsError("storage of an unsupported type")
+        key = str(key)
+        if key not in self._storages:
+            storage = _Storage(storage_type.dtype, int(numel))
+            if self._zip_reader is not None:
+                storage.data = self._zip_reader(key, storage.dtype)
+            self._storages[key] = storage
+        return self._storages[key]
+
+
+def _materialize(obj):
+    if isinstance(obj, _LazyTensor):
+        return obj.materialize()
+    if isinstance(obj, dict):
+        return collections.OrderedDict((k, _materialize(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_materialize(v) for v in obj)
+    return obj
+
+
+def _load_legacy(f: BinaryIO) -> Any:
+    storages: dict[str, _Storage] = {}
+    header = _RestrictedUnpickler(f, storages)
+    if header.load() != _LEGACY_MAGIC:
+        raise WeightFileError("not a PyTorch file (bad magic number)")
+    header.load()  # protocol version
+    sys_info = header.load()
+    if isinstance(sys_info, dict) and not sys_info.get("little_endian", True):
+        raise WeightFileError("big-endian PyTorch files are not supported")
+    result = _RestrictedUnpickler(f, storages).load()
+    keys = _RestrictedUnpickler(f, storages).load()
+    for key in keys:
+        storage = storages[str(key)]
+        (numel,) = struct.unpack("<q", f.read(8))
+        nbytes = numel * storage.dtype.itemsize
+        raw = f.read(nbytes)
+        if len(raw) != nbytes:
+            raise WeightFileError("file is truncated")
+        storage.data = np.frombuffer(raw, storage.dtype)
+    return _materialize(result)
+
+
+def _load_zip(archive: zipfile.ZipFile) -> Any:
+    pkl_names = [n for n in archive.namelist() if n.endswith("data.pkl")]
+    if len(pkl_names) != 1:
+        raise WeightFileError("zip file holds no single data.pkl: not a PyTorch file")
+    prefix = pkl_names[0][: -len("data.pkl")]
+
+    def read_storage(key: str, dtype: np.dtype) -> np.ndarray:
+        return np.frombuffer(archive.read(f"{prefix}data/{key}"), dtype)
+
+    with archive.open(pkl_names[0]) as pkl:
+        result = _RestrictedUnpickler(io.BytesIO(pkl.read()), {}, zip_reader=read_storage).load()
+    return _materialize(result)
+
+
+def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Loads a PyTorch state dict as numpy arrays without torch and without running code.
+
+    Args:
+      path: a ``.pth``/``.pt`` file written by ``torch.save`` (legacy or zip format).
+
+    Returns:
+      An ordered ``{name: np.ndarray}``; arrays are contiguous copies.
+
+    Raises:
+      UnsafeWeightsError: the pickle references anything but tensors/storages/OrderedDict.
+      WeightFileError: the file is not a readable PyTorch file.
+    """
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return _load_zip(archive)
+        with open(path, "rb") as f:
+            return _load_legacy(f)
+    except WeightFileError:
+        raise
+    except (pickle.UnpicklingError, EOFError, struct.error, zipfile.BadZipFile, KeyError,
+            ValueError, TypeError, IndexError, AttributeError) as e:
+        raise WeightFileError(f"{path}: not a readable PyTorch state dict ({type(e).__name__}: {e})") from None
