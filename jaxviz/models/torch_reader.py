@@ -85,6 +85,9 @@ class _LazyTensor:
         flat = self.storage.data
         if flat is None:
             raise WeightFileError("tensor refers to a storage that is missing from the file")
+        if (self.offset < 0 or len(self.size) != len(self.stride)
+                or any(n < 0 for n in self.size) or any(s < 0 for s in self.stride)):
+            raise WeightFileError("tensor with a negative offset, size or stride")  # torch writes none
         extent = 1 + sum((n - 1) * s for n, s in zip(self.size, self.stride) if n > 0)
         if any(n == 0 for n in self.size):
             return np.zeros(self.size, flat.dtype)
@@ -94,7 +97,7 @@ class _LazyTensor:
         view = np.lib.stride_tricks.as_strided(
             flat[self.offset :], shape=self.size, strides=[s * item for s in self.stride]
         )
-        return np.array(view)  # a contiguous copy, detached from shared storages
+        return np.array(view, order="C")  # a C-contiguous copy, detached from shared storages
 
 
 def _rebuild_parameter(data, requires_grad, backward_hooks, *unused):
@@ -160,10 +163,14 @@ def _load_legacy(f: BinaryIO) -> Any:
         raise WeightFileError("big-endian PyTorch files are not supported")
     result = _RestrictedUnpickler(f, storages).load()
     keys = _RestrictedUnpickler(f, storages).load()
+    remaining = os.fstat(f.fileno()).st_size - f.tell()
     for key in keys:
         storage = storages[str(key)]
         (numel,) = struct.unpack("<q", f.read(8))
         nbytes = numel * storage.dtype.itemsize
+        if numel < 0 or numel != storage.numel or nbytes > remaining - 8:
+            raise WeightFileError("file is truncated or corrupt (a storage's size does not fit the file)")
+        remaining -= 8 + nbytes
         raw = f.read(nbytes)
         if len(raw) != nbytes:
             raise WeightFileError("file is truncated")
@@ -204,8 +211,8 @@ def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 return _load_zip(archive)
         with open(path, "rb") as f:
             return _load_legacy(f)
-    except WeightFileError:
-        raise
+    except WeightFileError as e:
+        raise type(e)(f"{path}: {e}") from None  # name the file: the CLI prints only this line
     except (pickle.UnpicklingError, EOFError, struct.error, zipfile.BadZipFile, KeyError,
-            ValueError, TypeError, IndexError, AttributeError) as e:
+            ValueError, TypeError, IndexError, AttributeError, OverflowError, MemoryError) as e:
         raise WeightFileError(f"{path}: not a readable PyTorch state dict ({type(e).__name__}: {e})") from None
