@@ -41,6 +41,9 @@ class Model:
       normalize: maps float RGB in 0..255 to the model's input range (jittable).
       hidden_layers: extra capturable points not listed in ``layers`` (e.g. BatchNorm outputs).
       class_names: names of the output classes, if known.
+      batchnorm: ``{layer: path of its BatchNorm params}`` for layers that are BatchNorm outputs
+        (params with ``scale``, ``bias``, ``mean``, ``var``; used by the DeepInversion prior).
+      batchnorm_eps: the BatchNorm epsilon.
     """
 
     name: str
@@ -51,6 +54,8 @@ class Model:
     normalize: Callable[[jax.Array], jax.Array] = _tf_lite_normalize
     hidden_layers: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
     class_names: tuple[str, ...] | None = None
+    batchnorm: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    batchnorm_eps: float = 1e-3
 
     def check_layers(self, names: Sequence[str]) -> tuple[str, ...]:
         """Validates layer names; raises :class:`UnknownLayerError` suggesting close ones."""

@@ -128,5 +128,17 @@ def load_model(name: str = "efficientnet_lite0", *, pretrained: bool = True, imp
     hidden = {k: v for k, v in shapes.items() if k.endswith(".bn")}
     return Model(
         name=key, params=params, layers=public, apply=apply, resolution=resolution,
-        hidden_layers=hidden, class_names=imagenet_classes(),
+        hidden_layers=hidden, class_names=imagenet_classes(), batchnorm=batchnorm_paths(shapes),
     )
+
+
+def batchnorm_paths(layer_names) -> dict[str, tuple[str, ...]]:
+    """EfficientNet-Lite's BatchNorm outputs → their param paths (``blocks.3.expand.bn`` → blocks_3/expand_bn)."""
+    paths = {}
+    for name in layer_names:
+        parts = name.split(".")
+        if name in ("stem.bn", "head.bn"):
+            paths[name] = (f"{parts[0]}_bn",)
+        elif parts[0] == "blocks" and (name.endswith(".bn") or parts[-1] == "project"):
+            paths[name] = (f"blocks_{parts[1]}", f"{parts[2]}_bn")
+    return paths

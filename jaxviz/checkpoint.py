@@ -1,0 +1,120 @@
+"""Orbax checkpoints of a run, keyed by everything that determines its numbers.
+
+A run directory holds ``run.json`` (the metadata the run was started with) and one Orbax
+checkpoint manager per launch. Rerunning with the same metadata resumes; different metadata is a
+:class:`CheckpointMismatchError` instead of silently mixing two runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxviz.errors import JaxvizError, UsageError
+
+__all__ = ["CheckpointMismatchError", "RunStore", "check_writable_dir"]
+
+
+class CheckpointMismatchError(JaxvizError, ValueError):
+    """The checkpoint directory belongs to a run with other settings."""
+
+
+def check_writable_dir(path: str, what: str = "--out") -> str:
+    """Creates ``path`` if needed and checks it is a writable directory.
+
+    Raises:
+      UsageError: not creatable or not writable.
+    """
+    path = os.path.abspath(os.path.expanduser(path))
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{what} {path} cannot be created: {e.strerror or e}") from None
+    if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {path} is not a writable directory")
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str, sort_keys=True))
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        flat = {}
+        for k, v in tree.items():
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        return flat
+    return {prefix[:-1]: tree}
+
+
+class RunStore:
+    """Checkpoints of one run (one Orbax manager per launch of targets).
+
+    Args:
+      directory: the checkpoint directory (created if missing).
+      **metadata: JSON-able description of the run; must match on resume.
+    """
+
+    def __init__(self, directory: str, **metadata):
+        self.directory = check_writable_dir(directory, "--checkpoint-dir")
+        meta = {k: (v.numbers() if hasattr(v, "numbers") else v) for k, v in metadata.items()}
+        meta = _jsonable(meta)
+        path = os.path.join(self.directory, "run.json")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                saved = json.load(f)
+            if saved != meta:
+                old, new = _flatten(saved), _flatten(meta)
+                differ = [f"{k} {old.get(k)!r:.40} → {new.get(k)!r:.40}"
+                          for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+                raise CheckpointMismatchError(
+                    f"checkpoint dir {self.directory} holds another run ({'; '.join(differ[:3])}); "
+                    "use another --checkpoint-dir or delete it")
+        else:
+            tmp = path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(meta, f, indent=1, sort_keys=True)
+            os.replace(tmp, path)
+        self._managers: dict[str, ocp.CheckpointManager] = {}
+
+    def _manager(self, launch_id: str) -> ocp.CheckpointManager:
+        if launch_id not in self._managers:
+            options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False)
+            self._managers[launch_id] = ocp.CheckpointManager(
+                os.path.join(self.directory, launch_id), options=options)
+        return self._managers[launch_id]
+
+    def save(self, launch_id: str, step: int, state, log: np.ndarray) -> None:
+        """Saves ``(state, log)`` at ``step`` (only called with finite values)."""
+        manager = self._manager(launch_id)
+        # flat leaves: the template's treedef rebuilds any NamedTuple/optax state on restore
+        leaves = {f"{i:05d}": leaf for i, leaf in enumerate(jax.tree.leaves(state))}
+        manager.save(step, args=ocp.args.StandardSave({"state": leaves, "log": log}), force=True)
+        manager.wait_until_finished()
+
+    def restore(self, launch_id: str, state_template, log_template: np.ndarray):
+        """Latest ``(state, log)`` of a launch, laid out like the templates, or ``None``."""
+        manager = self._manager(launch_id)
+        step = manager.latest_step()
+        if step is None:
+            return None
+
+        def abstract(x):
+            sharding = getattr(x, "sharding", None)
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+
+        leaves, treedef = jax.tree.flatten(state_template)
+        template = {"state": {f"{i:05d}": abstract(x) for i, x in enumerate(leaves)}, "log": log_template}
+        restored = manager.restore(step, args=ocp.args.StandardRestore(template))
+        state = jax.tree.unflatten(treedef, [restored["state"][f"{i:05d}"] for i in range(len(leaves))])
+        return state, np.asarray(restored["log"])
+
+    def close(self) -> None:
+        for manager in self._managers.values():
+            manager.close()

@@ -1,0 +1,261 @@
+"""Image parameterizations: what the optimizer changes, and how it becomes an RGB image.
+
+A :class:`Parameterization` is a pair of pure functions for ONE image:
+``init(*, key, size) -> params`` and ``to_image(params) -> [size, size, 3]`` float32 in ``[0, 1]``
+(jittable, differentiable; the size is read from the params' static shape). Vmap them for batches.
+
+- :func:`pixel`: one logit per pixel and channel, squashed by a sigmoid.
+- :func:`fourier`: Lucid-style. Real/imaginary parts of an ``rfft2`` spectrum, scaled by
+  ``1 / f^decay`` so that every frequency band moves at a similar speed under gradient steps, then
+  ``irfft2``, colour decorrelation and a sigmoid.
+- :func:`maco`: MaCo (Fel et al., 2023). Only the phase is optimized; the magnitude of every
+  frequency is fixed to the average magnitude spectrum of the embedded natural photos at that size
+  (computed on first use, cached per size; nothing is downloaded).
+
+Colour decorrelation. Natural RGB values are strongly correlated, so optimizing R, G and B
+independently produces saturated rainbow noise. We optimize in a decorrelated space ``z`` and map
+``rgb = z @ COLOR_SQRT.T``, where ``COLOR_SQRT`` is the symmetric square root of the RGB
+covariance of all pixels of the 10 embedded photos (values in ``[0, 1]``, each photo weighted
+equally, covariance about the pooled mean), scaled so that its largest column norm is 1.
+The symmetric root is used because it is unique (an SVD or Cholesky root depends on signs or on
+channel order). Recomputed by ``scripts/color_stats.py``::
+
+    COLOR_SQRT = [[0.8984, 0.3731, 0.2317],     COLOR_MEAN = [0.4642, 0.3639, 0.3204]
+                  [0.3731, 0.5642, 0.4378],
+                  [0.2317, 0.4378, 0.6471]]
+
+MaCo colour handling: with ``decorrelate=True`` (default) the spectra are measured, and the phases
+optimized, per channel of the decorrelated space ``z``, then mapped to RGB with ``COLOR_SQRT``;
+independent phases in a decorrelated basis then give images with the photos' colour covariance.
+With ``decorrelate=False`` each RGB channel has its own measured spectrum and phase (the original
+MaCo recipe). The DC term is fixed: the mean colour is ``COLOR_MEAN``. MaCo values are mapped to
+``[0, 1]`` with ``sigmoid(4 (x - 0.5))``, a soft clip with slope 1 at mid-grey, so in-range
+values keep the photos' contrast.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Iterable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxviz.errors import UsageError
+
+__all__ = [
+    "Parameterization", "pixel", "fourier", "maco", "get", "PARAMETERIZATIONS",
+    "COLOR_SQRT", "COLOR_MEAN", "color_stats", "maco_magnitude",
+]
+
+# Written by scripts/color_stats.py from jaxviz.data.embedded_photos(); tests/test_param.py
+# recomputes them.
+COLOR_SQRT = np.array([
+    [0.898404, 0.373089, 0.231676],
+    [0.373089, 0.564215, 0.437801],
+    [0.231676, 0.437801, 0.647080],
+], np.float32)
+COLOR_MEAN = np.array([0.464229, 0.363925, 0.320417], np.float32)
+
+
+class Parameterization(NamedTuple):
+    """Pure functions for one image.
+
+    Attributes:
+      init: ``init(*, key, size) -> params``.
+      to_image: ``to_image(params) -> [size, size, 3]`` float32 in ``[0, 1]``.
+    """
+
+    init: Callable[..., Any]
+    to_image: Callable[[Any], jax.Array]
+
+
+def color_stats(photos: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean colour and normalized colour-covariance square root of photos.
+
+    Args:
+      photos: uint8 ``[H, W, 3]`` arrays (any sizes; each weighted equally).
+
+    Returns:
+      ``(mean [3], sqrt [3, 3])`` in float64; ``sqrt`` is symmetric with ``sqrt @ sqrt.T`` ∝ the
+      covariance and largest column norm 1.
+    """
+    firsts, seconds = [], []
+    for photo in photos:
+        x = np.asarray(photo, np.float64).reshape(-1, 3) / 255.0
+        firsts.append(x.mean(0))
+        seconds.append(x.T @ x / len(x))
+    mean = np.mean(firsts, 0)
+    cov = np.mean(seconds, 0) - np.outer(mean, mean)
+    eigval, eigvec = np.linalg.eigh(cov)
+    root = eigvec @ np.diag(np.sqrt(np.clip(eigval, 0, None))) @ eigvec.T
+    return mean, root / np.linalg.norm(root, axis=0).max()
+
+
+def _decorrelate(z: jax.Array, on: bool) -> jax.Array:
+    return z @ jnp.asarray(COLOR_SQRT).T if on else z
+
+
+def pixel(*, sd: float = 0.01, decorrelate: bool = False) -> Parameterization:
+    """One free logit per pixel and channel.
+
+    Args:
+      sd: standard deviation of the initial logits (the image starts as grey with faint noise).
+      decorrelate: optimize in the decorrelated colour space (see the module docstring).
+
+    Returns:
+      A :class:`Parameterization`; params are ``[size, size, 3]`` float32.
+    """
+
+    def init(*, key, size):
+        return sd * jax.random.normal(key, (size, size, 3), jnp.float32)
+
+    def to_image(params):
+        return jax.nn.sigmoid(_decorrelate(params, decorrelate))
+
+    return Parameterization(init, to_image)
+
+
+def _frequencies(size: int) -> np.ndarray:
+    """|f| in cycles per pixel on the rfft2 grid ``[size, size // 2 + 1]``."""
+    fy = np.fft.fftfreq(size)[:, None]
+    fx = np.fft.rfftfreq(size)[None, :]
+    return np.sqrt(fx**2 + fy**2)
+
+
+@functools.lru_cache(maxsize=16)
+def _spectrum_scale(size: int, decay: float) -> np.ndarray:
+    # 1/f^decay, with the DC term treated as the lowest non-zero frequency; normalized to unit RMS so
+    # that the image's initial contrast and step size do not depend on size or decay
+    scale = 1.0 / np.maximum(_frequencies(size), 1.0 / size) ** decay
+    return (scale / np.sqrt(np.mean(scale**2))).astype(np.float32)
+
+
+def _irfft2(spectrum: jax.Array, size: int) -> jax.Array:
+    # explicit s=: the rfft grid alone cannot tell an even from an odd side
+    return jnp.fft.irfft2(spectrum, s=(size, size), axes=(0, 1), norm="ortho")
+
+
+def fourier(*, decay: float = 1.0, decorrelate: bool = True, sd: float = 0.01) -> Parameterization:
+    """Lucid-style spectrum parameterization.
+
+    Args:
+      decay: exponent of the ``1 / f^decay`` spectrum scaling (0: white, pixel-like).
+      decorrelate: map through ``COLOR_SQRT`` before the sigmoid.
+      sd: standard deviation of the initial real and imaginary parts.
+
+    Returns:
+      A :class:`Parameterization`; params are ``[size, size // 2 + 1, 3, 2]`` float32 (real, imag).
+    """
+
+    def init(*, key, size):
+        return sd * jax.random.normal(key, (size, size // 2 + 1, 3, 2), jnp.float32)
+
+    def to_image(params):
+        size = params.shape[0]
+        scale = jnp.asarray(_spectrum_scale(size, float(decay)))[:, :, None]
+        spectrum = jax.lax.complex(params[..., 0], params[..., 1]) * scale
+        return jax.nn.sigmoid(_decorrelate(_irfft2(spectrum, size), decorrelate))
+
+    return Parameterization(init, to_image)
+
+
+def _views(photo: np.ndarray, size: int) -> list[np.ndarray]:
+    """The whole photo resized to ``size``, plus (when large enough) its 4 native-resolution corners."""
+    from jaxviz.images import resize_center_crop
+
+    views = [resize_center_crop(photo, size)]
+    h, w = photo.shape[:2]
+    if min(h, w) >= size:
+        # native-resolution crops keep the fine detail that resizing the whole photo blurs away
+        views += [photo[t : t + size, l : l + size] for t in (0, h - size) for l in (0, w - size)]
+    return views
+
+
+def _periodic(x: np.ndarray) -> np.ndarray:
+    """Periodic component of ``x [H, W, C]`` (Moisan's periodic + smooth decomposition).
+
+    The FFT treats an image as tiled; a photo's mismatched opposite borders then add a bright cross
+    along the frequency axes, which random phases would turn into a grid texture. Subtracting the
+    smooth component that carries those border jumps removes the cross and keeps the rest.
+    """
+    h, w = x.shape[:2]
+    v = np.zeros_like(x)
+    v[0] += x[-1] - x[0]
+    v[-1] += x[0] - x[-1]
+    v[:, 0] += x[:, -1] - x[:, 0]
+    v[:, -1] += x[:, 0] - x[:, -1]
+    denom = (2 * np.cos(2 * np.pi * np.fft.fftfreq(h))[:, None]
+             + 2 * np.cos(2 * np.pi * np.fft.fftfreq(w))[None, :] - 4)
+    denom[0, 0] = 1.0  # the smooth part has zero mean
+    smooth_hat = np.fft.fft2(v, axes=(0, 1)) / denom[..., None]
+    smooth_hat[0, 0] = 0.0
+    return x - np.real(np.fft.ifft2(smooth_hat, axes=(0, 1)))
+
+
+@functools.lru_cache(maxsize=8)
+def maco_magnitude(size: int, decorrelate: bool = True) -> np.ndarray:
+    """Average magnitude spectrum of the embedded photos at ``size`` (cached per size).
+
+    Args:
+      size: image side.
+      decorrelate: measure in the decorrelated colour space (else per RGB channel).
+
+    Returns:
+      ``[size, size // 2 + 1, 3]`` float32, ``norm="ortho"`` units, DC term 0.
+    """
+    from jaxviz.data import embedded_photos
+
+    inverse = np.linalg.inv(COLOR_SQRT.astype(np.float64)) if decorrelate else np.eye(3)
+    per_photo = []
+    for photo in embedded_photos().values():
+        mags = []
+        for view in _views(photo, size):
+            x = view.astype(np.float64) / 255.0
+            z = _periodic(x - x.mean((0, 1))) @ inverse.T
+            mags.append(np.abs(np.fft.rfft2(z, axes=(0, 1), norm="ortho")))
+        per_photo.append(np.mean(mags, 0))
+    magnitude = np.mean(per_photo, 0)
+    magnitude[0, 0] = 0.0  # the mean colour is fixed separately (COLOR_MEAN)
+    return magnitude.astype(np.float32)
+
+
+def maco(*, decorrelate: bool = True) -> Parameterization:
+    """MaCo: phase-only spectrum with the photos' average magnitude (see the module docstring).
+
+    Args:
+      decorrelate: per-channel spectra in the decorrelated colour space (default) or in RGB.
+
+    Returns:
+      A :class:`Parameterization`; params are phases ``[size, size // 2 + 1, 3]`` float32.
+    """
+
+    def init(*, key, size):
+        return jax.random.uniform(key, (size, size // 2 + 1, 3), jnp.float32, -jnp.pi, jnp.pi)
+
+    def to_image(params):
+        size = params.shape[0]
+        magnitude = jnp.asarray(maco_magnitude(size, decorrelate))
+        spectrum = jax.lax.complex(magnitude * jnp.cos(params), magnitude * jnp.sin(params))
+        rgb = jnp.asarray(COLOR_MEAN) + _decorrelate(_irfft2(spectrum, size), decorrelate)
+        return jax.nn.sigmoid(4.0 * (rgb - 0.5))
+
+    return Parameterization(init, to_image)
+
+
+PARAMETERIZATIONS = {"pixel": pixel, "fourier": fourier, "maco": maco}
+
+
+def get(name: str, **kwargs) -> Parameterization:
+    """The parameterization called ``name`` (``pixel``, ``fourier`` or ``maco``) built with ``kwargs``.
+
+    Raises:
+      UsageError: unknown name or options.
+    """
+    if name not in PARAMETERIZATIONS:
+        raise UsageError(f"unknown parameterization '{name}' (choose {', '.join(PARAMETERIZATIONS)})")
+    try:
+        return PARAMETERIZATIONS[name](**kwargs)
+    except TypeError as e:
+        raise UsageError(f"bad options for parameterization '{name}': {e}") from None

@@ -1,0 +1,326 @@
+"""Priors subtracted from the objective during rendering (``--prior``).
+
+A prior is an immutable object with
+
+- ``layers``: the layers it reads (static);
+- ``init(features) -> state``: per-image state from the features of the initial image;
+- ``apply(features, state, step) -> (penalty, state, trace)``: the penalty to subtract
+  (differentiable in ``features``), the next state (e.g. re-selected outlier neurons; no gradient
+  flows into it) and a scalar recorded every step (mean D² at the stats layers);
+- ``report(features, state) -> {name: array}``: per-image diagnostics for ``metrics.json``.
+
+All are written for one image; :mod:`jaxviz.render` vmaps them over the batch.
+
+``outliers`` is the method (design.md §1.3): maximize ``target − λ·Σ_selected relu(z_i)`` where
+``z_i = (a_i − μ_i)/σ_i`` and the selected neurons are re-chosen every ``every`` steps among the
+over-activated contributors to the Mahalanobis distance at outlier positions; the first
+``warmup`` steps are plain DeepDream (the seed's two-phase schedule). ``mahalanobis`` (ablation)
+penalizes the mean ``D²/dim`` of all positions, ``bn`` is DeepInversion's BatchNorm prior.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxviz import outliers as outliers_lib
+from jaxviz.errors import UsageError
+
+__all__ = ["LayerMoments", "NoPrior", "OutlierPrior", "MahalanobisPrior", "BatchNormPrior", "none", "build",
+           "describe", "PRIORS"]
+
+PRIORS = ("none", "outliers", "mahalanobis", "bn")
+
+
+class LayerMoments(NamedTuple):
+    """What a prior needs of one layer's statistics (host arrays)."""
+
+    mean: jax.Array
+    precision: jax.Array
+    std: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class NoPrior:
+    """Plain activation maximization: no penalty."""
+
+    layers: tuple[str, ...] = ()
+
+    def init(self, features):
+        return ()
+
+    def apply(self, features, state, step):
+        return jnp.zeros(()), state, jnp.zeros(())
+
+    def report(self, features, state):
+        return {}
+
+    def __repr__(self):
+        return "none"
+
+
+def none() -> NoPrior:
+    """The ``none`` prior."""
+    return NoPrior()
+
+
+class _OutlierState(NamedTuple):
+    mask: dict          # layer -> [dim] 1.0 for the currently suppressed entries
+    times: dict         # layer -> [dim] how many selection rounds chose each entry
+    score: dict         # layer -> [dim] summed contribution when chosen
+    outlier_map: dict   # layer -> [M] how often each position was an outlier at selection
+    rounds: jax.Array
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class OutlierPrior:
+    """The method: suppress the shallow neurons that make the image an outlier.
+
+    Attributes:
+      stats: ``{layer: LayerMoments}`` of natural images.
+      view: feature view the stats were collected with (``pixel``, ``pooled``, ``patchK``).
+      weight: λ.
+      k: neurons selected per layer and round.
+      every: steps between re-selections (K).
+      warmup: steps of plain DeepDream before suppression starts.
+      quantile: χ²(dim) quantile above which a position is an outlier.
+    """
+
+    stats: Mapping[str, LayerMoments]
+    view: str = "pixel"
+    weight: float = 1.0
+    k: int = 8
+    every: int = 16
+    warmup: int = 32
+    quantile: float = 0.99
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(self.stats)
+
+    def _samples(self, features, layer):
+        return _view(self.view, features[layer])
+
+    def init(self, features):
+        zeros = {l: jnp.zeros_like(m.mean) for l, m in self.stats.items()}
+        maps = {l: jnp.zeros(self._samples(features, l).shape[0]) for l in self.stats}
+        return _OutlierState(zeros, zeros, zeros, maps, jnp.zeros((), jnp.int32))
+
+    def apply(self, features, state: _OutlierState, step):
+        refresh = (step >= self.warmup) & ((step - self.warmup) % self.every == 0)
+        penalty, trace = jnp.zeros(()), jnp.zeros(())
+        mask, times, score, maps = {}, {}, {}, {}
+        for layer, m in self.stats.items():
+            x = self._samples(features, layer)
+            dim = x.shape[-1]
+            sel = outliers_lib.select(jax.lax.stop_gradient(x), m.mean, m.precision, k=min(self.k, dim),
+                                      threshold=outliers_lib.chi2_threshold(dim, self.quantile))
+            mask[layer] = jnp.where(refresh, sel.mask, state.mask[layer])
+            times[layer] = state.times[layer] + refresh * sel.mask
+            chosen = jnp.zeros_like(sel.mask).at[sel.neurons].set(sel.score)
+            score[layer] = state.score[layer] + refresh * chosen
+            maps[layer] = state.outlier_map[layer] + refresh * sel.outlier
+            z = (x - m.mean) / m.std
+            penalty = penalty + jnp.mean(jnp.sum(mask[layer] * jax.nn.relu(z), axis=-1))
+            trace = trace + jnp.mean(sel.d2) / len(self.stats)
+        active = (step >= self.warmup).astype(penalty.dtype)
+        state = _OutlierState(mask, times, score, maps, state.rounds + refresh)
+        return self.weight * active * penalty, state, trace
+
+    def report(self, features, state: _OutlierState):
+        out = {"d2": jnp.zeros(())}
+        for layer, m in self.stats.items():
+            x = self._samples(features, layer)
+            out["d2"] = out["d2"] + jnp.mean(outliers_lib.mahalanobis(x, m.mean, m.precision)) / len(self.stats)
+            out[f"times/{layer}"] = state.times[layer]
+            out[f"score/{layer}"] = state.score[layer]
+        first = self.layers[0]
+        out["outlier_map"] = _spatial_map(features[first], state.outlier_map[first], self.view)
+        out["rounds"] = state.rounds
+        return out
+
+    def __repr__(self):
+        return (f"outliers(layers={list(self.layers)}, view={self.view}, weight={self.weight}, k={self.k}, "
+                f"every={self.every}, warmup={self.warmup}, quantile={self.quantile})")
+
+
+def _view(name, activation):
+    from jaxviz import views
+
+    return views.apply_view(name, activation)
+
+
+def _spatial_map(activation, per_position, view):
+    """Per-position values as an ``[h, w]`` map (valid positions of the view)."""
+    h, w = activation.shape[0], activation.shape[1]
+    if per_position.shape[0] == h * w:
+        return per_position.reshape(h, w)
+    side = int(round(per_position.shape[0] ** 0.5))
+    if side * side == per_position.shape[0]:
+        return per_position.reshape(side, side)
+    return per_position.reshape(1, -1)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MahalanobisPrior:
+    """Ablation: penalize the mean ``D²/dim`` of every position (no neuron selection)."""
+
+    stats: Mapping[str, LayerMoments]
+    view: str = "pixel"
+    weight: float = 1.0
+    warmup: int = 0
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(self.stats)
+
+    def _d2(self, features):
+        total = jnp.zeros(())
+        for layer, m in self.stats.items():
+            x = _view(self.view, features[layer])
+            total = total + jnp.mean(outliers_lib.mahalanobis(x, m.mean, m.precision)) / x.shape[-1]
+        return total / len(self.stats)
+
+    def init(self, features):
+        return ()
+
+    def apply(self, features, state, step):
+        d2 = self._d2(features)
+        active = (step >= self.warmup).astype(d2.dtype)
+        dims = [m.mean.shape[0] for m in self.stats.values()]
+        return self.weight * active * d2, state, d2 * sum(dims) / len(dims)
+
+    def report(self, features, state):
+        dims = [m.mean.shape[0] for m in self.stats.values()]
+        return {"d2": self._d2(features) * sum(dims) / len(dims)}
+
+    def __repr__(self):
+        return f"mahalanobis(layers={list(self.layers)}, view={self.view}, weight={self.weight})"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class BatchNormPrior:
+    """DeepInversion: the BatchNorm inputs' statistics should match the running statistics.
+
+    For each BatchNorm layer, the input ``x`` is recovered from the captured output and the
+    ``‖μ_x − μ_run‖₂ + ‖σ²_x − σ²_run‖₂`` over the image's positions is summed over layers.
+
+    Attributes:
+      bn: ``{layer: {"scale", "bias", "mean", "var"}}``.
+      eps: BatchNorm epsilon.
+      weight: λ.
+    """
+
+    bn: Mapping[str, Mapping[str, jax.Array]]
+    eps: float = 1e-3
+    weight: float = 0.01
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(self.bn)
+
+    def _loss(self, features):
+        total = jnp.zeros(())
+        for layer, p in self.bn.items():
+            y = features[layer].reshape(-1, features[layer].shape[-1])
+            std = jnp.sqrt(p["var"] + self.eps)
+            x = (y - p["bias"]) / p["scale"] * std + p["mean"]
+            total = total + jnp.linalg.norm(x.mean(0) - p["mean"]) + jnp.linalg.norm(x.var(0) - p["var"])
+        return total
+
+    def init(self, features):
+        return ()
+
+    def apply(self, features, state, step):
+        loss = self._loss(features)
+        return self.weight * loss, state, loss
+
+    def report(self, features, state):
+        return {"bn_loss": self._loss(features)}
+
+    def __repr__(self):
+        return f"bn(layers={len(self.bn)}, weight={self.weight})"
+
+
+def batchnorm_prior(model, *, weight: float = 0.01) -> BatchNormPrior:
+    """DeepInversion's prior over every BatchNorm layer of ``model``.
+
+    Raises:
+      UsageError: the model declares no BatchNorm layers.
+    """
+    if not model.batchnorm:
+        raise UsageError(f"--prior bn needs BatchNorm layers; {model.name} declares none")
+    bn = {}
+    for layer, path in model.batchnorm.items():
+        node = model.params
+        for part in path:
+            node = node[part]
+        bn[layer] = {k: jnp.asarray(node[k]) for k in ("scale", "bias", "mean", "var")}
+    return BatchNormPrior(bn, eps=model.batchnorm_eps, weight=weight)
+
+
+def load_moments(stats_dir: str, model) -> tuple[dict[str, LayerMoments], str]:
+    """Reads ``jaxviz stats`` output for ``model``: ``({layer: LayerMoments}, view)``."""
+    from jaxviz import collect
+
+    bundle = collect.load_stats(stats_dir, model=model.name)
+    moments = {}
+    for layer, s in bundle.layers.items():
+        model.check_layers([layer])
+        std = jnp.sqrt(jnp.clip(jnp.diagonal(jnp.asarray(s.cov)), 1e-12))
+        moments[layer] = LayerMoments(jnp.asarray(s.mean), jnp.asarray(s.precision), std)
+    return moments, bundle.view
+
+
+def build(name: str, *, model, stats_dir: str | None = None, **options):
+    """The prior called ``name`` (``none``, ``outliers``, ``mahalanobis``, ``bn``) for ``model``.
+
+    Args:
+      name: prior name.
+      model: the model being visualized.
+      stats_dir: output of ``jaxviz stats`` (needed by ``outliers`` and ``mahalanobis``).
+      **options: fields of the prior's dataclass (e.g. ``weight``, ``k``, ``every``).
+
+    Raises:
+      UsageError: unknown name, or statistics missing for a prior that needs them.
+    """
+    if name == "none":
+        return none()
+    if name == "bn":
+        return batchnorm_prior(model, **options)
+    if name in ("outliers", "mahalanobis"):
+        if not stats_dir:
+            raise UsageError(f"--prior {name} needs --stats DIR (make it with `jaxviz stats`)")
+        moments, view = load_moments(stats_dir, model)
+        cls = OutlierPrior if name == "outliers" else MahalanobisPrior
+        return cls(moments, view=view, **options)
+    raise UsageError(f"unknown prior '{name}' (choose {', '.join(PRIORS)})")
+
+
+def describe(info: Mapping[str, "jax.Array"], index: int, *, top: int = 10) -> dict:
+    """metrics.json fields of target ``index`` from the per-target arrays of ``prior.report``.
+
+    Returns:
+      ``{"suppressed": [{"layer", "channel", "count", "mean_contribution"}, ...], "d2": float, ...}``.
+    """
+    import numpy as np
+
+    record: dict = {}
+    suppressed = []
+    for key, value in info.items():
+        if key.startswith("times/"):
+            layer = key.split("/", 1)[1]
+            times = np.asarray(value[index])
+            score = np.asarray(info[f"score/{layer}"][index])
+            for j in np.argsort(-times)[:top]:
+                if times[j] > 0:
+                    suppressed.append({"layer": layer, "channel": int(j), "count": int(times[j]),
+                                       "mean_contribution": round(float(score[j] / times[j]), 4)})
+        elif key in ("d2", "bn_loss", "rounds"):
+            record[key] = round(float(np.asarray(value[index])), 5)
+    if suppressed or "times/" in "".join(info):
+        record["suppressed"] = sorted(suppressed, key=lambda e: -e["count"] * e["mean_contribution"])
+    return record

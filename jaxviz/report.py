@@ -1,0 +1,188 @@
+"""Outputs of a run: one PNG per target, a labelled contact sheet, an HTML gallery, metrics.json.
+
+Layout of ``DIR`` (design.md §3): ``<layer>_<channel>.png`` per target, ``grid.png``,
+``images.npy`` (the float images, exact),
+``index.html`` and ``metrics.json`` = ``{"config": {...}, "targets": [{"target", "activation",
+"history", "suppressed", ...}]}``. :func:`write_comparison` puts several runs (e.g. ``none`` and
+``outliers``) side by side in one gallery.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from typing import Mapping, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = ["image_filename", "to_uint8", "write_run", "write_comparison", "contact_sheet", "svg_curve"]
+
+
+def image_filename(target: str) -> str:
+    """``blocks.10:7`` → ``blocks.10_7.png`` (safe on every filesystem)."""
+    return target.replace(":", "_").replace("/", "_").replace(" ", "") + ".png"
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """float image in [0, 1] → uint8."""
+    return np.clip(np.round(np.asarray(image, np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def _write_png(path: str, image_u8: np.ndarray) -> None:
+    tmp = path + ".tmp.png"
+    Image.fromarray(image_u8).save(tmp)
+    os.replace(tmp, path)  # never leave a half-written image behind
+
+
+def _write_text(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def contact_sheet(images: Sequence[np.ndarray], labels: Sequence[str], *, columns: int | None = None,
+                  tile: int = 160) -> np.ndarray:
+    """Tiles uint8 images into one labelled sheet.
+
+    Args:
+      images: uint8 ``[H,W,3]`` images.
+      labels: one caption per image.
+      columns: tiles per row (default ≈ √n).
+      tile: tile side in pixels.
+
+    Returns:
+      uint8 ``[rows·(tile+label), columns·tile, 3]``.
+    """
+    n = len(images)
+    columns = columns or max(1, math.ceil(math.sqrt(n)))
+    rows = math.ceil(n / columns)
+    label_h = 14
+    sheet = Image.new("RGB", (columns * tile, rows * (tile + label_h)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default()
+    for i, (image, label) in enumerate(zip(images, labels)):
+        r, c = divmod(i, columns)
+        x, y = c * tile, r * (tile + label_h)
+        sheet.paste(Image.fromarray(image).resize((tile, tile), Image.BILINEAR), (x, y))
+        draw.text((x + 2, y + tile + 1), label[: tile // 6], fill=(0, 0, 0), font=font)
+    return np.asarray(sheet)
+
+
+def svg_curve(values: Sequence[float], *, width: int = 160, height: int = 48, color: str = "#2563eb") -> str:
+    """A small inline SVG line plot (the objective over steps)."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    if v.size < 2:
+        return ""
+    lo, hi = float(v.min()), float(v.max())
+    span = hi - lo or 1.0
+    xs = np.linspace(1, width - 1, v.size)
+    ys = height - 1 - (v - lo) / span * (height - 2)
+    points = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys))
+    return (f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
+            f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{points}"/>'
+            f'<title>{lo:.3g} … {hi:.3g}</title></svg>')
+
+
+def _heatmap_png(path: str, heat: np.ndarray, size: int) -> None:
+    heat = np.asarray(heat, np.float64)
+    heat = heat / heat.max() if heat.max() > 0 else heat
+    rgb = np.stack([heat, np.zeros_like(heat), 1.0 - heat], -1)
+    image = Image.fromarray(to_uint8(rgb)).resize((size, size), Image.NEAREST)
+    _write_png(path, np.asarray(image))
+
+
+def write_run(out: str, *, targets: Sequence[str], labels: Sequence[str], images: np.ndarray,
+              records: Sequence[dict], config: Mapping, heatmaps: np.ndarray | None = None,
+              title: str = "jaxviz") -> dict:
+    """Writes the PNGs, ``grid.png``, ``index.html`` and ``metrics.json`` of one run.
+
+    Args:
+      out: output directory (exists and is writable).
+      targets: target specs (``layer:channel``).
+      labels: human-readable captions (e.g. class names).
+      images: ``[T,H,W,3]`` float in [0, 1].
+      records: per-target dicts for metrics.json (``activation``, ``history``, ``suppressed``...).
+      config: the run's settings.
+      heatmaps: optional ``[T,h,w]`` maps (e.g. where outlier positions were).
+      title: page title.
+
+    Returns:
+      The metrics dict that was written.
+    """
+    tiles = [to_uint8(im) for im in images]
+    files = []
+    for i, (target, tile) in enumerate(zip(targets, tiles)):
+        name = image_filename(target)
+        _write_png(os.path.join(out, name), tile)
+        files.append(name)
+        if heatmaps is not None:
+            _heatmap_png(os.path.join(out, "heat_" + name), heatmaps[i], tile.shape[0])
+    np.save(os.path.join(out, "images.npy"), np.asarray(images, np.float32))  # exact values, for metrics
+    _write_png(os.path.join(out, "grid.png"), contact_sheet(tiles, [f"{t} {l}" for t, l in zip(targets, labels)]))
+    metrics = {"config": dict(config), "targets": []}
+    for target, label, file, record in zip(targets, labels, files, records):
+        metrics["targets"].append({"target": target, "label": label, "image": file, **record})
+    _write_text(os.path.join(out, "metrics.json"), json.dumps(metrics, indent=1, default=_json_default))
+    cards = []
+    for i, entry in enumerate(metrics["targets"]):
+        heat = (f'<img class="heat" src="heat_{html.escape(entry["image"])}" title="outlier positions">'
+                if heatmaps is not None else "")
+        cards.append(
+            f'<figure><img src="{html.escape(entry["image"])}">{heat}<figcaption><b>{html.escape(entry["target"])}'
+            f'</b> {html.escape(entry["label"])}<br>activation {entry.get("activation", float("nan")):.3g}<br>'
+            f'{svg_curve(entry.get("history", []))}</figcaption></figure>')
+    settings = html.escape(json.dumps(metrics["config"], default=_json_default))
+    _write_text(os.path.join(out, "index.html"), _page(title, f"<p class=cfg>{settings}</p>" + "".join(cards)))
+    return metrics
+
+
+def write_comparison(out: str, runs: Mapping[str, dict], *, title: str = "jaxviz comparison") -> str:
+    """A gallery with one row per target and one column per run (e.g. DeepDream vs the method).
+
+    Args:
+      out: directory holding one sub-directory per run (written by :func:`write_run`).
+      runs: ``{run name: metrics dict returned by write_run}``; sub-directory = run name.
+      title: page title.
+
+    Returns:
+      Path of the written ``index.html``.
+    """
+    names = list(runs)
+    first = runs[names[0]]["targets"]
+    head = "<tr><th>target</th>" + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>"
+    rows = []
+    for i, entry in enumerate(first):
+        cells = []
+        for name in names:
+            e = runs[name]["targets"][i]
+            heat = (f'<img class="heat" src="{html.escape(name)}/heat_{html.escape(e["image"])}">'
+                    if os.path.exists(os.path.join(out, name, "heat_" + e["image"])) else "")
+            d2 = f'<br>D² {e["d2"]:.3g}' if "d2" in e else ""
+            cells.append(f'<td><img src="{html.escape(name)}/{html.escape(e["image"])}">{heat}<br>'
+                         f'activation {e["activation"]:.3g}{d2}<br>{svg_curve(e.get("history", []))}</td>')
+        rows.append(f"<tr><td><b>{html.escape(entry['target'])}</b><br>{html.escape(entry['label'])}</td>"
+                    + "".join(cells) + "</tr>")
+    path = os.path.join(out, "index.html")
+    _write_text(path, _page(title, f"<table>{head}{''.join(rows)}</table>"))
+    return path
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _page(title: str, body: str) -> str:
+    style = ("body{font-family:sans-serif;margin:1em}figure{display:inline-block;margin:.4em;width:224px;"
+             "vertical-align:top}img{width:224px;image-rendering:pixelated}img.heat{width:56px;opacity:.8}"
+             "td{vertical-align:top;padding:.3em}.cfg{font-size:small;color:#555}")
+    return (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n")

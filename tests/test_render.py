@@ -1,0 +1,120 @@
+"""The render loop on the real EfficientNet-Lite0: it works, shards, resumes and is deterministic."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from jaxviz import objectives, render
+from jaxviz.cli import main
+
+FAST = render.RenderConfig(size=64, steps=6, scan_steps=3, batch_size=8, param="fourier")
+
+
+def _targets(model, specs):
+    return [objectives.parse_target(s, model.layers) for s in specs]
+
+
+def test_one_device_equals_eight_devices(lite0):
+    assert len(jax.devices()) == 8
+    targets = _targets(lite0, ["logits:1", "blocks.12:5", "logits:500"])
+    one = render.render(lite0, targets, config=FAST, devices=jax.devices()[:1])
+    eight = render.render(lite0, targets, config=FAST)
+    np.testing.assert_allclose(eight.images, one.images, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(eight.history, one.history, rtol=1e-4, atol=1e-4)
+
+
+def test_seed_determinism(lite0):
+    targets = _targets(lite0, ["blocks.10:7"])
+    a = render.render(lite0, targets, config=FAST)
+    b = render.render(lite0, targets, config=FAST)
+    c = render.render(lite0, targets, config=render.RenderConfig(**{**FAST.__dict__, "seed": 1}))
+    np.testing.assert_array_equal(a.images, b.images)
+    assert np.abs(a.images - c.images).max() > 1e-2
+
+
+def test_objective_rises_for_each_parameterization(lite0):
+    targets = _targets(lite0, ["blocks.12:5"])
+    for name in ("pixel", "fourier", "maco"):
+        config = render.RenderConfig(size=64, steps=12, scan_steps=6, param=name)
+        result = render.render(lite0, targets, config=config)
+        assert result.history[0, -3:].mean() > result.history[0, :3].mean() + 0.1, name
+        assert 0.0 <= result.images.min() and result.images.max() <= 1.0
+
+
+def test_resume_after_kill_is_bit_identical(tmp_path):
+    base = [sys.executable, "-m", "jaxviz", "visualize", "--target", "logits:281", "--target", "blocks.10:7",
+            "--size", "64", "--steps", "40", "--checkpoint-every", "8", "--quiet"]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    straight = subprocess.run([*base, "--out", str(tmp_path / "a")], env=env, capture_output=True, text=True,
+                              timeout=600)
+    assert straight.returncode == 0, straight.stderr
+    ckpt = tmp_path / "ckpt"
+    args = [*base, "--out", str(tmp_path / "b"), "--checkpoint-dir", str(ckpt)]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        steps = [int(p.name) for p in ckpt.glob("*/*") if p.name.isdigit()]
+        if steps and 8 <= max(steps) < 40:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "b" / "metrics.json").exists(), "run finished before it could be killed"
+    resumed = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "b" / "images.npy"), np.load(tmp_path / "a" / "images.npy"))
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert [t["history"] for t in a["targets"]] == [t["history"] for t in b["targets"]]
+    # the same checkpoint dir with other settings is refused
+    other = subprocess.run([*args[:-4], "--seed", "3", "--out", str(tmp_path / "c"), "--checkpoint-dir", str(ckpt)],
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert other.returncode == 2 and "seed" in other.stderr and "Traceback" not in other.stderr
+
+
+def test_visualize_writes_outputs(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["visualize", "--target", "logits:281", "--target", "blocks.10:0-1", "--size", "64",
+                 "--steps", "4", "--out", str(out), "--quiet", "--param", "pixel"])
+    assert code == 0
+    for name in ("logits_281.png", "blocks.10_0.png", "blocks.10_1.png", "grid.png", "index.html", "metrics.json"):
+        assert (out / name).exists(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [t["target"] for t in metrics["targets"]] == ["logits:281", "blocks.10:0", "blocks.10:1"]
+    assert len(metrics["targets"][0]["history"]) == 4 and metrics["config"]["param"] == "pixel"
+    assert metrics["targets"][0]["label"] == "tabby"
+    assert "<svg" in (out / "index.html").read_text()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--target", "blocks.99:1"], "unknown layer"),
+    (["--target", "blocks.10:9999"], "out of range"),
+    (["--target", "logits:281", "--size", "16"], "too small"),
+    (["--target", "logits:281", "--out", "/proc/forbidden"], "--out"),
+    (["--target", "logits:281", "--prior", "outliers"], "--stats"),
+])
+def test_visualize_user_mistakes(tmp_path, capsys, argv, message):
+    if "--out" not in argv:
+        argv = [*argv, "--out", str(tmp_path / "x")]
+    code = main(["visualize", "--steps", "2", "--quiet", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("jaxviz: error:") and message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.slow
+def test_eight_classes_reach_top1(lite0):
+    classes = [1, 94, 207, 281, 417, 530, 947, 980]
+    config = render.RenderConfig(size=128, steps=128, scan_steps=16, batch_size=8)
+    result = render.render(lite0, _targets(lite0, [f"logits:{c}" for c in classes]), config=config)
+    logits = jax.jit(lambda p, x: lite0.features(p, x, ["logits"])["logits"])(
+        lite0.params, lite0.normalize(result.images * 255.0))
+    initial = result.history[:, 0]
+    assert np.all(result.activation > initial + 10), (result.activation, initial)
+    assert list(np.argmax(np.asarray(logits), -1)) == classes
