@@ -126,7 +126,7 @@ class OutlierPrior:
             z = (x - m.mean) / m.std
             penalty = penalty + jnp.mean(jnp.sum(mask[layer] * jax.nn.relu(z), axis=-1))
             trace = trace + jnp.mean(sel.d2) / len(self.stats)
-        active = (step >= self.warmup).astype(penalty.dtype)
+        active = jnp.asarray(step >= self.warmup, penalty.dtype)
         state = _OutlierState(mask, times, score, maps, state.rounds + refresh)
         return self.weight * active * penalty, state, trace
 
@@ -189,7 +189,7 @@ class MahalanobisPrior:
 
     def apply(self, features, state, step):
         d2 = self._d2(features)
-        active = (step >= self.warmup).astype(d2.dtype)
+        active = jnp.asarray(step >= self.warmup, d2.dtype)
         dims = [m.mean.shape[0] for m in self.stats.values()]
         return self.weight * active * d2, state, d2 * sum(dims) / len(dims)
 

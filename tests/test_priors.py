@@ -1,0 +1,93 @@
+"""Priors against float64 numpy: the method's selection and penalty, the ablation, DeepInversion's BN prior."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxviz import outliers, priors
+
+
+def _toy_stats(rng, dim):
+    a = rng.normal(size=(dim, dim))
+    cov = a @ a.T / dim + 0.2 * np.eye(dim)
+    mean = rng.normal(size=dim)
+    return mean, cov
+
+
+def _moments(mean, cov):
+    return priors.LayerMoments(jnp.asarray(mean, jnp.float32), jnp.asarray(np.linalg.inv(cov), jnp.float32),
+                               jnp.asarray(np.sqrt(np.diag(cov)), jnp.float32))
+
+
+def _natural(rng, mean, cov, h, w):
+    return (mean + rng.normal(size=(h * w, len(mean))) @ np.linalg.cholesky(cov).T).reshape(h, w, -1)
+
+
+def test_outlier_prior_suppresses_the_planted_neuron():
+    rng = np.random.default_rng(0)
+    dim, planted = 24, 7
+    mean, cov = _toy_stats(rng, dim)
+    act = _natural(rng, mean, cov, 6, 6)
+    act[:3, :3, planted] += 10 * np.sqrt(cov[planted, planted])
+    features = {"layer": jnp.asarray(act, jnp.float32)}
+    prior = priors.OutlierPrior({"layer": _moments(mean, cov)}, k=1, every=4, warmup=2, weight=1.0)
+    state = prior.init(features)
+    for step in range(2):  # warm-up: DeepDream, no penalty, nothing selected yet
+        penalty, state, trace = prior.apply(features, state, step)
+        assert float(penalty) == 0.0 and float(state.mask["layer"].sum()) == 0.0
+    penalty, state, trace = prior.apply(features, state, 2)
+    assert float(state.mask["layer"][planted]) == 1.0 and float(state.mask["layer"].sum()) == 1.0
+    z = (act[..., planted] - mean[planted]) / np.sqrt(cov[planted, planted])
+    np.testing.assert_allclose(float(penalty), np.maximum(z, 0).mean(), rtol=1e-4)
+    d2 = np.einsum("mi,ij,mj->m", act.reshape(-1, dim) - mean, np.linalg.inv(cov), act.reshape(-1, dim) - mean)
+    np.testing.assert_allclose(float(trace), d2.mean(), rtol=1e-4)
+    # the gradient of the penalty pushes only the selected neuron, only downwards
+    grad = jax.grad(lambda f: prior.apply({"layer": f}, state, 3)[0])(features["layer"])
+    assert float(jnp.abs(grad[..., :planted]).max()) == 0.0 and float(grad[:3, :3, planted].min()) > 0
+    report = prior.report(features, state)
+    record = priors.describe(jax.tree.map(lambda a: a[None], report), 0)
+    assert record["suppressed"][0]["layer"] == "layer" and record["suppressed"][0]["channel"] == planted
+    assert report["outlier_map"].shape == (6, 6) and float(report["outlier_map"][:3, :3].min()) == 1.0
+
+
+def test_mahalanobis_prior_is_mean_d2_over_dim():
+    rng = np.random.default_rng(1)
+    dim = 16
+    mean, cov = _toy_stats(rng, dim)
+    act = _natural(rng, mean, cov, 5, 4) + 0.5
+    prior = priors.MahalanobisPrior({"l": _moments(mean, cov)}, weight=2.0)
+    penalty, _, trace = prior.apply({"l": jnp.asarray(act, jnp.float32)}, (), 0)
+    d = act.reshape(-1, dim) - mean
+    d2 = np.einsum("mi,ij,mj->m", d, np.linalg.inv(cov), d)
+    np.testing.assert_allclose(float(penalty), 2.0 * d2.mean() / dim, rtol=1e-4)
+    np.testing.assert_allclose(float(trace), d2.mean(), rtol=1e-4)
+
+
+def test_batchnorm_prior_matches_deepinversion_formula():
+    rng = np.random.default_rng(2)
+    c, eps = 12, 1e-3
+    p = {"scale": rng.uniform(0.5, 2, c), "bias": rng.normal(size=c), "mean": rng.normal(size=c),
+         "var": rng.uniform(0.2, 3, c)}
+    x = rng.normal(size=(9, 9, c)) * 1.7 + 0.3  # BN input with other statistics than the running ones
+    y = (x - p["mean"]) / np.sqrt(p["var"] + eps) * p["scale"] + p["bias"]
+    prior = priors.BatchNormPrior({"bn": {k: jnp.asarray(v, jnp.float32) for k, v in p.items()}}, eps=eps, weight=1.0)
+    loss, _, _ = prior.apply({"bn": jnp.asarray(y, jnp.float32)}, (), 0)
+    flat = x.reshape(-1, c)
+    expected = np.linalg.norm(flat.mean(0) - p["mean"]) + np.linalg.norm(flat.var(0) - p["var"])
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
+
+
+def test_batchnorm_prior_on_lite0_prefers_photos_to_noise(lite0, photos):
+    prior = priors.build("bn", model=lite0)
+    assert "blocks.3.depthwise.bn" in prior.layers and "blocks.3.project" in prior.layers
+    photo = lite0.preprocess(photos["chelsea"])[0]
+    noise = np.asarray(jax.random.uniform(jax.random.key(0), photo.shape, minval=-1, maxval=1))
+    losses = []
+    for x in (photo, noise):
+        features = lite0.features(lite0.params, jnp.asarray(x), prior.layers)
+        losses.append(float(prior.apply(features, (), 0)[0]))
+    assert losses[0] < 0.7 * losses[1], losses
+
+
+def test_chi2_quantile_is_used_for_outliers():
+    assert outliers.chi2_threshold(24, 0.99) > outliers.chi2_threshold(24, 0.9) > 24 * 0.9
