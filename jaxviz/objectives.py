@@ -24,6 +24,7 @@ Objectives combine with ``+``, ``-``, unary ``-``, ``*`` and ``/`` by numbers, a
 from __future__ import annotations
 
 import difflib
+import hashlib
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -62,6 +63,11 @@ def _read(features: Mapping[str, jax.Array], name: str) -> jax.Array:
             f"request obj.layers from Model.features") from None
 
 
+def _safe_norm(x, eps: float = 1e-6):
+    # jnp.linalg.norm has a NaN gradient at 0, and ReLU features are often exactly 0
+    return jnp.sqrt(jnp.sum(jnp.square(x), axis=-1) + eps**2)
+
+
 class Objective:
     """Base of all objectives: the algebra and the calling protocol (see the module docstring)."""
 
@@ -88,11 +94,7 @@ class Objective:
         return NotImplemented
 
     def __radd__(self, other):
-        if isinstance(other, Objective):
-            return other.__add__(self)
-        if _is_zero(other):
-            return self
-        return NotImplemented
+        return self if _is_zero(other) else NotImplemented
 
     def __mul__(self, other):
         if not _is_weight(other):
@@ -116,8 +118,16 @@ class Objective:
         return self + (-other)
 
 
+class _OneLayer(Objective):
+    """Objectives that read the single layer named by their ``layer`` field."""
+
+    @property
+    def layers(self):
+        return (self.layer,)
+
+
 @struct.dataclass
-class Neuron(Objective):
+class Neuron(_OneLayer):
     """One unit: ``activation[y, x, channel]`` (centre position when ``y``/``x`` are None)."""
 
     layer: str = struct.field(pytree_node=False)
@@ -125,13 +135,9 @@ class Neuron(Objective):
     y: Any = None
     x: Any = None
 
-    @property
-    def layers(self):
-        return (self.layer,)
-
     def __call__(self, features):
         a = _read(features, self.layer)
-        if a.ndim == 1:
+        if a.ndim == 1 and self.y is None:
             return a[self.channel]
         if a.ndim != 3:
             raise UsageError(f"neuron objective needs [H,W,C] or [C] activations; '{self.layer}' has shape {a.shape}")
@@ -146,15 +152,11 @@ class Neuron(Objective):
 
 
 @struct.dataclass
-class Channel(Objective):
+class Channel(_OneLayer):
     """Spatial mean of one channel (the value itself for ``[C]`` activations)."""
 
     layer: str = struct.field(pytree_node=False)
     channel: Any
-
-    @property
-    def layers(self):
-        return (self.layer,)
 
     def __call__(self, features):
         a = _read(features, self.layer)
@@ -165,14 +167,10 @@ class Channel(Objective):
 
 
 @struct.dataclass
-class Layer(Objective):
+class Layer(_OneLayer):
     """DeepDream: mean of squared activations over the whole layer."""
 
     layer: str = struct.field(pytree_node=False)
-
-    @property
-    def layers(self):
-        return (self.layer,)
 
     def __call__(self, features):
         return jnp.mean(jnp.square(_read(features, self.layer)))
@@ -182,15 +180,11 @@ class Layer(Objective):
 
 
 @struct.dataclass
-class ClassLogit(Objective):
+class ClassLogit(_OneLayer):
     """One class logit (pre-softmax; the softmax would also reward pushing other classes down)."""
 
     index: Any
     layer: str = struct.field(pytree_node=False, default="logits")
-
-    @property
-    def layers(self):
-        return (self.layer,)
 
     def __call__(self, features):
         return jnp.take(_read(features, self.layer), self.index, axis=-1).mean()
@@ -200,32 +194,32 @@ class ClassLogit(Objective):
 
 
 @struct.dataclass
-class Direction(Objective):
+class Direction(_OneLayer):
     """Mean over positions of ``a·v`` (``cosine=False``) or ``(a·v)/|a|`` (``cosine=True``); ``|v| = 1``."""
 
     layer: str = struct.field(pytree_node=False)
     vector: Any
     cosine: bool = struct.field(pytree_node=False, default=False)
 
-    @property
-    def layers(self):
-        return (self.layer,)
-
     def __call__(self, features):
         a = _read(features, self.layer)
         a = a.reshape(-1, a.shape[-1])
         dots = a @ self.vector
         if self.cosine:
-            # eps keeps dead (all-zero) positions finite; they then contribute 0
-            dots = dots / (jnp.linalg.norm(a, axis=-1) + 1e-6)
+            dots = dots / _safe_norm(a)
         return dots.mean()
 
     def __repr__(self):
-        return f"direction('{self.layer}', <{np.shape(self.vector)[-1]}-vector>, cosine={self.cosine})"
+        # a digest of the values, so that runs with other vectors do not look alike (checkpoint keys)
+        try:
+            digest = hashlib.sha1(np.asarray(self.vector, np.float32).tobytes()).hexdigest()[:8]
+        except jax.errors.TracerArrayConversionError:  # inside jit: no values to show
+            digest = "traced"
+        return f"direction('{self.layer}', <{np.shape(self.vector)[-1]}-vector {digest}>, cosine={self.cosine})"
 
 
 @struct.dataclass
-class Diversity(Objective):
+class Diversity(_OneLayer):
     """Batch-level: minus the mean cosine similarity between the images' Gram matrices.
 
     Takes ``{layer: [N,H,W,C]}``; returns ``-mean_{i≠j} cos(G_i, G_j)`` with ``G = AᵀA / (H·W)``.
@@ -235,10 +229,6 @@ class Diversity(Objective):
     layer: str = struct.field(pytree_node=False)
     batched = True
 
-    @property
-    def layers(self):
-        return (self.layer,)
-
     def __call__(self, features):
         a = _read(features, self.layer)
         if a.ndim < 2:
@@ -246,7 +236,7 @@ class Diversity(Objective):
         n = a.shape[0]
         a = a.reshape(n, -1, a.shape[-1])
         gram = jnp.einsum("npi,npj->nij", a, a).reshape(n, -1) / a.shape[1]
-        unit = gram / (jnp.linalg.norm(gram, axis=-1, keepdims=True) + 1e-12)
+        unit = gram / _safe_norm(gram)[:, None]
         sim = unit @ unit.T
         off = sim.sum() - jnp.trace(sim)
         return -off / max(n * (n - 1), 1)

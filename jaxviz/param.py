@@ -10,7 +10,9 @@ A :class:`Parameterization` is a pair of pure functions for ONE image:
   ``irfft2``, colour decorrelation and a sigmoid.
 - :func:`maco`: MaCo (Fel et al., 2023). Only the phase is optimized; the magnitude of every
   frequency is fixed to the average magnitude spectrum of the embedded natural photos at that size
-  (computed on first use, cached per size; nothing is downloaded).
+  (computed on first use, cached per size; nothing is downloaded). Each photo contributes the mean
+  over its views: the whole photo resized to the size, and its four corner crops at native
+  resolution; the border cross of the FFT is removed first (periodic + smooth decomposition).
 
 Colour decorrelation. Natural RGB values are strongly correlated, so optimizing R, G and B
 independently produces saturated rainbow noise. We optimize in a decorrelated space ``z`` and map

@@ -1,0 +1,110 @@
+"""Parameterizations: shapes, range, keys, gradients; colour statistics; MaCo keeps its magnitude."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxviz import param
+from jaxviz.errors import UsageError
+
+NAMES = ("pixel", "fourier", "maco")
+
+
+@pytest.mark.parametrize("name,size", [("pixel", 32), ("fourier", 32), ("fourier", 33), ("maco", 32), ("maco", 33)])
+def test_shapes_range_keys_and_gradient(name, size):
+    p = param.get(name)
+    params = p.init(key=jax.random.key(0), size=size)
+    image_and_grad = jax.jit(jax.value_and_grad(lambda q: p.to_image(q).mean(), has_aux=False))
+    image = jax.jit(p.to_image)(params)
+    assert image.shape == (size, size, 3) and image.dtype == jnp.float32
+    assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
+    np.testing.assert_array_equal(p.init(key=jax.random.key(0), size=size), params)
+    other = p.init(key=jax.random.key(1), size=size)
+    assert not np.allclose(other, params)
+    assert not np.allclose(jax.jit(p.to_image)(other), image)
+    np.testing.assert_allclose(p.to_image(params), image, atol=1e-6)  # eager == jit
+    mean, grad = image_and_grad(params)
+    np.testing.assert_allclose(mean, image.mean(), atol=1e-6)
+    assert grad.shape == params.shape
+    assert np.all(np.isfinite(grad)) and np.abs(grad).max() > 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_saturates_inside_unit_range(name):
+    p = param.get(name)
+    params = 100.0 * p.init(key=jax.random.key(2), size=32)
+    image = jax.jit(p.to_image)(params)
+    assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
+
+
+def test_color_stats_match_the_photos():
+    from jaxviz.data import embedded_photos
+
+    mean, root = param.color_stats(embedded_photos().values())
+    np.testing.assert_allclose(root, param.COLOR_SQRT, atol=1e-3)
+    np.testing.assert_allclose(mean, param.COLOR_MEAN, atol=1e-3)
+    assert np.allclose(param.COLOR_SQRT, param.COLOR_SQRT.T)
+    assert np.isclose(np.linalg.norm(param.COLOR_SQRT, axis=0).max(), 1.0, atol=1e-5)
+
+
+def test_color_stats_recover_a_known_covariance():
+    rng = np.random.default_rng(0)
+    mix = np.array([[1.0, 0.5, 0.0], [0.5, 1.0, 0.5], [0.0, 0.5, 1.0]])
+    z = rng.normal(size=(200_000, 3)) @ mix.T * 20 + 128
+    photo = np.clip(z, 0, 255).astype(np.uint8).reshape(400, 500, 3)
+    _, root = param.color_stats([photo])
+    cov = np.cov(photo.reshape(-1, 3).T / 255.0)
+    product = root @ root.T
+    np.testing.assert_allclose(product / product[0, 0], cov / cov[0, 0], atol=2e-3)
+
+
+def test_fourier_spectrum_scale():
+    flat = param._spectrum_scale(32, 0.0)
+    np.testing.assert_allclose(flat, 1.0)
+    scale = param._spectrum_scale(32, 1.0)
+    assert np.isclose(np.sqrt(np.mean(scale**2)), 1.0, rtol=1e-5)
+    assert scale[0, 1] > scale[0, 8] > scale[16, 16]  # low frequencies move faster
+
+
+def test_maco_is_phase_only():
+    size = 32
+    p = param.maco()
+    magnitude = param.maco_magnitude(size)
+    assert param.maco_magnitude(size) is magnitude  # cached per size
+    assert magnitude.shape == (size, size // 2 + 1, 3) and magnitude[0, 0].max() == 0
+    for seed in range(2):
+        image = np.asarray(jax.jit(p.to_image)(p.init(key=jax.random.key(seed), size=size)), np.float64)
+        # undo the soft clip and the colour mixing to get back the phase-only signal
+        rgb = np.log(image / (1 - image)) / 4 + 0.5 - param.COLOR_MEAN
+        z = rgb @ np.linalg.inv(param.COLOR_SQRT.astype(np.float64)).T
+        spectrum = np.abs(np.fft.rfft2(z, axes=(0, 1), norm="ortho"))
+        # columns 1..n/2-1 have no Hermitian partner inside the rfft grid, so they survive exactly
+        inner = slice(1, size // 2)
+        np.testing.assert_allclose(spectrum[:, inner], magnitude[:, inner], rtol=2e-3, atol=2e-3 * magnitude.max())
+
+
+def test_maco_magnitude_falls_with_frequency():
+    magnitude = param.maco_magnitude(32).mean(-1)
+    f = param._frequencies(32)
+    low, high = magnitude[(f > 0) & (f < 0.1)].mean(), magnitude[f > 0.35].mean()
+    assert low > 5 * high  # natural images: roughly 1/f amplitude
+
+
+def test_get_errors():
+    with pytest.raises(UsageError, match="choose pixel, fourier, maco"):
+        param.get("wavelet")
+    with pytest.raises(UsageError, match="bad options"):
+        param.get("pixel", bogus=1)
+    assert jax.eval_shape(param.get("fourier", decay=1.5, decorrelate=False).to_image,
+                          jnp.zeros((8, 5, 3, 2))).shape == (8, 8, 3)
+
+
+def test_vmap_over_keys():
+    p = param.fourier()
+    keys = jax.random.split(jax.random.key(0), 3)
+    params = jax.vmap(lambda k: p.init(key=k, size=16))(keys)
+    images = jax.jit(jax.vmap(p.to_image))(params)
+    assert images.shape == (3, 16, 16, 3)
+    np.testing.assert_allclose(images[1], jax.jit(p.to_image)(params[1]), atol=1e-6)
+    np.testing.assert_array_equal(params[1], p.init(key=keys[1], size=16))
