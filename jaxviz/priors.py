@@ -91,7 +91,7 @@ class OutlierPrior:
 
     stats: Mapping[str, LayerMoments]
     view: str = "pixel"
-    weight: float = 1.0
+    weight: float = 10.0
     k: int = 8
     every: int = 16
     warmup: int = 32
@@ -170,7 +170,7 @@ class MahalanobisPrior:
 
     stats: Mapping[str, LayerMoments]
     view: str = "pixel"
-    weight: float = 1.0
+    weight: float = 10.0
     warmup: int = 0
 
     @property
@@ -262,11 +262,17 @@ def batchnorm_prior(model, *, weight: float = 0.01) -> BatchNormPrior:
     return BatchNormPrior(bn, eps=model.batchnorm_eps, weight=weight)
 
 
-def load_moments(stats_dir: str, model) -> tuple[dict[str, LayerMoments], str]:
-    """Reads ``jaxviz stats`` output for ``model``: ``({layer: LayerMoments}, view)``."""
+def load_moments(stats_dir: str, model, layers=None) -> tuple[dict[str, LayerMoments], str]:
+    """Reads ``jaxviz stats`` output for ``model``: ``({layer: LayerMoments}, view)``.
+
+    Args:
+      stats_dir: output of ``jaxviz stats``.
+      model: the model (names and shapes are checked against the statistics).
+      layers: the layers to use (default: all in ``stats_dir``).
+    """
     from jaxviz import collect
 
-    bundle = collect.load_stats(stats_dir, model=model.name)
+    bundle = collect.load_stats(stats_dir, model=model, layers=layers)
     moments = {}
     for layer, s in bundle.layers.items():
         model.check_layers([layer])
@@ -275,13 +281,14 @@ def load_moments(stats_dir: str, model) -> tuple[dict[str, LayerMoments], str]:
     return moments, bundle.view
 
 
-def build(name: str, *, model, stats_dir: str | None = None, **options):
+def build(name: str, *, model, stats_dir: str | None = None, layers=None, **options):
     """The prior called ``name`` (``none``, ``outliers``, ``mahalanobis``, ``bn``) for ``model``.
 
     Args:
       name: prior name.
       model: the model being visualized.
       stats_dir: output of ``jaxviz stats`` (needed by ``outliers`` and ``mahalanobis``).
+      layers: which of the statistics' layers to use (default all).
       **options: fields of the prior's dataclass (e.g. ``weight``, ``k``, ``every``).
 
     Raises:
@@ -294,7 +301,7 @@ def build(name: str, *, model, stats_dir: str | None = None, **options):
     if name in ("outliers", "mahalanobis"):
         if not stats_dir:
             raise UsageError(f"--prior {name} needs --stats DIR (make it with `jaxviz stats`)")
-        moments, view = load_moments(stats_dir, model)
+        moments, view = load_moments(stats_dir, model, layers)
         cls = OutlierPrior if name == "outliers" else MahalanobisPrior
         return cls(moments, view=view, **options)
     raise UsageError(f"unknown prior '{name}' (choose {', '.join(PRIORS)})")

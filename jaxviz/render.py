@@ -52,6 +52,9 @@ class RenderConfig:
       scan_steps: steps per ``lax.scan`` chunk between host syncs.
       checkpoint_every: steps between Orbax checkpoints (rounded up to whole chunks).
       seed: PRNG seed.
+      precision: ``float32`` (default), or ``bfloat16`` for the model's forward and backward pass on
+        GPU/TPU (parameterization, objective, prior and optimizer stay float32; refused on CPU,
+        where XLA emulates bfloat16 and it is slower).
     """
 
     size: int = 224
@@ -63,12 +66,15 @@ class RenderConfig:
     scan_steps: int = 16
     checkpoint_every: int = 64
     seed: int = 0
+    precision: str = "float32"
 
     def numbers(self) -> dict:
         """The fields that determine the result (the rest only changes how it is computed)."""
         fields = dataclasses.asdict(self)
         for k in ("scan_steps", "checkpoint_every", "batch_size"):
             fields.pop(k)
+        if fields["precision"] == "float32":
+            fields.pop("precision")  # the default: keeps checkpoints written before the field valid
         return fields
 
 
@@ -109,7 +115,7 @@ def _model_input(model, image01):
     return model.normalize(image01 * 255.0)
 
 
-def make_step(model, objective, parameterization, transform, optimizer, prior):
+def make_step(model, objective, parameterization, transform, optimizer, prior, *, compute_dtype=None):
     """The optimization step for ONE image (vmap or map it over targets).
 
     Args:
@@ -119,6 +125,8 @@ def make_step(model, objective, parameterization, transform, optimizer, prior):
       transform: ``t(image, *, key) -> image``.
       optimizer: an ``optax.GradientTransformation``.
       prior: a :class:`jaxviz.priors.Prior`.
+      compute_dtype: run the model in this dtype (e.g. ``jnp.bfloat16`` on accelerators); its
+        features are cast back to float32 before the objective and prior. ``None``: as given.
 
     Returns:
       ``step(model_params, state, obj, key) -> (state, (value, trace))``.
@@ -127,7 +135,8 @@ def make_step(model, objective, parameterization, transform, optimizer, prior):
 
     def loss(image_params, obj, prior_state, step, key, model_params):
         image = parameterization.to_image(image_params)
-        features = model.features(model_params, _model_input(model, transform(image, key=key)), layers)
+        features = _features(model, model_params, _model_input(model, transform(image, key=key)), layers,
+                             compute_dtype)
         value = obj(features)
         penalty, prior_state, trace = prior.apply(features, prior_state, step)
         return value - penalty, (value, prior_state, trace)
@@ -143,17 +152,32 @@ def make_step(model, objective, parameterization, transform, optimizer, prior):
     return step_fn
 
 
+def _features(model, model_params, x, layers, compute_dtype):
+    if compute_dtype is None:
+        return model.features(model_params, x, layers)
+    cast = lambda a: a.astype(compute_dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a  # noqa: E731
+    features = model.features(jax.tree.map(cast, model_params), x.astype(compute_dtype), layers)
+    return jax.tree.map(lambda a: a.astype(jnp.float32), features)
+
+
 def _step_key(target_key, step):
     return jax.random.fold_in(jax.random.split(target_key)[1], step)
 
 
-def _run_image(step_fn, n_steps, model_params, state, obj, target_key):
-    """``n_steps`` steps of one image (a scan), written for one target."""
+def _run_image(step_fn, n_steps, max_steps, model_params, state, obj, target_key):
+    """``n_steps`` (traced, ≤ ``max_steps``) steps of one image, written for one target.
 
-    def body(state, _):
-        return step_fn(model_params, state, obj, _step_key(target_key, state.step))
+    The step count is a runtime value, so a run's last, shorter chunk (and a resumed run's)
+    reuses the compiled loop; the per-step (scalar) values fill float32 ``[max_steps]`` buffers.
+    """
+    buffers = (jnp.zeros((max_steps,), jnp.float32),) * 2
 
-    state, (values, traces) = jax.lax.scan(body, state, None, length=n_steps)
+    def body(i, carry):
+        state, buffers = carry
+        state, outs = step_fn(model_params, state, obj, _step_key(target_key, state.step))
+        return state, tuple(b.at[i].set(o.astype(jnp.float32)) for b, o in zip(buffers, outs))
+
+    state, (values, traces) = jax.lax.fori_loop(0, n_steps, body, (state, buffers))
     return state, values, traces
 
 
@@ -216,6 +240,8 @@ def render(model, targets: Sequence, *, key: jax.Array | None = None, config: Re
         raise UsageError("--steps must be at least 1")
     if not targets:
         raise UsageError("no targets given")
+    if any(getattr(t, "batched", False) for t in targets):
+        raise UsageError("batch-level objectives (diversity) cannot be a per-image render target")
     key = jax.random.key(config.seed) if key is None else key
     optimizer = optimizer or optax.adam(config.learning_rate)
     prior = prior or priors_lib.none()
@@ -249,7 +275,8 @@ def render(model, targets: Sequence, *, key: jax.Array | None = None, config: Re
             signature = jax.tree.structure(obj)
             if signature not in compiled:
                 compiled[signature] = _compile(model, targets[chunk[0]], parameterization, transform, optimizer,
-                                               prior, config.size, mesh)
+                                               prior, config.size, mesh, max_steps=config.scan_steps,
+                                               precision=config.precision)
             init_state, run_chunk, final = compiled[signature]
             state = init_state(model_params, target_keys)
             values_log = np.zeros((2, config.steps, per_launch), np.float32)  # objective, prior trace
@@ -297,15 +324,30 @@ def _group_by_structure(targets) -> list[list[int]]:
     return list(groups.values())
 
 
-def _compile(model, objective, parameterization, transform, optimizer, prior, size, mesh):
-    """Jitted, sharded (init, run_chunk, final) for targets shaped like ``objective``."""
-    batched = jax.default_backend() != "cpu"
-    step_fn = make_step(model, objective, parameterization, transform, optimizer, prior)
+def _compile(model, objective, parameterization, transform, optimizer, prior, size, mesh, *,
+             max_steps: int = 16, precision: str = "float32"):
+    """Jitted, sharded (init, run_chunk, final) for targets shaped like ``objective``.
+
+    ``run_chunk(n, ...)`` runs ``n ≤ max_steps`` steps with ONE compiled program for every ``n``
+    (the step count is a runtime value); its jitted form is ``run_chunk.jitted``.
+    """
+    platform = mesh.devices.flat[0].platform
+    batched = platform != "cpu"
+    if precision not in ("float32", "bfloat16"):
+        raise UsageError(f"unknown precision '{precision}' (choose float32 or bfloat16)")
+    if precision == "bfloat16" and not batched:
+        raise UsageError("bfloat16 is for GPU/TPU; on CPU use float32 (XLA-CPU emulates bfloat16, slower)")
+    compute_dtype = jnp.bfloat16 if precision == "bfloat16" else None
+    step_fn = make_step(model, objective, parameterization, transform, optimizer, prior,
+                        compute_dtype=compute_dtype)
 
     def init_one(model_params, target_key):
         params = parameterization.init(key=jax.random.split(target_key)[0], size=size)
         image = parameterization.to_image(params)
-        features = model.features(model_params, _model_input(model, image), prior.layers) if prior.layers else {}
+        # the prior's state is shaped by the features it sees during the steps, i.e. of the
+        # transformed image (default transforms pad S -> S + 12), so initialize it from one
+        seen = transform(image, key=_step_key(target_key, 0))
+        features = model.features(model_params, _model_input(model, seen), prior.layers) if prior.layers else {}
         return _State(params, optimizer.init(params), prior.init(features), jnp.zeros((), jnp.int32))
 
     def final_one(model_params, state, obj):
@@ -317,16 +359,24 @@ def _compile(model, objective, parameterization, transform, optimizer, prior, si
     def init(model_params, keys):
         return _over_images(functools.partial(init_one, model_params), batched)(keys)
 
-    def run_chunk(n_steps, model_params, state, obj, keys):
-        one = functools.partial(_run_image, step_fn, n_steps, model_params)
+    def run_chunk_sharded(n_steps, model_params, state, obj, keys):
+        one = functools.partial(_run_image, step_fn, n_steps, max_steps, model_params)
         return _over_images(one, batched)(state, obj, keys)
 
     def final(model_params, state, obj):
         return _over_images(functools.partial(final_one, model_params), batched)(state, obj)
 
+    jitted = jax.jit(_sharded(mesh, run_chunk_sharded, 3, n_replicated=2), donate_argnums=(2,))
+
+    def run_chunk(n_steps, model_params, state, obj, keys):
+        if not 1 <= n_steps <= max_steps:
+            raise ValueError(f"a chunk runs 1..{max_steps} steps, got {n_steps}")
+        state, values, traces = jitted(np.int32(n_steps), model_params, state, obj, keys)
+        return state, np.asarray(values)[:, :n_steps], np.asarray(traces)[:, :n_steps]
+
+    run_chunk.jitted = jitted
     return (
         jax.jit(_sharded(mesh, init, 1)),
-        jax.jit(lambda n, p, s, o, k: _sharded(mesh, functools.partial(run_chunk, n), 3)(p, s, o, k),
-                static_argnums=0, donate_argnums=(2,)),
+        run_chunk,
         jax.jit(_sharded(mesh, final, 2)),
     )

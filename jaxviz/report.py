@@ -162,7 +162,9 @@ def write_comparison(out: str, runs: Mapping[str, dict], *, title: str = "jaxviz
             e = runs[name]["targets"][i]
             heat = (f'<img class="heat" src="{html.escape(name)}/heat_{html.escape(e["image"])}">'
                     if os.path.exists(os.path.join(out, name, "heat_" + e["image"])) else "")
-            d2 = f'<br>D² {e["d2"]:.3g}' if "d2" in e else ""
+            d2 = "".join(f"<br>{label} {e[key]:.3g}" for key, label in
+                         (("d2_used", "D²/dim (method layers)"), ("d2_heldout", "D²/dim (held-out layers)"))
+                         if key in e)
             cells.append(f'<td><img src="{html.escape(name)}/{html.escape(e["image"])}">{heat}<br>'
                          f'activation {e["activation"]:.3g}{d2}<br>{svg_curve(e.get("history", []))}</td>')
         rows.append(f"<tr><td><b>{html.escape(entry['target'])}</b><br>{html.escape(entry['label'])}</td>"

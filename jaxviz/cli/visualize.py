@@ -28,6 +28,8 @@ def add_render_flags(p) -> None:
                    help="image parameterization (default fourier)")
     p.add_argument("--prior", default="none", choices=PRIORS, help="prior against unnatural images (default none)")
     p.add_argument("--stats", metavar="DIR", help="statistics from `jaxviz stats` (for --prior outliers/mahalanobis)")
+    p.add_argument("--stats-layers", metavar="L1,L2", help="use only these layers of --stats (default all)")
+    p.add_argument("--weight", type=float, default=None, help="prior weight λ (default: the prior's)")
     p.add_argument("--steps", type=int, default=256, help="optimization steps (default 256)")
     p.add_argument("--size", type=int, default=None, help="image side in px (default: the model's resolution)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -98,7 +100,9 @@ def render_and_report(model, specs: list[str], args, out: str, *, title: str):
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     targets = [objectives.parse_target(spec, model.layers) for spec in specs]
-    prior = priors.build(args.prior, model=model, stats_dir=args.stats)
+    layers = [l for l in (getattr(args, "stats_layers", None) or "").split(",") if l] or None
+    options = {} if getattr(args, "weight", None) is None else {"weight": args.weight}
+    prior = priors.build(args.prior, model=model, stats_dir=args.stats, layers=layers, **options)
     config = render.RenderConfig(size=size, steps=args.steps, param=args.param, transforms=args.transforms,
                                  learning_rate=args.lr, batch_size=args.batch_size, seed=args.seed,
                                  checkpoint_every=args.checkpoint_every)
@@ -113,7 +117,7 @@ def render_and_report(model, specs: list[str], args, out: str, *, title: str):
         record = {"activation": float(result.activation[i]), "history": np.round(result.history[i], 5).tolist()}
         record.update(prior_record(result.prior, i))
         records.append(record)
-    run_config = {"model": model.name, "prior": args.prior, "stats": args.stats, **config.numbers()}
+    run_config = {"model": model.name, "prior": repr(prior), "stats": args.stats, **config.numbers()}
     heat = result.prior.get("outlier_map")
     metrics = write_run(out, targets=specs, labels=[target_label(model, s) for s in specs], images=result.images,
                         records=records, config=run_config, heatmaps=heat, title=title)
