@@ -91,3 +91,40 @@ def test_batchnorm_prior_on_lite0_prefers_photos_to_noise(lite0, photos):
 
 def test_chi2_quantile_is_used_for_outliers():
     assert outliers.chi2_threshold(24, 0.99) > outliers.chi2_threshold(24, 0.9) > 24 * 0.9
+
+
+def test_priors_end_to_end_through_the_cli(tmp_path, capsys):
+    import json
+
+    from jaxviz.cli import main
+
+    stats_dir = tmp_path / "stats"
+    assert main(["stats", "--layers", "blocks.2,blocks.3", "--max-images", "12", "--batch-size", "6",
+                 "--out", str(stats_dir), "--quiet"]) == 0
+    common = ["visualize", "--target", "logits:281", "--size", "64", "--steps", "6", "--quiet"]
+    for prior in ("mahalanobis", "bn"):
+        out = tmp_path / prior
+        extra = ["--stats", str(stats_dir)] if prior != "bn" else []
+        code = main([*common, "--prior", prior, *extra, "--out", str(out)])
+        assert code == 0, capsys.readouterr().err
+        entry = json.loads((out / "metrics.json").read_text())["targets"][0]
+        assert len(entry["history"]) == 6
+        if prior != "bn":
+            assert len(entry["d2_history"]) == 6 and entry["d2_history"][0] > 0
+    # the method lists what it suppressed (warm-up 0 so that it selects within 6 steps)
+    code = main([*common, "--prior", "outliers", "--stats", str(stats_dir), "--warmup", "0", "--every", "2",
+                 "--quantile", "0.5", "--out", str(tmp_path / "o2")])
+    assert code == 0
+    entry = json.loads((tmp_path / "o2" / "metrics.json").read_text())["targets"][0]
+    assert entry["suppressed"] and {"layer", "channel", "count", "mean_contribution"} <= set(entry["suppressed"][0])
+    assert (tmp_path / "o2" / "heat_logits_281.png").exists()
+    # statistics of other layers or another model are refused in one line
+    capsys.readouterr()
+    code = main([*common, "--prior", "outliers", "--stats", str(stats_dir), "--stats-layers", "blocks.9",
+                 "--out", str(tmp_path / "bad")])
+    err = capsys.readouterr().err
+    assert code == 2 and "blocks.9" in err and err.count("\n") == 1
+    code = main([*common, "--model", "efficientnet_lite1", "--prior", "outliers", "--stats", str(stats_dir),
+                 "--out", str(tmp_path / "bad2")])
+    err = capsys.readouterr().err
+    assert code == 2 and "efficientnet_lite0" in err and err.count("\n") == 1

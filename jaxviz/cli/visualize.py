@@ -30,6 +30,10 @@ def add_render_flags(p) -> None:
     p.add_argument("--stats", metavar="DIR", help="statistics from `jaxviz stats` (for --prior outliers/mahalanobis)")
     p.add_argument("--stats-layers", metavar="L1,L2", help="use only these layers of --stats (default all)")
     p.add_argument("--weight", type=float, default=None, help="prior weight λ (default: the prior's)")
+    p.add_argument("--top-k", type=int, default=None, help="outliers: neurons suppressed per layer (default 8)")
+    p.add_argument("--every", type=int, default=None, help="outliers: steps between re-selections (default 16)")
+    p.add_argument("--warmup", type=int, default=None, help="outliers: DeepDream steps before suppression (default 32)")
+    p.add_argument("--quantile", type=float, default=None, help="outliers: χ² quantile of outlier positions (0.99)")
     p.add_argument("--steps", type=int, default=256, help="optimization steps (default 256)")
     p.add_argument("--size", type=int, default=None, help="image side in px (default: the model's resolution)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -101,7 +105,17 @@ def render_and_report(model, specs: list[str], args, out: str, *, title: str):
         raise UsageError("--batch-size must be at least 1")
     targets = [objectives.parse_target(spec, model.layers) for spec in specs]
     layers = [l for l in (getattr(args, "stats_layers", None) or "").split(",") if l] or None
-    options = {} if getattr(args, "weight", None) is None else {"weight": args.weight}
+    options = {name: getattr(args, flag, None) for name, flag in
+               (("weight", "weight"), ("k", "top_k"), ("every", "every"), ("warmup", "warmup"), ("quantile", "quantile"))}
+    options = {k: v for k, v in options.items() if v is not None}
+    if args.prior != "outliers" and set(options) - {"weight"}:
+        raise UsageError("--top-k, --every, --warmup and --quantile only apply to --prior outliers")
+    if "k" in options and options["k"] < 1 or "every" in options and options["every"] < 1:
+        raise UsageError("--top-k and --every must be at least 1")
+    if "quantile" in options and not 0 < options["quantile"] < 1:
+        raise UsageError("--quantile must be between 0 and 1")
+    if args.prior == "none" and options:
+        raise UsageError("--weight needs a --prior other than none")
     prior = priors.build(args.prior, model=model, stats_dir=args.stats, layers=layers, **options)
     config = render.RenderConfig(size=size, steps=args.steps, param=args.param, transforms=args.transforms,
                                  learning_rate=args.lr, batch_size=args.batch_size, seed=args.seed,
@@ -115,6 +129,10 @@ def render_and_report(model, specs: list[str], args, out: str, *, title: str):
     records = []
     for i in range(len(specs)):
         record = {"activation": float(result.activation[i]), "history": np.round(result.history[i], 5).tolist()}
+        if args.prior in ("outliers", "mahalanobis"):
+            record["d2_history"] = np.round(result.trace[i], 4).tolist()  # mean D² at the stats layers
+        elif args.prior == "bn":
+            record["bn_history"] = np.round(result.trace[i], 4).tolist()
         record.update(prior_record(result.prior, i))
         records.append(record)
     run_config = {"model": model.name, "prior": repr(prior), "stats": args.stats, **config.numbers()}
