@@ -44,6 +44,7 @@ class Model:
       batchnorm: ``{layer: path of its BatchNorm params}`` for layers that are BatchNorm outputs
         (params with ``scale``, ``bias``, ``mean``, ``var``; used by the DeepInversion prior).
       batchnorm_eps: the BatchNorm epsilon.
+      apply_redirected: like ``apply`` but with redirected ReLU gradients (``None``: not supported).
     """
 
     name: str
@@ -56,6 +57,7 @@ class Model:
     class_names: tuple[str, ...] | None = None
     batchnorm: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     batchnorm_eps: float = 1e-3
+    apply_redirected: ApplyFn | None = None
 
     def check_layers(self, names: Sequence[str]) -> tuple[str, ...]:
         """Validates layer names; raises :class:`UnknownLayerError` suggesting close ones."""
@@ -68,20 +70,23 @@ class Model:
                 )
         return tuple(names)
 
-    def features(self, params, x: jax.Array, layers: Sequence[str] | None = None) -> dict:
+    def features(self, params, x: jax.Array, layers: Sequence[str] | None = None, *,
+                 redirect: bool = False) -> dict:
         """Forward pass with intermediates. Pure in ``(params, x)``: jit and vmap freely.
 
         Args:
           params: the parameter pytree (usually ``model.params``).
           x: model input ``[N,H,W,3]`` (or one image ``[H,W,3]``), as made by ``preprocess``.
           layers: names to return; ``None`` returns every public layer, ``"logits"`` included.
+          redirect: use redirected ReLU gradients (same values; see :mod:`jaxviz.models.activations`).
 
         Returns:
           ``{name: activation}`` with the batch axis as in ``x``.
         """
         names = None if layers is None else self.check_layers([layers] if isinstance(layers, str) else layers)
         single = x.ndim == 3
-        out = self.apply(params, x[None] if single else x, names)
+        apply = self.apply_redirected if redirect and self.apply_redirected is not None else self.apply
+        out = apply(params, x[None] if single else x, names)
         if names is None:
             out = {k: v for k, v in out.items() if k in self.layers}
         else:

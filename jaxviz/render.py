@@ -67,6 +67,7 @@ class RenderConfig:
     checkpoint_every: int = 64
     seed: int = 0
     precision: str = "float32"
+    redirect_steps: int = 0
 
     def numbers(self) -> dict:
         """The fields that determine the result (the rest only changes how it is computed)."""
@@ -75,6 +76,8 @@ class RenderConfig:
             fields.pop(k)
         if fields["precision"] == "float32":
             fields.pop("precision")  # the default: keeps checkpoints written before the field valid
+        if not fields["redirect_steps"]:
+            fields.pop("redirect_steps")
         return fields
 
 
@@ -115,7 +118,8 @@ def _model_input(model, image01):
     return model.normalize(image01 * 255.0)
 
 
-def make_step(model, objective, parameterization, transform, optimizer, prior, *, compute_dtype=None):
+def make_step(model, objective, parameterization, transform, optimizer, prior, *, compute_dtype=None,
+              redirect_steps: int = 0):
     """The optimization step for ONE image (vmap or map it over targets).
 
     Args:
@@ -127,23 +131,31 @@ def make_step(model, objective, parameterization, transform, optimizer, prior, *
       prior: a :class:`jaxviz.priors.Prior`.
       compute_dtype: run the model in this dtype (e.g. ``jnp.bfloat16`` on accelerators); its
         features are cast back to float32 before the objective and prior. ``None``: as given.
+      redirect_steps: the first steps use redirected ReLU gradients (units that start dead can
+        still move); needs a model with ``apply_redirected``.
 
     Returns:
       ``step(model_params, state, obj, key) -> (state, (value, trace))``.
     """
     layers = tuple(dict.fromkeys((*objective.layers, *prior.layers)))
 
-    def loss(image_params, obj, prior_state, step, key, model_params):
+    def loss(image_params, obj, prior_state, step, key, model_params, redirect=False):
         image = parameterization.to_image(image_params)
         features = _features(model, model_params, _model_input(model, transform(image, key=key)), layers,
-                             compute_dtype)
+                             compute_dtype, redirect)
         value = obj(features)
         penalty, prior_state, trace = prior.apply(features, prior_state, step)
         return value - penalty, (value, prior_state, trace)
 
     def step_fn(model_params, state: _State, obj, key):
-        grads, (value, prior_state, trace) = jax.grad(loss, has_aux=True)(
-            state.params, obj, state.prior_state, state.step, key, model_params)
+        args = (state.params, obj, state.prior_state, state.step, key, model_params)
+        if redirect_steps and model.apply_redirected is not None:
+            grads, (value, prior_state, trace) = jax.lax.cond(
+                state.step < redirect_steps,
+                lambda a: jax.grad(functools.partial(loss, redirect=True), has_aux=True)(*a),
+                lambda a: jax.grad(loss, has_aux=True)(*a), args)
+        else:
+            grads, (value, prior_state, trace) = jax.grad(loss, has_aux=True)(*args)
         # maximize: optax minimizes, so feed the negated gradient
         updates, opt_state = optimizer.update(jax.tree.map(jnp.negative, grads), state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -152,11 +164,11 @@ def make_step(model, objective, parameterization, transform, optimizer, prior, *
     return step_fn
 
 
-def _features(model, model_params, x, layers, compute_dtype):
+def _features(model, model_params, x, layers, compute_dtype, redirect=False):
     if compute_dtype is None:
-        return model.features(model_params, x, layers)
+        return model.features(model_params, x, layers, redirect=redirect)
     cast = lambda a: a.astype(compute_dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a  # noqa: E731
-    features = model.features(jax.tree.map(cast, model_params), x.astype(compute_dtype), layers)
+    features = model.features(jax.tree.map(cast, model_params), x.astype(compute_dtype), layers, redirect=redirect)
     return jax.tree.map(lambda a: a.astype(jnp.float32), features)
 
 
@@ -240,6 +252,8 @@ def render(model, targets: Sequence, *, key: jax.Array | None = None, config: Re
         raise UsageError("--steps must be at least 1")
     if not targets:
         raise UsageError("no targets given")
+    if config.redirect_steps and model.apply_redirected is None:
+        raise UsageError(f"--redirect-steps needs a model with redirected ReLUs; {model.name} has none")
     if any(getattr(t, "batched", False) for t in targets):
         raise UsageError("batch-level objectives (diversity) cannot be a per-image render target")
     key = jax.random.key(config.seed) if key is None else key
@@ -276,7 +290,8 @@ def render(model, targets: Sequence, *, key: jax.Array | None = None, config: Re
             if signature not in compiled:
                 compiled[signature] = _compile(model, targets[chunk[0]], parameterization, transform, optimizer,
                                                prior, config.size, mesh, max_steps=config.scan_steps,
-                                               precision=config.precision)
+                                               precision=config.precision,
+                                               redirect_steps=config.redirect_steps)
             init_state, run_chunk, final = compiled[signature]
             state = init_state(model_params, target_keys)
             values_log = np.zeros((2, config.steps, per_launch), np.float32)  # objective, prior trace
@@ -325,7 +340,7 @@ def _group_by_structure(targets) -> list[list[int]]:
 
 
 def _compile(model, objective, parameterization, transform, optimizer, prior, size, mesh, *,
-             max_steps: int = 16, precision: str = "float32"):
+             max_steps: int = 16, precision: str = "float32", redirect_steps: int = 0):
     """Jitted, sharded (init, run_chunk, final) for targets shaped like ``objective``.
 
     ``run_chunk(n, ...)`` runs ``n ≤ max_steps`` steps with ONE compiled program for every ``n``
@@ -339,7 +354,7 @@ def _compile(model, objective, parameterization, transform, optimizer, prior, si
         raise UsageError("bfloat16 is for GPU/TPU; on CPU use float32 (XLA-CPU emulates bfloat16, slower)")
     compute_dtype = jnp.bfloat16 if precision == "bfloat16" else None
     step_fn = make_step(model, objective, parameterization, transform, optimizer, prior,
-                        compute_dtype=compute_dtype)
+                        compute_dtype=compute_dtype, redirect_steps=redirect_steps)
 
     def init_one(model_params, target_key):
         params = parameterization.init(key=jax.random.split(target_key)[0], size=size)

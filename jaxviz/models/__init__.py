@@ -123,12 +123,18 @@ def load_model(name: str = "efficientnet_lite0", *, pretrained: bool = True, imp
     def apply(params, x, names):
         return module.apply({"params": params}, x, names)
 
+    redirected = EfficientNetLite(width=width, depth=depth, impl=impl, redirect=True)
+
+    def apply_redirected(params, x, names):
+        return redirected.apply({"params": params}, x, names)
+
     shapes = _layer_shapes(apply, params, (resolution, resolution, 3))
     public = {k: v for k, v in shapes.items() if not k.endswith(".bn")}
     hidden = {k: v for k, v in shapes.items() if k.endswith(".bn")}
     return Model(
         name=key, params=params, layers=public, apply=apply, resolution=resolution,
         hidden_layers=hidden, class_names=imagenet_classes(), batchnorm=batchnorm_paths(shapes),
+        apply_redirected=apply_redirected,
     )
 
 

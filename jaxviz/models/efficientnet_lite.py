@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from jaxviz.models.activations import redirected_relu6, relu6
 from jaxviz.models.layers import Conv, FrozenBatchNorm
 
 # (repeats, kernel, stride, expand_ratio, in_filters, out_filters), from the TF-Lite builder.
@@ -75,21 +76,23 @@ def block_specs(width: float, depth: float) -> tuple[BlockSpec, ...]:
 class MBConv(nn.Module):
     spec: BlockSpec
     impl: str = "auto"
+    redirect: bool = False
 
     @nn.compact
     def __call__(self, x, record):
         spec = self.spec
+        act = redirected_relu6 if self.redirect else relu6
         inputs = x
         hidden = spec.in_filters * spec.expand_ratio
         if spec.expand_ratio != 1:
             x = Conv(hidden, 1, impl=self.impl, name="expand_conv")(x)
             x = FrozenBatchNorm(name="expand_bn")(x)
             record("expand.bn", x)
-            x = record("expand", jax.nn.relu6(x))
+            x = record("expand", act(x))
         x = Conv(hidden, spec.kernel, spec.stride, depthwise=True, impl=self.impl, name="depthwise_conv")(x)
         x = FrozenBatchNorm(name="depthwise_bn")(x)
         record("depthwise.bn", x)
-        x = record("depthwise", jax.nn.relu6(x))
+        x = record("depthwise", act(x))
         x = Conv(spec.out_filters, 1, impl=self.impl, name="project_conv")(x)
         x = record("project", FrozenBatchNorm(name="project_bn")(x))
         if spec.stride == 1 and spec.in_filters == spec.out_filters:
@@ -112,10 +115,12 @@ class EfficientNetLite(nn.Module):
     depth: float = 1.0
     num_classes: int = 1000
     impl: str = "auto"
+    redirect: bool = False  # redirected ReLU6 gradients (see jaxviz.models.activations)
 
     @nn.compact
     def __call__(self, x, capture: Sequence[str] | None = None):
         wanted = None if capture is None else set(capture)
+        act = redirected_relu6 if self.redirect else relu6
         out: dict[str, jax.Array] = {}
 
         def recorder(prefix):
@@ -134,14 +139,14 @@ class EfficientNetLite(nn.Module):
             x = Conv(32, 3, 2, impl=self.impl, name="stem_conv")(x)
             x = FrozenBatchNorm(name="stem_bn")(x)
             top("stem.bn", x)
-            x = top("stem", jax.nn.relu6(x))
+            x = top("stem", act(x))
             for i, spec in enumerate(block_specs(self.width, self.depth)):
-                x = MBConv(spec, self.impl, name=f"blocks_{i}")(x, recorder(f"blocks.{i}"))
+                x = MBConv(spec, self.impl, self.redirect, name=f"blocks_{i}")(x, recorder(f"blocks.{i}"))
                 x = top(f"blocks.{i}", x)
             x = Conv(1280, 1, impl=self.impl, name="head_conv")(x)
             x = FrozenBatchNorm(name="head_bn")(x)
             top("head.bn", x)
-            x = top("head", jax.nn.relu6(x))
+            x = top("head", act(x))
             x = top("pool", jnp.mean(x, axis=(1, 2)))
             top("logits", nn.Dense(self.num_classes, name="fc")(x))
         except _Done:
