@@ -262,12 +262,14 @@ def render(model, targets: Sequence, *, key: jax.Array | None = None, config: Re
     parameterization = param_lib.get(config.param)
     transform = _make_transform(config.transforms)
     mesh, per_launch = _mesh_and_padding(config.batch_size, devices)
+    n_devices = mesh.devices.size
     batch_sharding = NamedSharding(mesh, PartitionSpec("targets"))
     replicated = NamedSharding(mesh, PartitionSpec())
     model_params = jax.device_put(model.params, replicated)
 
     store = ckpt_lib.RunStore(checkpoint_dir, config=config, model=model.name,
-                              targets=[repr(t) for t in targets], prior=repr(prior)) if checkpoint_dir else None
+                              targets=[repr(t) for t in targets], prior=repr(prior),
+                              launch=per_launch) if checkpoint_dir else None
 
     images = np.zeros((len(targets), config.size, config.size, 3), np.float32)
     activation = np.zeros(len(targets), np.float32)
@@ -279,10 +281,12 @@ def render(model, targets: Sequence, *, key: jax.Array | None = None, config: Re
     groups = _group_by_structure(targets)
     done_steps, total_steps = 0, len(targets) * config.steps
     for group_index, indices in enumerate(groups):
-        for start in range(0, len(indices), per_launch):
-            chunk = indices[start : start + per_launch]
+        # a group smaller than the batch is padded only to the device count, not to batch_size
+        launch = min(per_launch, int(math.ceil(len(indices) / n_devices)) * n_devices)
+        for start in range(0, len(indices), launch):
+            chunk = indices[start : start + launch]
             launch_id = f"{group_index:03d}_{start:06d}"
-            padded = list(chunk) + [chunk[-1]] * (per_launch - len(chunk))
+            padded = list(chunk) + [chunk[-1]] * (launch - len(chunk))
             obj = jax.device_put(objectives_lib.stack([targets[i] for i in padded]), batch_sharding)
             target_keys = jax.device_put(
                 jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(padded)), batch_sharding)
@@ -294,7 +298,7 @@ def render(model, targets: Sequence, *, key: jax.Array | None = None, config: Re
                                                redirect_steps=config.redirect_steps)
             init_state, run_chunk, final = compiled[signature]
             state = init_state(model_params, target_keys)
-            values_log = np.zeros((2, config.steps, per_launch), np.float32)  # objective, prior trace
+            values_log = np.zeros((2, config.steps, launch), np.float32)  # objective, prior trace
             resumed = store.restore(launch_id, state, values_log) if store else None
             if resumed is not None:
                 state, values_log = resumed

@@ -134,3 +134,14 @@ def test_variants_without_published_weights():
         jaxviz.load_model("efficientnet_lite4")
     model = jaxviz.load_model("efficientnet_lite4", pretrained=False)
     assert model.layers["head"][-1] == 1280 and model.resolution == 300
+
+
+@pytest.mark.parametrize("kernel,stride", [(3, 1), (3, 2), (5, 2)])
+def test_dense_conv_shifted_gradient_equals_library(kernel, stride):
+    kx, kw = jax.random.split(jax.random.key(kernel * 10 + stride))
+    x = jax.random.normal(kx, (2, 17, 14, 3))
+    w = jax.random.normal(kw, (kernel, kernel, 3, 8))
+    values = [conv_layers.conv(x, w, stride, impl=i) for i in ("xla", "shifted")]
+    np.testing.assert_allclose(values[1], values[0], rtol=0, atol=1e-5 * float(jnp.abs(values[0]).max()))
+    g = [jax.grad(lambda x: jnp.sum(jnp.sin(conv_layers.conv(x, w, stride, impl=i))))(x) for i in ("xla", "shifted")]
+    np.testing.assert_allclose(g[1], g[0], rtol=0, atol=1e-5 * float(jnp.abs(g[0]).max()))

@@ -45,6 +45,8 @@ def add_render_flags(p) -> None:
     p.add_argument("--checkpoint-every", type=int, default=64, help="steps between checkpoints (default 64)")
     p.add_argument("--redirect-steps", type=int, default=0,
                    help="first N steps use redirected ReLU gradients, for targets that start dead (default 0)")
+    p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
+                   help="model compute precision; bfloat16 on GPU/TPU only (default float32)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -122,7 +124,8 @@ def render_and_report(model, specs: list[str], args, out: str, *, title: str):
     config = render.RenderConfig(size=size, steps=args.steps, param=args.param, transforms=args.transforms,
                                  learning_rate=args.lr, batch_size=args.batch_size, seed=args.seed,
                                  checkpoint_every=args.checkpoint_every,
-                                 redirect_steps=getattr(args, "redirect_steps", 0))
+                                 redirect_steps=getattr(args, "redirect_steps", 0),
+                                 precision=getattr(args, "precision", "float32"))
     callback, close = make_progress(title, args.quiet)
     try:
         result = render.render(model, targets, config=config, prior=prior, checkpoint_dir=args.checkpoint_dir,

@@ -1,0 +1,1 @@
+"""Speed and memory harness (not tests): ``python -m benchmarks.run`` or ``make bench``."""

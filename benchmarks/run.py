@@ -1,0 +1,418 @@
+"""Speed and memory of the visualization step: ``python -m benchmarks.run`` (or ``make bench``).
+
+Measures, on one device of the default backend:
+
+- **step throughput** (image-steps/s) of the render step users run: EfficientNet-Lite0, Fourier
+  parameterization with colour decorrelation, the default robustness transforms, Adam, channel
+  objectives (``--layer``, default ``head``: the whole conv trunk runs), built with
+  ``jaxviz.render``'s own ``_compile`` (the jitted, sharded ``lax.scan`` chunk) and timed per
+  chunk of ``--steps`` steps, best and median of ``--repeats``;
+- the **fp32 ceiling**: a square matmul's GFLOP/s (best of a few sizes), measured before and after
+  the step runs (the better one counts);
+- the step's **achieved GFLOP/s** and its ratio to the ceiling, with FLOPs counted by XLA on the
+  compiled one-image step (``jit(make_step(...)).lower(...).compile().cost_analysis()['flops']``);
+- **compile time** of the chunk (trace + lower + XLA compile) and **peak RSS** (``ru_maxrss``); every
+  batch size runs in a fresh subprocess so that each peak is its own;
+- the **stats pass** vs forward-only images/s, through ``benchmarks/stats_pass.py`` when present.
+
+Writes ``benchmarks/results/<hostname>.json`` (``--out`` to override) and prints a table. The
+machine may be shared: compare best-of figures, and read the load averages stored with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FLOPS_NOTE = (
+    "FLOPs are XLA's count for the compiled computation (HloCostAnalysis): a multiply-add is 2 flops, "
+    "every elementwise op (BN scale, ReLU6 clamp, adds of the shifted depthwise taps, Adam, the "
+    "transforms' interpolation) counts 1 flop per element, FFTs and gathers are counted by XLA's own "
+    "rules. The per-image-step count is taken from one image's step compiled alone (loop bodies in "
+    "the scanned chunk are counted once, so the chunk's own count is not a total)."
+)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _rss_mib() -> float:
+    """Current resident set size (MiB), from /proc when available."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _peak_rss_mib() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0  # bytes on macOS, KiB on Linux
+
+
+def _loadavg():
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _summary(values):
+    return {"best": min(values), "median": statistics.median(values), "all": values}
+
+
+def _block(tree):
+    import jax
+
+    return jax.block_until_ready(tree)
+
+
+# ----------------------------------------------------------------------------- workers (subprocesses)
+
+
+def _worker_matmul(args) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    sizes = [int(s) for s in args.matmul_sizes.split(",")]
+    out = {}
+    for n in sizes:
+        a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+        b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+        f = jax.jit(jnp.matmul)
+        _block(f(a, b))
+        times = []
+        for _ in range(args.repeats + 2):
+            t = time.perf_counter()
+            _block(f(a, b))
+            times.append(time.perf_counter() - t)
+        out[str(n)] = 2.0 * n**3 / min(times) / 1e9
+    best = max(out, key=out.get)
+    return {"gflops_by_size": out, "gflops": out[best], "size": int(best), "loadavg": _loadavg()}
+
+
+def _worker_step(args) -> dict:
+    start = time.perf_counter()
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    import jaxviz
+    from jaxviz import objectives, priors, render
+    from jaxviz import param as param_lib
+
+    batch = args.batch
+    model = jaxviz.load_model(args.model)
+    rss_model = _rss_mib()
+    n_channels = model.layers[args.layer][-1]
+    targets = [objectives.channel(args.layer, i % n_channels) for i in range(batch)]
+    config = render.RenderConfig(size=args.size, steps=args.steps, batch_size=batch, param="fourier",
+                                 transforms="default", scan_steps=args.steps)
+    parameterization = param_lib.get(config.param)  # fourier: 1/f scaling + colour decorrelation
+    transform = render._make_transform(config.transforms)
+    optimizer = optax.adam(config.learning_rate)
+    prior = priors.none()
+
+    # what render() does for one launch, on one device
+    mesh, per_launch = render._mesh_and_padding(batch, jax.devices()[:1])
+    batch_sharding = NamedSharding(mesh, PartitionSpec("targets"))
+    model_params = jax.device_put(model.params, NamedSharding(mesh, PartitionSpec()))
+    obj = jax.device_put(objectives.stack(targets), batch_sharding)
+    key = jax.random.key(config.seed)
+    keys = jax.device_put(jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(per_launch)), batch_sharding)
+
+    t = time.perf_counter()
+    bundle = (model, targets[0], parameterization, transform, optimizer, prior, config.size, mesh)
+    try:
+        init, run_chunk, final = render._compile(*bundle, max_steps=args.steps)
+    except TypeError:  # an older render (static step count): lets this harness time the old code too
+        init, run_chunk, final = render._compile(*bundle)
+    state = _block(init(model_params, keys))
+    init_s = time.perf_counter() - t
+    t = time.perf_counter()
+    if hasattr(run_chunk, "jitted"):  # the step count is a runtime argument
+        chunk_args = (np.int32(args.steps), model_params)
+        chunk = run_chunk.jitted.lower(*chunk_args, state, obj, keys).compile()
+    else:
+        chunk_args = (model_params,)
+        chunk = run_chunk.lower(args.steps, model_params, state, obj, keys).compile()
+    compile_s = time.perf_counter() - t
+
+    # FLOPs of ONE image's step, compiled alone (the scanned chunk counts its loop body once)
+    step_fn = render.make_step(model, targets[0], parameterization, transform, optimizer, prior)
+    one = jax.tree.map(lambda a: a[0], (state, obj))
+    step_key = render._step_key(keys[0], jnp.zeros((), jnp.int32))
+    step_cost = _flops(jax.jit(step_fn).lower(model.params, one[0], one[1], step_key).compile())
+    seen = jax.eval_shape(lambda: transform(jnp.zeros((config.size, config.size, 3)), key=step_key))
+    forward_cost = _flops(jax.jit(lambda p, x: model.features(p, x, [args.layer])).lower(
+        model.params, jax.ShapeDtypeStruct((1, *seen.shape), jnp.float32)).compile())
+
+    walls, cpus = [], []
+    load_before = _loadavg()
+    for rep in range(args.repeats + 1):  # the first run warms up
+        t, c = time.perf_counter(), time.process_time()
+        state, values, traces = chunk(*chunk_args, state, obj, keys)
+        values = np.asarray(values)  # the host sync render() does after every chunk
+        wall, cpu = time.perf_counter() - t, time.process_time() - c
+        if not np.all(np.isfinite(values)):
+            raise FloatingPointError("non-finite objective during the benchmark")
+        if rep:
+            walls.append(wall)
+            cpus.append(cpu)
+    image_steps = batch * args.steps
+    result = {
+        "batch": batch,
+        "image_steps_per_s": _summary([image_steps / w for w in walls]),
+        "ms_per_image_step": _summary([1e3 * w / image_steps for w in walls]),
+        "cpu_ms_per_image_step": _summary([1e3 * c / image_steps for c in cpus]),
+        "flops_per_image_step": step_cost,
+        "forward_flops_per_image": forward_cost,
+        "compile_s": compile_s,
+        "init_s": init_s,
+        "rss_after_model_mib": rss_model,
+        "peak_rss_mib": _peak_rss_mib(),
+        "loadavg": [load_before, _loadavg()],
+        "worker_s": time.perf_counter() - start,
+        "device": str(jax.devices()[0]),
+        "jaxviz": os.path.dirname(jaxviz.__file__),
+        "backend": jax.default_backend(),
+    }
+    if args.profile:
+        result["profile"] = _profile(chunk, (*chunk_args, state, obj, keys), image_steps)
+    return result
+
+
+def _flops(compiled) -> float:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0]
+    return float(cost.get("flops", float("nan")))
+
+
+_CATEGORIES = (  # (regex on XLA op_name metadata, label); first match wins
+    (r"EfficientNetLite.*stem_conv", "model: stem conv"),
+    (r"EfficientNetLite.*(expand|project|head)_conv.*dot_general", "model: 1x1 convs (einsum)"),
+    (r"EfficientNetLite.*depthwise_conv|EfficientNetLite.*relu6", "model: depthwise conv (+BN, ReLU6 fused)"),
+    (r"EfficientNetLite", "model: other (BN, residual, ReLU6)"),
+    (r"fft", "parameterization: FFT"),
+    (r"gather|scatter|dynamic_slice|dynamic_update_slice", "transforms: crop/resample gathers"),
+    (r"dot_general", "parameterization: colour decorrelation"),
+    (r".", "other (transforms, sigmoid, Adam, loop)"),
+)
+
+
+def _profile(chunk, args, image_steps) -> list:
+    """Op time per category (ms per image-step) from a jax.profiler trace of one chunk."""
+    import collections
+    import glob
+    import gzip
+    import tempfile
+
+    import jax
+
+    meta = {}
+    for line in chunk.as_text().splitlines():
+        m = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = .*?op_name=\"([^\"]+)\"", line)
+        if m:
+            meta[m.group(1)] = m.group(2)
+    with tempfile.TemporaryDirectory() as d:
+        with jax.profiler.trace(d):
+            out = chunk(*args)
+            jax.block_until_ready(out)
+        files = glob.glob(os.path.join(d, "**", "*.trace.json.gz"), recursive=True)
+        if not files:
+            return []
+        with gzip.open(files[0]) as f:
+            events = json.load(f)["traceEvents"]
+    totals = collections.Counter()
+    for e in events:
+        name = e.get("name", "")
+        if e.get("ph") != "X" or name not in meta:
+            continue
+        op = meta[name]
+        label = next(lab for pattern, lab in _CATEGORIES if re.search(pattern, op))
+        direction = "bwd" if "transpose(" in op else "fwd"
+        totals[f"{label} [{direction}]"] += e["dur"]
+    return [[k, v / 1e3 / image_steps] for k, v in totals.most_common()]
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def _run_worker(kind: str, args, **extra) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.run", "--worker", kind, "--size", str(args.size),
+           "--steps", str(args.steps), "--repeats", str(args.repeats), "--model", args.model,
+           "--layer", args.layer, "--matmul-sizes", args.matmul_sizes]
+    for k, v in extra.items():
+        if v is True:
+            cmd.append(f"--{k}")
+        elif v is not False and v is not None:
+            cmd += [f"--{k}", str(v)]
+    proc = subprocess.run(cmd, cwd=os.path.dirname(HERE), capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        raise RuntimeError(f"benchmark worker {kind} {extra} failed:\n{tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _stats_pass(args):
+    """benchmarks/stats_pass.py (written separately), if present: called with the options it accepts."""
+    try:
+        from benchmarks import stats_pass
+    except ImportError:
+        return None
+    import inspect
+
+    fn = next((getattr(stats_pass, n) for n in ("run", "benchmark", "measure", "main") if hasattr(stats_pass, n)), None)
+    if fn is None:
+        return {"error": "benchmarks/stats_pass.py has no run()/benchmark()/measure()/main()"}
+    offered = {"size": args.size, "quick": args.quick, "model": args.model, "model_name": args.model,
+               "repeats": args.repeats}
+    if args.quick:
+        offered["batches"] = 2
+    try:
+        params = inspect.signature(fn).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            kwargs = offered
+        else:
+            kwargs = {k: v for k, v in offered.items() if k in params}
+        if fn.__name__ == "main" and "argv" in params:
+            kwargs = {"argv": ["--size", str(args.size)] + (["--quick"] if args.quick else [])}
+        result = fn(**kwargs)
+    except Exception as e:  # a separate script's failure must not lose the step figures
+        return {"error": f"{type(e).__name__}: {e}"}
+    return result if isinstance(result, dict) else {"result": result}
+
+
+def _default_out() -> str:
+    host = re.sub(r"[^A-Za-z0-9_.-]+", "_", socket.gethostname() or "") or "cpu"
+    return os.path.join(HERE, "results", f"{host}.json")
+
+
+def _table(report) -> str:
+    ceiling = report["matmul"]["gflops"]
+    lines = [
+        f"jaxviz step benchmark: {report['model']} at {report['size']} px, fourier + colour decorrelation, "
+        f"default transforms, Adam, channel objectives on '{report['layer']}', 1 device ({report['device']})",
+        f"machine: {report['machine']['cpu']}, {report['machine']['cores']} cores; jax {report['machine']['jax']}",
+        f"fp32 ceiling: {ceiling:.1f} GFLOP/s ({report['matmul']['size']}² matmul, best of "
+        + ", ".join(f"{k}²: {v:.0f}" for k, v in report["matmul"]["gflops_by_size"].items()) + ")",
+        "",
+        f"{'batch':>5} {'img-steps/s':>12} {'(median)':>9} {'ms/img-step':>12} {'GFLOP/img-step':>15} "
+        f"{'GFLOP/s':>8} {'% ceiling':>10} {'compile s':>10} {'peak RSS MiB':>13}",
+    ]
+    for r in report["steps"]:
+        lines.append(
+            f"{r['batch']:>5} {r['image_steps_per_s']['best']:>12.2f} {r['image_steps_per_s']['median']:>9.2f} "
+            f"{r['ms_per_image_step']['best']:>12.1f} {r['flops_per_image_step'] / 1e9:>15.3f} "
+            f"{r['gflops']:>8.1f} {100 * r['fraction_of_ceiling']:>9.1f}% {r['compile_s']:>10.1f} "
+            f"{r['peak_rss_mib']:>13.0f}")
+    first = report["steps"][0] if report["steps"] else None
+    if first:
+        lines.append(f"(model forward alone: {first['forward_flops_per_image'] / 1e9:.3f} GFLOP/image at the "
+                     f"transformed size; {report['steps_per_chunk']} steps per timed chunk, best of "
+                     f"{report['repeats']}; GFLOP/s and % use the best time)")
+    lines += ["", "FLOP counting: " + FLOPS_NOTE]
+    sp = report.get("stats_pass")
+    if sp:
+        lines += ["", "stats pass vs forward-only (benchmarks/stats_pass.py):"]
+        for k, v in sp.items():
+            lines.append(f"  {k}: {v:.1f}" if isinstance(v, float) else f"  {k}: {v}")
+    for r in report["steps"]:
+        if r.get("profile"):
+            lines += ["", f"op time by category, batch {r['batch']} (ms per image-step, from a profiler trace; "
+                          "fusions are labelled by their root op):"]
+            lines += [f"  {ms:7.2f}  {name}" for name, ms in r["profile"] if ms >= 0.05]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--batches", default="1,8,32", help="batch sizes, comma-separated (default 1,8,32)")
+    p.add_argument("--size", type=int, default=224, help="image side in px (default 224)")
+    p.add_argument("--steps", type=int, default=None, help="steps per timed chunk (default 8; --quick 2)")
+    p.add_argument("--repeats", type=int, default=None, help="timed chunks per batch size (default 5; --quick 2)")
+    p.add_argument("--quick", action="store_true", help="fewer steps and repeats, one matmul size")
+    p.add_argument("--model", default="efficientnet_lite0")
+    p.add_argument("--layer", default="head", help="layer of the channel objectives (default head)")
+    p.add_argument("--matmul-sizes", default=None, help="matmul ceiling sizes (default 1024,2048,3072)")
+    p.add_argument("--profile", action="store_true", help="also print op time by category (first batch size)")
+    p.add_argument("--no-stats-pass", action="store_true", help="skip benchmarks/stats_pass.py")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<hostname>.json)")
+    p.add_argument("--worker", choices=("step", "matmul"), help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.steps = args.steps or (2 if args.quick else 8)
+    args.repeats = args.repeats or (2 if args.quick else 5)
+    args.matmul_sizes = args.matmul_sizes or ("2048" if args.quick else "1024,2048,3072")
+
+    if args.worker:
+        result = _worker_step(args) if args.worker == "step" else _worker_matmul(args)
+        print(json.dumps(result))
+        return 0
+
+    batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    t0 = time.perf_counter()
+    print(f"matmul ceiling ({args.matmul_sizes}) ...", file=sys.stderr, flush=True)
+    ceilings = [_run_worker("matmul", args)]
+    steps = []
+    for i, b in enumerate(batches):
+        print(f"batch {b}: {args.steps} steps x {args.repeats} (+1 warm-up) in a fresh process ...",
+              file=sys.stderr, flush=True)
+        steps.append(_run_worker("step", args, batch=b, profile=args.profile and i == 0))
+    ceilings.append(_run_worker("matmul", args))
+    matmul = max(ceilings, key=lambda c: c["gflops"])
+    for r in steps:
+        r["gflops"] = r["flops_per_image_step"] * r["image_steps_per_s"]["best"] / 1e9
+        r["fraction_of_ceiling"] = r["gflops"] / matmul["gflops"]
+    stats = None if args.no_stats_pass else _stats_pass(args)
+
+    import jax
+
+    report = {
+        "model": args.model, "size": args.size, "layer": args.layer, "param": "fourier (decorrelated)",
+        "transforms": "default", "optimizer": "adam", "steps_per_chunk": args.steps, "repeats": args.repeats,
+        "device": steps[0]["device"] if steps else "", "matmul": matmul, "matmul_runs": ceilings,
+        "steps": steps, "stats_pass": stats, "flops_note": FLOPS_NOTE,
+        "machine": {"host": socket.gethostname(), "cpu": _cpu_model(), "cores": os.cpu_count(),
+                    "jax": jax.__version__, "python": platform.python_version()},
+        "command": " ".join([os.path.basename(sys.executable), "-m", "benchmarks.run", *(argv or sys.argv[1:])]),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": time.perf_counter() - t0,
+    }
+    out = args.out or _default_out()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(report, f, indent=1)
+    print(_table(report))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
