@@ -17,6 +17,7 @@ so any size works (use :func:`crop_or_resize_to` when a fixed size is needed).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Callable, Sequence
 
@@ -51,6 +52,12 @@ class Pad:
             raise UsageError(f"reflect padding of {self.n} px needs an image larger than that, got {image.shape}")
         return jnp.pad(image, widths, mode="reflect")
 
+    def geometry(self, hw, *, key=None):
+        return (hw[0] + 2 * self.n, hw[1] + 2 * self.n), jnp.eye(2), jnp.full((2,), -float(self.n))
+
+    def stretch(self):
+        return 1.0, 0.0
+
 
 @dataclasses.dataclass(frozen=True)
 class Jitter:
@@ -62,11 +69,21 @@ class Jitter:
         if self.d == 0:
             return image
         h, w = image.shape[:2]
-        if min(h, w) <= self.d:
-            raise UsageError(f"jitter of {self.d} px needs an image larger than that, got {image.shape}")
+        dy, dx = self._offset(image.shape, key)
         # the crop size is static; only the offset is random, so jit sees one shape
-        dy, dx = jax.random.randint(key, (2,), 0, self.d + 1)
         return jax.lax.dynamic_slice(image, (dy, dx, 0), (h - self.d, w - self.d, image.shape[2]))
+
+    def _offset(self, shape, key):
+        if min(shape[:2]) <= self.d:
+            raise UsageError(f"jitter of {self.d} px needs an image larger than that, got {tuple(shape)}")
+        return jax.random.randint(key, (2,), 0, self.d + 1)
+
+    def geometry(self, hw, *, key):
+        offset = self._offset(hw, key).astype(jnp.float32)
+        return (hw[0] - self.d, hw[1] - self.d), jnp.eye(2), offset
+
+    def stretch(self):
+        return 1.0, 0.0
 
 
 def _reflect(i, n: int):
@@ -76,30 +93,98 @@ def _reflect(i, n: int):
     return jnp.where(i >= n, 2 * n - 1 - i, i)
 
 
-def _affine(image, scale, angle):
-    """Bilinear zoom by ``scale`` and rotation by ``angle`` radians about the centre; same shape."""
-    h, w = image.shape[:2]
-    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-    yy, xx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij")
-    # inverse map: for each output pixel, where it comes from in the input. The entries are snapped to
-    # multiples of 2^-10 (at most 0.06° or 0.1 % off): with offsets that are multiples of 1/2, every
-    # product and sum below is then exact in float32 for sides up to 2048 px. XLA may compute one value
+def _snap(x, bits: int = 10):
+    # Map entries are snapped to multiples of 2^-10 (at most 0.06° or 0.1 % off), offsets to 2^-11
+    # (as the centre offsets c - M c are). Then every product and sum in ``M q + t`` is exact in
+    # float32 for sides up to 2048 px. XLA may compute one value
     # twice for different consumers, once with a fused multiply-add and once without; inexact sums
-    # could then put the tap index and the tap weight on different sides of an integer (a whole-pixel
+    # could then put a tap index and its weight on different sides of an integer (a whole-pixel
     # error seen under jit(jvp)). Exact sums make every copy identical.
-    cos = jnp.round(jnp.cos(angle) / scale * 1024.0) / 1024.0
-    sin = jnp.round(jnp.sin(angle) / scale * 1024.0) / 1024.0
-    sy = cy + cos * (yy - cy) - sin * (xx - cx)
-    sx = cx + sin * (yy - cy) + cos * (xx - cx)
-    # hand-written bilinear gather (4 taps, all channels at once): exact at integer positions
+    return jnp.round(x * 2.0**bits) / 2.0**bits
+
+
+def _grid(hw):
+    return jnp.meshgrid(jnp.arange(hw[0], dtype=jnp.float32), jnp.arange(hw[1], dtype=jnp.float32), indexing="ij")
+
+
+def _source_coords(M, t, qy, qx):
+    """Where output pixels ``(qy, qx)`` sample the input: ``M q + t``, as ``(sy, sx)``."""
+    return M[0, 0] * qy + M[0, 1] * qx + t[0], M[1, 0] * qy + M[1, 1] * qx + t[1]
+
+
+def _bilinear(image, M, t, out_hw, fill):
+    """Bilinear sampling of ``image`` at ``M q + t``; outside: ``fill`` or, if None, the mirrored image."""
+    h, w = image.shape[:2]
+    sy, sx = _source_coords(M, t, *_grid(out_hw))
     y0, x0 = jnp.floor(sy), jnp.floor(sx)
     wy, wx = (sy - y0)[..., None], (sx - x0)[..., None]
     y0, x0 = y0.astype(jnp.int32), x0.astype(jnp.int32)
-    ya, yb = _reflect(y0, h), _reflect(y0 + 1, h)
-    xa, xb = _reflect(x0, w), _reflect(x0 + 1, w)
-    top = image[ya, xa] * (1 - wx) + image[ya, xb] * wx
-    bottom = image[yb, xa] * (1 - wx) + image[yb, xb] * wx
+
+    def tap(yi, xi):  # all channels of one of the 4 neighbours at once
+        if fill is None:
+            return image[_reflect(yi, h), _reflect(xi, w)]
+        inside = ((yi >= 0) & (yi < h) & (xi >= 0) & (xi < w))[..., None]
+        return jnp.where(inside, image[jnp.clip(yi, 0, h - 1), jnp.clip(xi, 0, w - 1)], fill)
+
+    top = tap(y0, x0) * (1 - wx) + tap(y0, x0 + 1) * wx
+    bottom = tap(y0 + 1, x0) * (1 - wx) + tap(y0 + 1, x0 + 1) * wx
     return top * (1 - wy) + bottom * wy
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _bilinear_filled(image, M, t, out_hw, fill, reach):
+    return _bilinear(image, M, t, out_hw, fill)
+
+
+def _bilinear_filled_fwd(image, M, t, out_hw, fill, reach):
+    return _bilinear(image, M, t, out_hw, fill), (M, t, image.shape)
+
+
+def _bilinear_filled_bwd(out_hw, fill, reach, residuals, g):
+    # The transpose of the sampling, written as a gather: input pixel r receives g[q] * tent(M q + t - r)
+    # from the outputs q whose sample point lies within one pixel of r. Those q lie within ``reach``
+    # of M^-1 (r - t) on each axis, so a (2 half + 1)^2 window around it holds them all. Autodiff
+    # would scatter-add instead, which XLA-CPU runs ~2x slower than this gather.
+    M, t, shape = residuals
+    h, w = shape[:2]
+    ry, rx = _grid((h, w))
+    inverse = jnp.linalg.inv(M)
+    cy = inverse[0, 0] * (ry - t[0]) + inverse[0, 1] * (rx - t[1])
+    cx = inverse[1, 0] * (ry - t[0]) + inverse[1, 1] * (rx - t[1])
+    qy0, qx0 = jnp.round(cy).astype(jnp.int32), jnp.round(cx).astype(jnp.int32)
+    half = math.floor(reach + 0.5)
+    grad = jnp.zeros(shape, g.dtype)
+    for dy in range(-half, half + 1):
+        for dx in range(-half, half + 1):
+            qy, qx = qy0 + dy, qx0 + dx
+            sy, sx = _source_coords(M, t, qy.astype(jnp.float32), qx.astype(jnp.float32))
+            weight = jnp.maximum(0.0, 1.0 - jnp.abs(sy - ry)) * jnp.maximum(0.0, 1.0 - jnp.abs(sx - rx))
+            inside = (qy >= 0) & (qy < out_hw[0]) & (qx >= 0) & (qx < out_hw[1])
+            value = g[jnp.clip(qy, 0, out_hw[0] - 1), jnp.clip(qx, 0, out_hw[1] - 1)]
+            grad = grad + jnp.where(inside, weight, 0.0)[..., None] * value
+    # the geometry is a random draw, not something to optimize: no gradient for it
+    return grad, jnp.zeros_like(M), jnp.zeros_like(t)
+
+
+_bilinear_filled.defvjp(_bilinear_filled_fwd, _bilinear_filled_bwd)
+
+
+def _about_centre(hw, M):
+    """The map ``q -> c + M (q - c)`` about the centre ``c`` of an ``hw`` image, as ``(M, t)``."""
+    c = jnp.asarray([(hw[0] - 1) / 2.0, (hw[1] - 1) / 2.0], jnp.float32)
+    return M, c - M @ c
+
+
+def _zoom_rotate(scale, angle):
+    cos, sin = jnp.cos(angle) / scale, jnp.sin(angle) / scale
+    return _snap(jnp.stack([jnp.stack([cos, -sin]), jnp.stack([sin, cos])]))
+
+
+def _affine(image, scale, angle):
+    """Bilinear zoom by ``scale`` and rotation by ``angle`` radians about the centre; same shape."""
+    hw = image.shape[:2]
+    M, t = _about_centre(hw, _zoom_rotate(scale, angle))
+    return _bilinear(image, M, t, hw, None)
 
 
 def _draw(key, values: tuple[float, ...]):
@@ -115,6 +200,12 @@ class RandomScale:
     def __call__(self, image, *, key):
         return _affine(image, _draw(key, self.scales), 0.0)
 
+    def geometry(self, hw, *, key):
+        return hw, *_about_centre(hw, _zoom_rotate(_draw(key, self.scales), 0.0))
+
+    def stretch(self):
+        return max(self.scales), 0.0
+
 
 @dataclasses.dataclass(frozen=True)
 class RandomRotate:
@@ -123,25 +214,89 @@ class RandomRotate:
     degrees: float = 0.0
     choices: tuple[float, ...] | None = None
 
-    def __call__(self, image, *, key):
+    def _angle(self, key):
         if self.choices is not None:
             angle = _draw(key, self.choices)
         else:
             angle = jax.random.uniform(key, (), jnp.float32, -self.degrees, self.degrees)
-        return _affine(image, 1.0, angle * (math.pi / 180.0))
+        return angle * (math.pi / 180.0)
+
+    def __call__(self, image, *, key):
+        return _affine(image, 1.0, self._angle(key))
+
+    def geometry(self, hw, *, key):
+        return hw, *_about_centre(hw, _zoom_rotate(1.0, self._angle(key)))
+
+    def stretch(self):
+        return 1.0, max((abs(a) for a in self.choices), default=0.0) if self.choices is not None else self.degrees
+
+
+def _is_geometric(t, first: bool) -> bool:
+    # A constant pad can open a fused run (outside the image then reads the pad value); a reflecting
+    # pad cannot (a mirror is not an affine map) and stays a separate step.
+    if isinstance(t, Pad):
+        return first and t.mode == "constant"
+    return isinstance(t, (Jitter, RandomScale, RandomRotate))
+
+
+def _compose(transforms, keys, hw):
+    """One run of geometric transforms as a single map from output to input pixels.
+
+    Returns:
+      ``(out_hw, M, t, fill, reach)``: output size; the map ``q -> M q + t`` (snapped, see
+      :func:`_snap`); the value outside the input (None: mirror it); a static bound on how far,
+      in output pixels, the inputs within one pixel of any point map back to (per axis).
+    """
+    fill = transforms[0].value if isinstance(transforms[0], Pad) else None
+    M, t = jnp.eye(2, dtype=jnp.float32), jnp.zeros(2, jnp.float32)
+    scale, degrees = 1.0, 0.0
+    for transform, key in zip(transforms, keys):
+        hw, M_i, t_i = transform.geometry(hw, key=key)
+        # output -> input maps compose right to left: q -> M (M_i q + t_i) + t
+        M, t = M @ M_i, M @ t_i + t
+        s, d = transform.stretch()
+        scale, degrees = scale * s, degrees + d
+    # |M^-1| row sums <= prod(scale) * (|cos| + |sin|) of the total angle, over every draw
+    angle = math.radians(min(degrees, 45.0))
+    reach = scale * (math.cos(angle) + math.sin(angle)) + 1e-3
+    return hw, _snap(M), _snap(t, 11), fill, reach
+
+
+def _fused(transforms, keys, image):
+    """Applies a run of geometric transforms as one affine map and a single bilinear resampling."""
+    hw, M, t, fill, reach = _compose(transforms, keys, image.shape[:2])
+    if fill is None:
+        return _bilinear(image, M, t, hw, None)
+    return _bilinear_filled(image, jax.lax.stop_gradient(M), jax.lax.stop_gradient(t), hw, float(fill), reach)
 
 
 @dataclasses.dataclass(frozen=True)
 class Chain:
-    """Applies ``transforms`` in order, each with its own key split from ``key``."""
+    """Applies ``transforms`` in order, each with its own key split from ``key``.
+
+    With ``fuse`` (the default), each run of jitters, zooms and rotations (optionally opened by a
+    constant pad) is composed into one affine map and resampled once: one bilinear interpolation
+    instead of one per zoom or rotation (sharper, and ~3-5x faster with its gradient). The random
+    draws are the same as unfused; the pixels differ only by the interpolation of interpolations.
+    """
 
     transforms: tuple
+    fuse: bool = True
 
     def __call__(self, image, *, key):
         if not self.transforms:
             return image
-        for t, k in zip(self.transforms, jax.random.split(key, len(self.transforms))):
-            image = t(image, key=k)
+        keys = list(jax.random.split(key, len(self.transforms)))
+        i = 0
+        while i < len(self.transforms):
+            j = i
+            while self.fuse and j < len(self.transforms) and _is_geometric(self.transforms[j], first=j == i):
+                j += 1
+            run = self.transforms[i:j]
+            if any(isinstance(t, (RandomScale, RandomRotate)) for t in run):
+                image, i = _fused(run, keys[i:j], image), j
+            else:  # nothing to resample (or not fusing): crops and pads are exact and cheap as they are
+                image, i = self.transforms[i](image, key=keys[i]), i + 1
         return image
 
 
@@ -207,9 +362,15 @@ def random_rotate(degrees: float | Sequence[float]) -> RandomRotate:
     return RandomRotate(choices=choices)
 
 
-def chain(*transforms: Transform) -> Chain:
-    """Composes transforms left to right, splitting the key."""
-    return Chain(tuple(transforms))
+def chain(*transforms: Transform, fuse: bool = True) -> Chain:
+    """Composes transforms left to right, splitting the key.
+
+    Args:
+      transforms: applied in order, each with its own key.
+      fuse: resample each run of pad/jitter/zoom/rotate once (see :class:`Chain`); ``False``
+        applies them one by one.
+    """
+    return Chain(tuple(transforms), bool(fuse))
 
 
 def crop_or_resize_to(size: int) -> CropOrResize:

@@ -136,3 +136,56 @@ def test_warp_matches_map_coordinates_and_is_stable_under_jit_jvp():
         primal, tangent = warped_and_tangent(image, jnp.float32(scale), jnp.float32(angle))
         np.testing.assert_allclose(primal, out, atol=1e-5)
         np.testing.assert_allclose(tangent, np.ones_like(out), atol=1e-5)
+
+
+def _ramp(side):
+    # bilinear interpolation is exact on a linear image: resampling it once or twice must agree
+    yy, xx = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
+    c = (side - 1) / 2
+    return jnp.asarray(np.stack([0.5 + a * (yy - c) + b * (xx - c) for a, b in [(4e-3, 3e-3), (-2e-3, 5e-3),
+                                                                                (1e-3, -6e-3)]], -1), jnp.float32)
+
+
+def test_fused_chain_draws_the_same_geometry_as_one_by_one():
+    image = _ramp(64)
+    transforms = T.default().transforms
+    fused, separate = T.chain(*transforms), T.chain(*transforms, fuse=False)
+    for i in range(6):
+        key = jax.random.key(10 + i)
+        a, b = np.asarray(fused(image, key=key)), np.asarray(separate(image, key=key))
+        assert a.shape == b.shape == (76, 76, 3)
+        # the centre samples the photo itself (not the pad) in both; off by the 2^-10 snapping only
+        np.testing.assert_allclose(a[18:58, 18:58], b[18:58, 18:58], atol=2e-3)
+
+
+def _bilinear_matrix(M, t, in_hw, out_hw):
+    """float64 reference: the sampling as a dense [out pixels, in pixels] matrix (outside = fill)."""
+    W = np.zeros((out_hw[0] * out_hw[1], in_hw[0] * in_hw[1]))
+    for qy in range(out_hw[0]):
+        for qx in range(out_hw[1]):
+            sy, sx = M @ np.array([qy, qx], np.float64) + t
+            y0, x0 = int(np.floor(sy)), int(np.floor(sx))
+            for y, wy in ((y0, 1 - (sy - y0)), (y0 + 1, sy - y0)):
+                for x, wx in ((x0, 1 - (sx - x0)), (x0 + 1, sx - x0)):
+                    if 0 <= y < in_hw[0] and 0 <= x < in_hw[1]:
+                        W[qy * out_hw[1] + qx, y * in_hw[1] + x] += wy * wx
+    return W
+
+
+@pytest.mark.parametrize("scale,degrees", [(1.0, 0.0), (0.95, 5.0), (1.05, -5.0), (1.3, 30.0), (0.7, -40.0)])
+def test_fused_resampling_and_its_gradient_match_a_dense_float64_reference(scale, degrees):
+    image = jax.random.uniform(jax.random.key(4), (15, 17, 3))
+    t = T.chain(T.pad(3, "constant", value=0.25), T.jitter(2), T.random_scale((scale,)),
+                T.random_rotate((degrees,)), T.jitter(1))
+    g = jax.random.normal(jax.random.key(5), (18, 20, 3))
+    out, pullback = jax.vjp(lambda im: t(im, key=KEY), image)
+    grad = pullback(g)[0]
+    # the map the chain drew, from its own composition; the reference checks sampling and transpose
+    out_hw, M, shift, fill, _ = T._compose(t.transforms, jax.random.split(KEY, 5), (15, 17))
+    assert out_hw == (18, 20) and fill == 0.25
+    W = _bilinear_matrix(np.asarray(M, np.float64), np.asarray(shift, np.float64), (15, 17), out_hw)
+    flat = np.asarray(image, np.float64).reshape(-1, 3)
+    expected = W @ flat + fill * (1 - W.sum(1, keepdims=True))
+    np.testing.assert_allclose(np.asarray(out).reshape(-1, 3), expected, atol=1e-5)
+    expected_grad = W.T @ np.asarray(g, np.float64).reshape(-1, 3)
+    np.testing.assert_allclose(np.asarray(grad).reshape(-1, 3), expected_grad, atol=1e-5)
