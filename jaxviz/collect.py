@@ -77,6 +77,13 @@ def make_step(model, layers: tuple[str, ...], view: views.View, mesh: Mesh):
     return jax.jit(step, donate_argnums=1)
 
 
+@functools.lru_cache(maxsize=16)
+def _zeros_fn(dims: tuple[tuple[str, int], ...], sharding):
+    # jitted (a replicated global array on every process) and cached: compiling it anew on each
+    # pass cost ~40 ms, 7 % of a 100-image pass
+    return jax.jit(lambda: {layer: stats.init(dim) for layer, dim in dims}, out_shardings=sharding)
+
+
 def _host(states) -> dict[str, StatsState]:
     return jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), states)
 
@@ -141,7 +148,7 @@ def collect_stats(model, layers: Sequence[str], source, *, view="pixel", batch_s
     batch_sharding = NamedSharding(mesh, P(_AXIS))
     params = model.params if procs == 1 else jax.tree.map(np.asarray, model.params)  # host copy for a global mesh
     params = jax.device_put(params, replicated)
-    zeros = jax.jit(lambda: {layer: stats.init(dims[layer]) for layer in layers}, out_shardings=replicated)
+    zeros = _zeros_fn(tuple(dims.items()), replicated)
     # Two levels: a float32 device state for a segment of steps, then a float64 host total. Segment
     # boundaries depend on the step index only (so a resumed pass adds exactly the same segments) and
     # are short enough that float32 counts within a segment stay exact integers.
