@@ -119,7 +119,7 @@ def _model_input(model, image01):
 
 
 def make_step(model, objective, parameterization, transform, optimizer, prior, *, compute_dtype=None,
-              redirect_steps: int = 0):
+              redirect: bool = False):
     """The optimization step for ONE image (vmap or map it over targets).
 
     Args:
@@ -131,8 +131,9 @@ def make_step(model, objective, parameterization, transform, optimizer, prior, *
       prior: a :class:`jaxviz.priors.Prior`.
       compute_dtype: run the model in this dtype (e.g. ``jnp.bfloat16`` on accelerators); its
         features are cast back to float32 before the objective and prior. ``None``: as given.
-      redirect_steps: the first steps use redirected ReLU gradients (units that start dead can
-        still move); needs a model with ``apply_redirected``.
+      redirect: use redirected ReLU gradients (units that start dead can still move); needs a
+        model with ``apply_redirected``. :func:`render` runs its first ``redirect_steps`` with
+        such a step and the rest with a plain one (two programs, never both branches per step).
 
     Returns:
       ``step(model_params, state, obj, key) -> (state, (value, trace))``.
@@ -147,15 +148,12 @@ def make_step(model, objective, parameterization, transform, optimizer, prior, *
         penalty, prior_state, trace = prior.apply(features, prior_state, step)
         return value - penalty, (value, prior_state, trace)
 
+    if redirect and model.apply_redirected is None:
+        raise UsageError(f"redirected gradients need a model with redirected ReLUs; {model.name} has none")
+
     def step_fn(model_params, state: _State, obj, key):
         args = (state.params, obj, state.prior_state, state.step, key, model_params)
-        if redirect_steps and model.apply_redirected is not None:
-            grads, (value, prior_state, trace) = jax.lax.cond(
-                state.step < redirect_steps,
-                lambda a: jax.grad(functools.partial(loss, redirect=True), has_aux=True)(*a),
-                lambda a: jax.grad(loss, has_aux=True)(*a), args)
-        else:
-            grads, (value, prior_state, trace) = jax.grad(loss, has_aux=True)(*args)
+        grads, (value, prior_state, trace) = jax.grad(functools.partial(loss, redirect=redirect), has_aux=True)(*args)
         # maximize: optax minimizes, so feed the negated gradient
         updates, opt_state = optimizer.update(jax.tree.map(jnp.negative, grads), state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -295,7 +293,7 @@ def render(model, targets: Sequence, *, key: jax.Array | None = None, config: Re
                 compiled[signature] = _compile(model, targets[chunk[0]], parameterization, transform, optimizer,
                                                prior, config.size, mesh, max_steps=config.scan_steps,
                                                precision=config.precision,
-                                               redirect_steps=config.redirect_steps)
+                                               redirect=config.redirect_steps > 0)
             init_state, run_chunk, final = compiled[signature]
             state = init_state(model_params, target_keys)
             values_log = np.zeros((2, config.steps, launch), np.float32)  # objective, prior trace
@@ -305,8 +303,10 @@ def render(model, targets: Sequence, *, key: jax.Array | None = None, config: Re
             step = int(np.asarray(state.step).max())
             done_steps += step * len(chunk)
             while step < config.steps:
-                n = min(config.scan_steps, config.steps - step)
-                new_state, values, traces = run_chunk(n, model_params, state, obj, target_keys)
+                redirect = step < config.redirect_steps
+                # a chunk never straddles the end of the redirected steps: each runs one program
+                n = min(config.scan_steps, (config.redirect_steps if redirect else config.steps) - step)
+                new_state, values, traces = run_chunk(n, model_params, state, obj, target_keys, redirect=redirect)
                 values = np.asarray(values).T  # [steps, targets]
                 if not np.all(np.isfinite(values)):
                     where = f" (last checkpoint kept in {checkpoint_dir})" if store else ""
@@ -344,11 +344,13 @@ def _group_by_structure(targets) -> list[list[int]]:
 
 
 def _compile(model, objective, parameterization, transform, optimizer, prior, size, mesh, *,
-             max_steps: int = 16, precision: str = "float32", redirect_steps: int = 0):
+             max_steps: int = 16, precision: str = "float32", redirect: bool = False):
     """Jitted, sharded (init, run_chunk, final) for targets shaped like ``objective``.
 
-    ``run_chunk(n, ...)`` runs ``n ≤ max_steps`` steps with ONE compiled program for every ``n``
-    (the step count is a runtime value); its jitted form is ``run_chunk.jitted``.
+    ``run_chunk(n, ..., redirect=False)`` runs ``n ≤ max_steps`` steps with ONE compiled program
+    for every ``n`` (the step count is a runtime value); its jitted form is ``run_chunk.jitted``.
+    With ``redirect``, ``run_chunk(..., redirect=True)`` runs redirected-gradient steps (a second
+    program, compiled on first use).
     """
     platform = mesh.devices.flat[0].platform
     batched = platform != "cpu"
@@ -357,8 +359,11 @@ def _compile(model, objective, parameterization, transform, optimizer, prior, si
     if precision == "bfloat16" and not batched:
         raise UsageError("bfloat16 is for GPU/TPU; on CPU use float32 (XLA-CPU emulates bfloat16, slower)")
     compute_dtype = jnp.bfloat16 if precision == "bfloat16" else None
-    step_fn = make_step(model, objective, parameterization, transform, optimizer, prior,
-                        compute_dtype=compute_dtype, redirect_steps=redirect_steps)
+    step_fns = {False: make_step(model, objective, parameterization, transform, optimizer, prior,
+                                 compute_dtype=compute_dtype)}
+    if redirect:
+        step_fns[True] = make_step(model, objective, parameterization, transform, optimizer, prior,
+                                   compute_dtype=compute_dtype, redirect=True)
 
     def init_one(model_params, target_key):
         params = parameterization.init(key=jax.random.split(target_key)[0], size=size)
@@ -378,19 +383,23 @@ def _compile(model, objective, parameterization, transform, optimizer, prior, si
     def init(model_params, keys):
         return _over_images(functools.partial(init_one, model_params), batched)(keys)
 
-    def run_chunk_sharded(n_steps, model_params, state, obj, keys):
-        one = functools.partial(_run_image, step_fn, n_steps, max_steps, model_params)
-        return _over_images(one, batched)(state, obj, keys)
+    def chunk_program(step_fn):
+        def run_chunk_sharded(n_steps, model_params, state, obj, keys):
+            one = functools.partial(_run_image, step_fn, n_steps, max_steps, model_params)
+            return _over_images(one, batched)(state, obj, keys)
+
+        return jax.jit(_sharded(mesh, run_chunk_sharded, 3, n_replicated=2), donate_argnums=(2,))
+
+    programs = {flag: chunk_program(fn) for flag, fn in step_fns.items()}
+    jitted = programs[False]
 
     def final(model_params, state, obj):
         return _over_images(functools.partial(final_one, model_params), batched)(state, obj)
 
-    jitted = jax.jit(_sharded(mesh, run_chunk_sharded, 3, n_replicated=2), donate_argnums=(2,))
-
-    def run_chunk(n_steps, model_params, state, obj, keys):
+    def run_chunk(n_steps, model_params, state, obj, keys, *, redirect=False):
         if not 1 <= n_steps <= max_steps:
             raise ValueError(f"a chunk runs 1..{max_steps} steps, got {n_steps}")
-        state, values, traces = jitted(np.int32(n_steps), model_params, state, obj, keys)
+        state, values, traces = programs[redirect](np.int32(n_steps), model_params, state, obj, keys)
         return state, np.asarray(values)[:, :n_steps], np.asarray(traces)[:, :n_steps]
 
     run_chunk.jitted = jitted

@@ -35,3 +35,19 @@ def test_render_with_redirect_steps_runs(lite0):
     config = render.RenderConfig(size=64, steps=4, scan_steps=4, redirect_steps=2)
     result = render.render(lite0, target, config=config)
     assert np.all(np.isfinite(result.history))
+
+
+def test_redirected_steps_end_exactly_at_redirect_steps(lite0):
+    # scan_steps 4 > redirect_steps 2: the chunk must be cut at step 2, not redirected throughout
+    target = [objectives.parse_target("blocks.3.expand:5", lite0.layers)]
+
+    def history(redirect_steps):
+        config = render.RenderConfig(size=64, steps=4, scan_steps=4, redirect_steps=redirect_steps, param="pixel")
+        return render.render(lite0, target, config=config).history[0]
+
+    none, two, four = history(0), history(2), history(4)
+    # history[i] is the objective before update i: the runs agree until their updates differ
+    np.testing.assert_array_equal(two[:3], four[:3])
+    assert two[3] != four[3]
+    np.testing.assert_array_equal(none[:1], two[:1])
+    assert none[1] != two[1]
