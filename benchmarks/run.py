@@ -112,7 +112,47 @@ def _worker_matmul(args) -> dict:
             times.append(time.perf_counter() - t)
         out[str(n)] = 2.0 * n**3 / min(times) / 1e9
     best = max(out, key=out.get)
-    return {"gflops_by_size": out, "gflops": out[best], "size": int(best), "loadavg": _loadavg()}
+    return {"gflops_by_size": out, "gflops": out[best], "size": int(best), "loadavg": _loadavg(),
+            "pointwise": _pointwise_convs(args)}
+
+
+def _pointwise_convs(args) -> dict:
+    """The model's 1x1 convs (at the transformed size) as lone matmuls: forward and input gradient.
+
+    This is how fast XLA's dot runs the step's dominant FLOPs on their real shapes (K or N as small
+    as 16, M as small as 64), i.e. a ceiling for the step that is specific to this network.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    import jaxviz
+
+    model = jaxviz.load_model(args.model)
+    side = args.size + 12  # the default transforms pad S -> S + 12
+    names = list(model.layers)
+    shapes = jax.eval_shape(lambda x: model.features(model.params, x, names),
+                            jax.ShapeDtypeStruct((side, side, 3), jnp.float32))
+    convs = []  # (M, K, N): an expand/project/head conv reads the layer before it
+    for prev, name in zip(names, names[1:]):
+        if name.endswith((".expand", ".project")) or name == "head":
+            h, w, n = shapes[name].shape[-3:]
+            convs.append((h * w, shapes[prev].shape[-1], n))
+    total_flops, total_s = 0.0, 0.0
+    for m, k, n in convs:
+        x = jax.random.normal(jax.random.key(0), (m, k), jnp.float32)
+        wt = jax.random.normal(jax.random.key(1), (k, n), jnp.float32)
+        g = jax.random.normal(jax.random.key(2), (m, n), jnp.float32)
+        f = jax.jit(lambda x, wt, g: (x @ wt, g @ wt.T))
+        _block(f(x, wt, g))
+        times = []
+        for _ in range(args.repeats + 2):
+            t = time.perf_counter()
+            _block(f(x, wt, g))
+            times.append(time.perf_counter() - t)
+        total_flops += 4.0 * m * k * n
+        total_s += min(times)
+    return {"count": len(convs), "side": side, "gflop_per_image": total_flops / 1e9, "ms_per_image": 1e3 * total_s,
+            "gflops": total_flops / total_s / 1e9}
 
 
 def _worker_step(args) -> dict:
@@ -338,6 +378,14 @@ def _table(report) -> str:
         lines.append(f"(model forward alone: {first['forward_flops_per_image'] / 1e9:.3f} GFLOP/image at the "
                      f"transformed size; {report['steps_per_chunk']} steps per timed chunk, best of "
                      f"{report['repeats']}; GFLOP/s and % use the best time)")
+    pw = report.get("pointwise_convs")
+    if pw:
+        lines += ["", f"1x1 convs alone ({pw['count']} lone matmuls of the model's shapes at {pw['side']} px, forward "
+                      f"+ input gradient): {pw['gflop_per_image']:.3f} GFLOP in {pw['ms_per_image']:.1f} ms per image "
+                      f"= {pw['gflops']:.0f} GFLOP/s ({100 * pw['gflops'] / ceiling:.0f}% of the ceiling)."]
+        if "bound_fraction_of_ceiling" in pw:
+            lines.append(f"Bound: were every other op free, the step would reach "
+                         f"{100 * pw['bound_fraction_of_ceiling']:.0f}% of the ceiling.")
     lines += ["", "FLOP counting: " + FLOPS_NOTE]
     sp = report.get("stats_pass")
     if sp:
@@ -391,6 +439,10 @@ def main(argv=None) -> int:
     for r in steps:
         r["gflops"] = r["flops_per_image_step"] * r["image_steps_per_s"]["best"] / 1e9
         r["fraction_of_ceiling"] = r["gflops"] / matmul["gflops"]
+    pointwise = max((c["pointwise"] for c in ceilings), key=lambda p: p["gflops"])
+    if steps:  # the step if everything but its 1x1 convs took no time at all
+        pointwise["bound_fraction_of_ceiling"] = (
+            steps[0]["flops_per_image_step"] / (pointwise["ms_per_image"] / 1e3) / 1e9 / matmul["gflops"])
     stats = None if args.no_stats_pass else _stats_pass(args)
 
     import jax
@@ -399,6 +451,7 @@ def main(argv=None) -> int:
         "model": args.model, "size": args.size, "layer": args.layer, "param": "fourier (decorrelated)",
         "transforms": "default", "optimizer": "adam", "steps_per_chunk": args.steps, "repeats": args.repeats,
         "device": steps[0]["device"] if steps else "", "matmul": matmul, "matmul_runs": ceilings,
+        "pointwise_convs": pointwise,
         "steps": steps, "stats_pass": stats, "flops_note": FLOPS_NOTE,
         "machine": {"host": socket.gethostname(), "cpu": _cpu_model(), "cores": os.cpu_count(),
                     "jax": jax.__version__, "python": platform.python_version()},
