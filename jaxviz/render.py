@@ -191,6 +191,11 @@ def _run_image(step_fn, n_steps, max_steps, model_params, state, obj, target_key
     return state, values, traces
 
 
+def _vectorize_images(platform: str) -> bool:
+    """vmap a device's images (GPU/TPU) or run them one after another (CPU; see :func:`_over_images`)."""
+    return platform != "cpu"
+
+
 def _over_images(fn, batched: bool):
     """Maps a one-target function over a device's local targets.
 
@@ -352,8 +357,7 @@ def _compile(model, objective, parameterization, transform, optimizer, prior, si
     With ``redirect``, ``run_chunk(..., redirect=True)`` runs redirected-gradient steps (a second
     program, compiled on first use).
     """
-    platform = mesh.devices.flat[0].platform
-    batched = platform != "cpu"
+    batched = _vectorize_images(mesh.devices.flat[0].platform)
     if precision not in ("float32", "bfloat16"):
         raise UsageError(f"unknown precision '{precision}' (choose float32 or bfloat16)")
     if precision == "bfloat16" and not batched:
