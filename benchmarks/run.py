@@ -81,8 +81,9 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _summary(values):
-    return {"best": min(values), "median": statistics.median(values), "all": values}
+def _summary(values, higher_is_better: bool = False):
+    best = max(values) if higher_is_better else min(values)
+    return {"best": best, "median": statistics.median(values), "all": values}
 
 
 def _block(tree):
@@ -167,6 +168,8 @@ def _worker_step(args) -> dict:
     from jaxviz import objectives, priors, render
     from jaxviz import param as param_lib
 
+    if args.devices:  # CPU devices, as the CLI's one-per-core (jaxviz.use_cpu_cores)
+        jax.config.update("jax_num_cpu_devices", args.devices)
     batch = args.batch
     model = jaxviz.load_model(args.model)
     rss_model = _rss_mib()
@@ -180,7 +183,10 @@ def _worker_step(args) -> dict:
     prior = priors.none()
 
     # what render() does for one launch, on one device
-    mesh, per_launch = render._mesh_and_padding(batch, jax.devices()[:1])
+    devices = jax.devices()
+    # as render() places one launch: a group of `batch` targets on CPU uses ≤ one device per target
+    devices = devices[:render._devices_for(batch, devices)] if devices[0].platform == "cpu" else devices[:1]
+    mesh, per_launch = render._mesh_and_padding(batch, devices)
     batch_sharding = NamedSharding(mesh, PartitionSpec("targets"))
     model_params = jax.device_put(model.params, NamedSharding(mesh, PartitionSpec()))
     obj = jax.device_put(objectives.stack(targets), batch_sharding)
@@ -228,7 +234,7 @@ def _worker_step(args) -> dict:
     image_steps = batch * args.steps
     result = {
         "batch": batch,
-        "image_steps_per_s": _summary([image_steps / w for w in walls]),
+        "image_steps_per_s": _summary([image_steps / w for w in walls], higher_is_better=True),
         "ms_per_image_step": _summary([1e3 * w / image_steps for w in walls]),
         "cpu_ms_per_image_step": _summary([1e3 * c / image_steps for c in cpus]),
         "flops_per_image_step": step_cost,
@@ -240,6 +246,7 @@ def _worker_step(args) -> dict:
         "loadavg": [load_before, _loadavg()],
         "worker_s": time.perf_counter() - start,
         "device": str(jax.devices()[0]),
+        "devices": len(devices),
         "jaxviz": os.path.dirname(jaxviz.__file__),
         "backend": jax.default_backend(),
     }
@@ -359,17 +366,17 @@ def _table(report) -> str:
     ceiling = report["matmul"]["gflops"]
     lines = [
         f"jaxviz step benchmark: {report['model']} at {report['size']} px, fourier + colour decorrelation, "
-        f"default transforms, Adam, channel objectives on '{report['layer']}', 1 device ({report['device']})",
+        f"default transforms, Adam, channel objectives on '{report['layer']}', {report['device']}",
         f"machine: {report['machine']['cpu']}, {report['machine']['cores']} cores; jax {report['machine']['jax']}",
         f"fp32 ceiling: {ceiling:.1f} GFLOP/s ({report['matmul']['size']}² matmul, best of "
         + ", ".join(f"{k}²: {v:.0f}" for k, v in report["matmul"]["gflops_by_size"].items()) + ")",
         "",
-        f"{'batch':>5} {'img-steps/s':>12} {'(median)':>9} {'ms/img-step':>12} {'GFLOP/img-step':>15} "
+        f"{'batch':>5} {'devices':>7} {'img-steps/s':>12} {'(median)':>9} {'ms/img-step':>12} {'GFLOP/img-step':>15} "
         f"{'GFLOP/s':>8} {'% ceiling':>10} {'compile s':>10} {'peak RSS MiB':>13}",
     ]
     for r in report["steps"]:
         lines.append(
-            f"{r['batch']:>5} {r['image_steps_per_s']['best']:>12.2f} {r['image_steps_per_s']['median']:>9.2f} "
+            f"{r['batch']:>5} {r.get('devices', 1):>7} {r['image_steps_per_s']['best']:>12.2f} {r['image_steps_per_s']['median']:>9.2f} "
             f"{r['ms_per_image_step']['best']:>12.1f} {r['flops_per_image_step'] / 1e9:>15.3f} "
             f"{r['gflops']:>8.1f} {100 * r['fraction_of_ceiling']:>9.1f}% {r['compile_s']:>10.1f} "
             f"{r['peak_rss_mib']:>13.0f}")
@@ -394,7 +401,8 @@ def _table(report) -> str:
             lines.append(f"  {k}: {v:.1f}" if isinstance(v, float) else f"  {k}: {v}")
     for r in report["steps"]:
         if r.get("profile"):
-            lines += ["", f"op time by category, batch {r['batch']} (ms per image-step, from a profiler trace; "
+            lines += ["", f"op time by category, batch {r['batch']} on {r.get('devices', 1)} device(s) (op ms per "
+                          "image-step, summed over devices, from a profiler trace; "
                           "fusions are labelled by their root op):"]
             lines += [f"  {ms:7.2f}  {name}" for name, ms in r["profile"] if ms >= 0.05]
     return "\n".join(lines)
@@ -415,6 +423,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<hostname>.json)")
     p.add_argument("--worker", choices=("step", "matmul"), help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--devices", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--cpu-devices", default=None,
+                   help="CPU device counts to time the step with, comma-separated (default: one per core, "
+                        "as the CLI runs, and 1 for comparison)")
     args = p.parse_args(argv)
     args.steps = args.steps or (2 if args.quick else 8)
     args.repeats = args.repeats or (2 if args.quick else 5)
@@ -426,14 +438,21 @@ def main(argv=None) -> int:
         return 0
 
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    from jaxviz.hardware import usable_cores
+
+    cores = usable_cores()
+    device_counts = ([int(d) for d in args.cpu_devices.split(",") if d.strip()] if args.cpu_devices
+                     else sorted({cores, 1}, reverse=True))
     t0 = time.perf_counter()
     print(f"matmul ceiling ({args.matmul_sizes}) ...", file=sys.stderr, flush=True)
     ceilings = [_run_worker("matmul", args)]
     steps = []
-    for i, b in enumerate(batches):
-        print(f"batch {b}: {args.steps} steps x {args.repeats} (+1 warm-up) in a fresh process ...",
-              file=sys.stderr, flush=True)
-        steps.append(_run_worker("step", args, batch=b, profile=args.profile and i == 0))
+    for n_dev in device_counts:
+        for i, b in enumerate(batches):
+            print(f"batch {b}, {n_dev} CPU device(s): {args.steps} steps x {args.repeats} (+1 warm-up) "
+                  "in a fresh process ...", file=sys.stderr, flush=True)
+            steps.append(_run_worker("step", args, batch=b, devices=n_dev,
+                                     profile=args.profile and i == 0 and n_dev == device_counts[0]))
     ceilings.append(_run_worker("matmul", args))
     matmul = max(ceilings, key=lambda c: c["gflops"])
     for r in steps:

@@ -7,6 +7,7 @@ The pipeline, one module per stage: :mod:`~jaxviz.data` → :mod:`~jaxviz.stats`
 
 from jaxviz import (  # noqa: F401  (modules are part of the public API)
     data,
+    hardware,
     objectives,
     outliers,
     param,
@@ -26,6 +27,7 @@ from jaxviz.errors import (
     UsageError,
 )
 from jaxviz.features import Model, from_linen, from_nnx
+from jaxviz.hardware import use_cpu_cores
 from jaxviz.images import read_image
 from jaxviz.models import MODELS, UnsafeWeightsError, imagenet_classes, load_model
 from jaxviz.render import RenderConfig, RenderResult

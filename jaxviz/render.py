@@ -221,6 +221,18 @@ def _mesh_and_padding(batch_size: int, devices):
     return Mesh(np.array(devices), ("targets",)), per_launch
 
 
+def _devices_for(n_targets: int, devices) -> int:
+    """How many of ``devices`` a group of ``n_targets`` targets runs on.
+
+    GPUs/TPUs: all of them (a padded slot costs nothing but its own device). CPU devices share
+    one machine's cores, so a padded slot would take a core from the real images: a group uses
+    at most one device per target.
+    """
+    if all(d.platform == "cpu" for d in devices):
+        return max(1, min(len(devices), n_targets))
+    return len(devices)
+
+
 def render(model, targets: Sequence, *, key: jax.Array | None = None, config: RenderConfig = RenderConfig(),
            optimizer: optax.GradientTransformation | None = None, prior=None,
            checkpoint_dir: str | None = None, progress: Callable | None = None,
@@ -264,11 +276,16 @@ def render(model, targets: Sequence, *, key: jax.Array | None = None, config: Re
     prior = prior or priors_lib.none()
     parameterization = param_lib.get(config.param)
     transform = _make_transform(config.transforms)
-    mesh, per_launch = _mesh_and_padding(config.batch_size, devices)
-    n_devices = mesh.devices.size
-    batch_sharding = NamedSharding(mesh, PartitionSpec("targets"))
-    replicated = NamedSharding(mesh, PartitionSpec())
-    model_params = jax.device_put(model.params, replicated)
+    devices = list(devices or jax.local_devices())
+    _, per_launch = _mesh_and_padding(config.batch_size, devices)
+    placements: dict = {}  # devices used -> (mesh, batch sharding, replicated model params)
+
+    def place(n_used):
+        if n_used not in placements:
+            mesh = Mesh(np.array(devices[:n_used]), ("targets",))
+            placements[n_used] = (mesh, NamedSharding(mesh, PartitionSpec("targets")),
+                                  jax.device_put(model.params, NamedSharding(mesh, PartitionSpec())))
+        return placements[n_used]
 
     store = ckpt_lib.RunStore(checkpoint_dir, config=config, model=model.name,
                               targets=[repr(t) for t in targets], prior=repr(prior),
@@ -284,8 +301,11 @@ def render(model, targets: Sequence, *, key: jax.Array | None = None, config: Re
     groups = _group_by_structure(targets)
     done_steps, total_steps = 0, len(targets) * config.steps
     for group_index, indices in enumerate(groups):
+        n_devices = _devices_for(len(indices), devices)
+        mesh, batch_sharding, model_params = place(n_devices)
         # a group smaller than the batch is padded only to the device count, not to batch_size
-        launch = min(per_launch, int(math.ceil(len(indices) / n_devices)) * n_devices)
+        launch = min(_mesh_and_padding(config.batch_size, devices[:n_devices])[1],
+                     int(math.ceil(len(indices) / n_devices)) * n_devices)
         for start in range(0, len(indices), launch):
             chunk = indices[start : start + launch]
             launch_id = f"{group_index:03d}_{start:06d}"
@@ -293,7 +313,7 @@ def render(model, targets: Sequence, *, key: jax.Array | None = None, config: Re
             obj = jax.device_put(objectives_lib.stack([targets[i] for i in padded]), batch_sharding)
             target_keys = jax.device_put(
                 jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(padded)), batch_sharding)
-            signature = jax.tree.structure(obj)
+            signature = (jax.tree.structure(obj), n_devices)
             if signature not in compiled:
                 compiled[signature] = _compile(model, targets[chunk[0]], parameterization, transform, optimizer,
                                                prior, config.size, mesh, max_steps=config.scan_steps,

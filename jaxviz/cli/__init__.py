@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 failure, 2 usage error, 130 interrupted)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = build_parser().parse_args(argv)
+    from jaxviz import hardware
+
+    hardware.use_cpu_cores()  # one CPU device per core, unless the user set a count
     try:
         return int(args.run(args) or 0)
     except JaxvizError as e:
