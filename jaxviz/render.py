@@ -23,6 +23,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxviz import hardware
 from jaxviz import objectives as objectives_lib
 from jaxviz import param as param_lib
 from jaxviz import priors as priors_lib
@@ -383,6 +384,7 @@ def _compile(model, objective, parameterization, transform, optimizer, prior, si
     if precision == "bfloat16" and not batched:
         raise UsageError("bfloat16 is for GPU/TPU; on CPU use float32 (XLA-CPU emulates bfloat16, slower)")
     compute_dtype = jnp.bfloat16 if precision == "bfloat16" else None
+    options = hardware.compiler_options(mesh.devices.flat)
     step_fns = {False: make_step(model, objective, parameterization, transform, optimizer, prior,
                                  compute_dtype=compute_dtype)}
     if redirect:
@@ -412,7 +414,8 @@ def _compile(model, objective, parameterization, transform, optimizer, prior, si
             one = functools.partial(_run_image, step_fn, n_steps, max_steps, model_params)
             return _over_images(one, batched)(state, obj, keys)
 
-        return jax.jit(_sharded(mesh, run_chunk_sharded, 3, n_replicated=2), donate_argnums=(2,))
+        return jax.jit(_sharded(mesh, run_chunk_sharded, 3, n_replicated=2), donate_argnums=(2,),
+                       compiler_options=options)
 
     programs = {flag: chunk_program(fn) for flag, fn in step_fns.items()}
     jitted = programs[False]
