@@ -483,6 +483,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    import jaxviz
+
+    jaxviz.use_cpu_cores()  # as the CLI: one CPU device per core, unless XLA_FLAGS sets a count
     cfg = load_config(args.config, args)
     date = _dt.date.today().isoformat()
     run_dir = os.path.abspath(args.out or os.path.join(HERE, "results", date + ("-quick" if args.quick else "")))
