@@ -415,7 +415,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="efficientnet_lite0")
     p.add_argument("--layer", default="head", help="layer of the channel objectives (default head)")
     p.add_argument("--matmul-sizes", default=None, help="matmul ceiling sizes (default 1024,2048,3072)")
-    p.add_argument("--profile", action="store_true", help="also print op time by category (first batch size)")
+    p.add_argument("--profile", action="store_true",
+                   help="also print op time by category (batch 8, else the first batch size)")
     p.add_argument("--no-stats-pass", action="store_true", help="skip benchmarks/stats_pass.py")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<hostname>.json)")
     p.add_argument("--worker", choices=("step", "matmul"), help=argparse.SUPPRESS)
@@ -444,12 +445,13 @@ def main(argv=None) -> int:
     print(f"matmul ceiling ({args.matmul_sizes}) ...", file=sys.stderr, flush=True)
     ceilings = [_run_worker("matmul", args)]
     steps = []
+    profiled = 8 if 8 in batches else batches[0]  # --profile: this batch, on the first device count
     for n_dev in device_counts:
-        for i, b in enumerate(batches):
+        for b in batches:
             print(f"batch {b}, {n_dev} CPU device(s): {args.steps} steps x {args.repeats} (+1 warm-up) "
                   "in a fresh process ...", file=sys.stderr, flush=True)
             steps.append(_run_worker("step", args, batch=b, devices=n_dev,
-                                     profile=args.profile and i == 0 and n_dev == device_counts[0]))
+                                     profile=args.profile and b == profiled and n_dev == device_counts[0]))
     ceilings.append(_run_worker("matmul", args))
     matmul = max(ceilings, key=lambda c: c["gflops"])
     for r in steps:
