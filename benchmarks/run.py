@@ -300,8 +300,8 @@ def _profile(chunk, args, image_steps) -> list:
     totals = collections.Counter()
     for e in events:
         name = e.get("name", "")
-        if e.get("ph") != "X" or name not in meta:
-            continue
+        if e.get("ph") != "X" or name not in meta or re.match(r"(while|conditional|call)(\.|$)", name):
+            continue  # loops and calls enclose the ops they run: counting them would count twice
         op = meta[name]
         label = next(lab for pattern, lab in _CATEGORIES if re.search(pattern, op))
         direction = "bwd" if "transpose(" in op else "fwd"

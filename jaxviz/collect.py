@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxviz import stats, views
+from jaxviz import hardware, stats, views
 from jaxviz.errors import JaxvizError, UsageError
 from jaxviz.stats import LayerStats, StatsState
 from jaxviz.stats_store import (STATS_FILE, StatsBundle, StatsMismatchError, StatsNotFoundError, _json_default,
@@ -79,7 +79,7 @@ def make_step(model, layers: tuple[str, ...], view: views.View, mesh: Mesh):
 
     sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(_AXIS), P(_AXIS), P(_AXIS)),
                             out_specs=P(_AXIS), check_vma=False)
-    return jax.jit(sharded, donate_argnums=1)
+    return jax.jit(sharded, donate_argnums=1, compiler_options=hardware.compiler_options(mesh.devices.flat))
 
 
 @functools.lru_cache(maxsize=8)
