@@ -195,6 +195,20 @@ def test_interrupted_pass_resumes_to_the_same_result(toy, tmp_path, monkeypatch,
         collect.collect_stats(toy, ["conv1"], src, checkpoint_dir=ckpt, **kwargs)
 
 
+def test_checkpoint_from_another_device_count_is_a_mismatch(toy, tmp_path):
+    # each device keeps its own moments between merges, so a checkpoint holds one state per device
+    src = data.open_source("photos", size=16, max_images=12)
+    kwargs = dict(view="pixel", batch_size=4, checkpoint_every=1, checkpoint_dir=str(tmp_path / "ckpt"))
+    crashing = Crashing(src, after=2)
+    with pytest.raises(RuntimeError, match="crash"):
+        collect.collect_stats(toy, ["conv1"], crashing, mesh=collect.data_mesh(jax.devices()[:4]), **kwargs)
+    with pytest.raises(CheckpointMismatchError):
+        collect.collect_stats(toy, ["conv1"], src, mesh=collect.data_mesh(jax.devices()[:2]), **kwargs)
+    resumed = Crashing(src)
+    collect.collect_stats(toy, ["conv1"], resumed, mesh=collect.data_mesh(jax.devices()[:4]), **kwargs)
+    assert resumed.starts == [8]
+
+
 def test_save_load_roundtrip_and_mismatches(toy, tmp_path):
     src = data.open_source("photos", size=16, max_images=6)
     states = collect.collect_stats(toy, ["conv1", "conv2"], src, view="pooled", batch_size=6)
