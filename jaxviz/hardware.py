@@ -1,8 +1,8 @@
-"""Fitting the computation to the machine: one CPU device per core.
+"""Fitting the computation to the machine: one CPU device per core, and XLA-CPU compile options.
 
 XLA-CPU runs one image's step as a chain of small ops: its matmuls spread over the cores, but
-the elementwise passes between them (BatchNorm, ReLU6, depthwise taps, transforms, Adam) run
-on one core. Giving the CPU backend one device per core and sharding the images over them keeps
+the many small elementwise passes between them (BatchNorm, ReLU6, depthwise taps, transforms,
+Adam) mostly keep one core busy. Giving the CPU backend one device per core and sharding the images over them keeps
 every core busy with its own images (render step, Lite0 at 224 px, batch 8 on 2 cores: about
 1.4× the image-steps/s of one device; ``python -m benchmarks.run --cpu-devices 1,2``).
 """
