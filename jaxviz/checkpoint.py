@@ -15,13 +15,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxviz.errors import JaxvizError, UsageError
+from jaxviz.errors import CheckpointMismatchError, UsageError
+from jaxviz.files import atomic_write_json, to_json
 
 __all__ = ["CheckpointMismatchError", "RunStore", "check_writable_dir"]
-
-
-class CheckpointMismatchError(JaxvizError, ValueError):
-    """The checkpoint directory belongs to a run with other settings."""
 
 
 def check_writable_dir(path: str, what: str = "--out") -> str:
@@ -38,10 +35,6 @@ def check_writable_dir(path: str, what: str = "--out") -> str:
     if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
         raise UsageError(f"{what} {path} is not a writable directory")
     return path
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str, sort_keys=True))
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict:
@@ -64,7 +57,7 @@ class RunStore:
     def __init__(self, directory: str, **metadata):
         self.directory = check_writable_dir(directory, "--checkpoint-dir")
         meta = {k: (v.numbers() if hasattr(v, "numbers") else v) for k, v in metadata.items()}
-        meta = _jsonable(meta)
+        meta = to_json(meta, sort_keys=True)
         path = os.path.join(self.directory, "run.json")
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
@@ -77,10 +70,7 @@ class RunStore:
                     f"checkpoint dir {self.directory} holds another run ({'; '.join(differ[:3])}); "
                     "use another --checkpoint-dir or delete it")
         else:
-            tmp = path + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(meta, f, indent=1, sort_keys=True)
-            os.replace(tmp, path)
+            atomic_write_json(path, meta, sort_keys=True)
         self._managers: dict[str, ocp.CheckpointManager] = {}
 
     def _manager(self, launch_id: str) -> ocp.CheckpointManager:

@@ -16,7 +16,6 @@ written by :func:`save_stats` and read back, finalized and checked by :func:`loa
 from __future__ import annotations
 
 import functools
-import json
 import os
 import shutil
 import sys
@@ -29,8 +28,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxviz import hardware, stats, views
 from jaxviz.errors import JaxvizError, UsageError
+from jaxviz.files import to_json
+from jaxviz.progress import progress_bar
 from jaxviz.stats import LayerStats, StatsState
-from jaxviz.stats_store import (STATS_FILE, StatsBundle, StatsMismatchError, StatsNotFoundError, _json_default,
+from jaxviz.stats_store import (STATS_FILE, StatsBundle, StatsMismatchError, StatsNotFoundError, 
                                 load_stats, read_metadata, save_stats)
 
 __all__ = ["StatsBundle", "LayerStats", "StatsMismatchError", "StatsNotFoundError", "data_mesh",
@@ -280,7 +281,7 @@ def collect_to_dir(model, layers: Sequence[str], spec: str, directory: str, *, v
             old = read_metadata(directory)
         except JaxvizError:
             old = {}
-        if not force and old.get("run") == json.loads(json.dumps(run, default=_json_default)):
+        if not force and old.get("run") == to_json(run):
             return load_stats(directory, model=model, shrinkage=shrinkage), False
         if not quiet and jax.process_index() == 0:
             print(f"jaxviz: note: replacing the statistics in {directory}", file=sys.stderr)
@@ -288,7 +289,7 @@ def collect_to_dir(model, layers: Sequence[str], spec: str, directory: str, *, v
     checkpoint_dir = checkpoint_dir or os.path.join(directory, ".checkpoint")
     if force and default_ckpt and jax.process_index() == 0:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # --force starts from scratch
-    bar, close = (None, lambda: None) if (quiet or progress) else _progress_bar(len(source))
+    bar, close = (None, lambda: None) if (quiet or progress) else progress_bar("stats", unit="img", total=len(source))
     report = progress or bar
     first = []
 
@@ -315,16 +316,3 @@ def collect_to_dir(model, layers: Sequence[str], spec: str, directory: str, *, v
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return bundle, True
 
-
-def _progress_bar(total: int):
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc="stats", unit="img", file=sys.stderr, dynamic_ncols=True, leave=False)
-
-    def update(done, total):
-        if bar.n == 0 and bar.initial == 0 and done:  # resumed: start the rate from here
-            bar.initial = bar.n = done
-            bar.refresh()
-        bar.update(done - bar.n)
-
-    return update, bar.close

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image
 
-from jaxviz.errors import ImageError, JaxvizError, UsageError
+from jaxviz.errors import DataError, ImageError, UsageError
 from jaxviz.images import decode_image_bytes, read_image, resize_center_crop
 
 __all__ = [
@@ -33,10 +33,6 @@ DEFAULT_PHOTO_SAMPLES = 256
 # Random crops of the embedded photos span this fraction of the photo's short side.
 CROP_RANGE = (0.35, 1.0)
 SPEC_FORMS = "'photos', 'folder:PATH' or 'tfds:NAME[/SPLIT]'"
-
-
-class DataError(JaxvizError, ValueError):
-    """A data source that cannot be used: missing or empty folder, unprepared dataset, bad split."""
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,4 +1,6 @@
-"""User-facing errors. The CLI prints any :class:`JaxvizError` as one line and exits non-zero."""
+"""User-facing errors, all in one place. The CLI prints any :class:`JaxvizError` as one line and exits 2."""
+
+import pickle
 
 
 class JaxvizError(Exception):
@@ -23,3 +25,31 @@ class ImageError(JaxvizError, ValueError):
 
 class UsageError(JaxvizError, ValueError):
     """Flags or arguments that do not fit together."""
+
+
+class NonFiniteLossError(JaxvizError, FloatingPointError):
+    """The loss became NaN/Inf; the last good checkpoint is kept."""
+
+
+class StatsMismatchError(JaxvizError, ValueError):
+    """Statistics made for another model, layer or view than the one asked for."""
+
+
+class StatsNotFoundError(JaxvizError, FileNotFoundError):
+    """A directory that holds no ``jaxviz stats`` output."""
+
+
+class DataError(JaxvizError, ValueError):
+    """A data source that cannot be used: missing or empty folder, unprepared dataset, bad split."""
+
+
+class WeightFileError(JaxvizError, pickle.UnpicklingError):
+    """The file is not a readable PyTorch state dict."""
+
+
+class UnsafeWeightsError(WeightFileError):
+    """The file asks the unpickler for something outside the whitelist (nothing was run)."""
+
+
+class CheckpointMismatchError(JaxvizError, ValueError):
+    """The checkpoint directory belongs to a run with other settings."""

@@ -111,7 +111,7 @@ class Model:
         return np.asarray(self.normalize(batch.astype(np.float32)), np.float32)
 
 
-def _layer_shapes(apply: ApplyFn, params, input_shape) -> dict[str, tuple[int, ...]]:
+def layer_shapes(apply: ApplyFn, params, input_shape) -> dict[str, tuple[int, ...]]:
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
     order: list[str] = []
 
@@ -167,7 +167,7 @@ def from_linen(module, variables, input_shape: Sequence[int], *, name: str | Non
 
     return Model(
         name=name or type(module).__name__, params=variables, apply=apply,
-        layers=_layer_shapes(apply, variables, input_shape),
+        layers=layer_shapes(apply, variables, input_shape),
         normalize=normalize or (lambda x: x / 255.0),
     )
 
@@ -202,6 +202,6 @@ def from_nnx(module, input_shape: Sequence[int], *, name: str | None = None,
 
     return Model(
         name=name or type(module).__name__, params=state, apply=apply,
-        layers=_layer_shapes(apply, state, input_shape),
+        layers=layer_shapes(apply, state, input_shape),
         normalize=normalize or (lambda x: x / 255.0),
     )

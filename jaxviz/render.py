@@ -28,15 +28,11 @@ from jaxviz import objectives as objectives_lib
 from jaxviz import param as param_lib
 from jaxviz import priors as priors_lib
 from jaxviz import transforms as transforms_lib
-from jaxviz.errors import JaxvizError, UsageError
+from jaxviz.errors import NonFiniteLossError, UsageError
 
 __all__ = ["RenderConfig", "RenderResult", "NonFiniteLossError", "render", "make_step"]
 
 MIN_SIZE = 64  # EfficientNet downsamples 32×; below 64 px the head sees a single position
-
-
-class NonFiniteLossError(JaxvizError, FloatingPointError):
-    """The loss became NaN/Inf; the last good checkpoint is kept."""
 
 
 @dataclasses.dataclass(frozen=True)

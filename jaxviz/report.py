@@ -10,13 +10,14 @@ Layout of ``DIR`` (design.md §3): ``<layer>_<channel>.png`` per target, ``grid.
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
 from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from jaxviz.files import atomic_write, atomic_write_json, dumps, npy_bytes
 
 __all__ = ["image_filename", "to_uint8", "write_run", "write_comparison", "contact_sheet", "svg_curve"]
 
@@ -32,16 +33,7 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def _write_png(path: str, image_u8: np.ndarray) -> None:
-    tmp = path + ".tmp.png"
-    Image.fromarray(image_u8).save(tmp)
-    os.replace(tmp, path)  # never leave a half-written image behind
-
-
-def _write_text(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: Image.fromarray(image_u8).save(f, format="PNG"))
 
 
 def contact_sheet(images: Sequence[np.ndarray], labels: Sequence[str], *, columns: int | None = None,
@@ -122,12 +114,12 @@ def write_run(out: str, *, targets: Sequence[str], labels: Sequence[str], images
         files.append(name)
         if heatmaps is not None:
             _heatmap_png(os.path.join(out, "heat_" + name), heatmaps[i], tile.shape[0])
-    np.save(os.path.join(out, "images.npy"), np.asarray(images, np.float32))  # exact values, for metrics
+    atomic_write(os.path.join(out, "images.npy"), npy_bytes(np.asarray(images, np.float32)))  # exact, for metrics
     _write_png(os.path.join(out, "grid.png"), contact_sheet(tiles, [f"{t} {l}" for t, l in zip(targets, labels)]))
     metrics = {"config": dict(config), "targets": []}
     for target, label, file, record in zip(targets, labels, files, records):
         metrics["targets"].append({"target": target, "label": label, "image": file, **record})
-    _write_text(os.path.join(out, "metrics.json"), json.dumps(metrics, indent=1, default=_json_default))
+    atomic_write_json(os.path.join(out, "metrics.json"), metrics)
     cards = []
     for i, entry in enumerate(metrics["targets"]):
         heat = (f'<img class="heat" src="heat_{html.escape(entry["image"])}" title="outlier positions">'
@@ -136,8 +128,8 @@ def write_run(out: str, *, targets: Sequence[str], labels: Sequence[str], images
             f'<figure><img src="{html.escape(entry["image"])}">{heat}<figcaption><b>{html.escape(entry["target"])}'
             f'</b> {html.escape(entry["label"])}<br>activation {entry.get("activation", float("nan")):.3g}<br>'
             f'{svg_curve(entry.get("history", []))}</figcaption></figure>')
-    settings = html.escape(json.dumps(metrics["config"], default=_json_default))
-    _write_text(os.path.join(out, "index.html"), _page(title, f"<p class=cfg>{settings}</p>" + "".join(cards)))
+    settings = html.escape(dumps(metrics["config"]))
+    atomic_write(os.path.join(out, "index.html"), _page(title, f"<p class=cfg>{settings}</p>" + "".join(cards)))
     return metrics
 
 
@@ -170,16 +162,9 @@ def write_comparison(out: str, runs: Mapping[str, dict], *, title: str = "jaxviz
         rows.append(f"<tr><td><b>{html.escape(entry['target'])}</b><br>{html.escape(entry['label'])}</td>"
                     + "".join(cells) + "</tr>")
     path = os.path.join(out, "index.html")
-    _write_text(path, _page(title, f"<table>{head}{''.join(rows)}</table>"))
+    atomic_write(path, _page(title, f"<table>{head}{''.join(rows)}</table>"))
     return path
 
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 def _page(title: str, body: str) -> str:

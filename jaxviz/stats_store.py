@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxviz import stats, views
-from jaxviz.errors import JaxvizError, UsageError
+from jaxviz.errors import StatsMismatchError, StatsNotFoundError, UsageError
+from jaxviz.files import atomic_write_json, to_json
 from jaxviz.stats import LayerStats, StatsState
 
 __all__ = ["StatsBundle", "LayerStats", "StatsMismatchError", "StatsNotFoundError", "save_stats", "load_stats",
@@ -28,14 +29,6 @@ __all__ = ["StatsBundle", "LayerStats", "StatsMismatchError", "StatsNotFoundErro
 FORMAT = 1
 STATS_FILE = "stats.json"
 MOMENTS_DIR = "moments"
-
-
-class StatsMismatchError(JaxvizError, ValueError):
-    """Statistics made for another model, layer or view than the one asked for."""
-
-
-class StatsNotFoundError(JaxvizError, FileNotFoundError):
-    """A directory that holds no ``jaxviz stats`` output."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -59,12 +52,6 @@ class StatsBundle:
     def __getitem__(self, layer: str) -> LayerStats:
         return self.layers[layer]
 
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer, np.floating)) or (isinstance(value, np.ndarray) and value.ndim == 0):
-        return value.item()
-    return str(value)
 
 
 _estimate_jit = jax.jit(stats.estimate, static_argnames="shrinkage")
@@ -124,11 +111,8 @@ def save_stats(directory: str, states: Mapping[str, StatsState], *, model: str, 
         "dims": {l: bundle[l].dim for l in layers}, **dict(metadata or {}),
     }
     if primary:
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=1, default=_json_default)
-        os.replace(tmp, path)
-    return StatsBundle(bundle, model, view, shrinkage, json.loads(json.dumps(meta, default=_json_default)))
+        atomic_write_json(path, meta)
+    return StatsBundle(bundle, model, view, shrinkage, to_json(meta))
 
 
 def read_metadata(directory: str) -> dict:

@@ -15,7 +15,8 @@ import numpy as np
 from flax import traverse_util
 
 from jaxviz.errors import MissingWeightsError, UnknownModelError
-from jaxviz.features import Model, _layer_shapes
+from jaxviz.files import atomic_write
+from jaxviz.features import Model, layer_shapes
 from jaxviz.models.efficientnet_lite import VARIANTS, EfficientNetLite, torch_to_flax
 from jaxviz.models.torch_reader import UnsafeWeightsError, load_torch_state_dict
 
@@ -64,9 +65,8 @@ def _load_params(name: str, width: float, depth: float, path: str) -> dict:
     params = torch_to_flax(load_torch_state_dict(path), width, depth)
     try:
         os.makedirs(os.path.dirname(cached), exist_ok=True)
-        tmp = cached + f".{os.getpid()}.tmp.npz"
-        np.savez(tmp, **{"/".join(k): v for k, v in traverse_util.flatten_dict(params).items()})
-        os.replace(tmp, cached)
+        flat = {"/".join(k): v for k, v in traverse_util.flatten_dict(params).items()}
+        atomic_write(cached, lambda f: np.savez(f, **flat))
     except OSError:
         pass  # caching is an optimization; a read-only home must not break loading
     return params
@@ -128,7 +128,7 @@ def load_model(name: str = "efficientnet_lite0", *, pretrained: bool = True, imp
     def apply_redirected(params, x, names):
         return redirected.apply({"params": params}, x, names)
 
-    shapes = _layer_shapes(apply, params, (resolution, resolution, 3))
+    shapes = layer_shapes(apply, params, (resolution, resolution, 3))
     public = {k: v for k, v in shapes.items() if not k.endswith(".bn")}
     hidden = {k: v for k, v in shapes.items() if k.endswith(".bn")}
     return Model(

@@ -19,19 +19,11 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from jaxviz.errors import JaxvizError
+from jaxviz.errors import UnsafeWeightsError, WeightFileError
 
 __all__ = ["UnsafeWeightsError", "WeightFileError", "load_torch_state_dict"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-
-
-class WeightFileError(JaxvizError, pickle.UnpicklingError):
-    """The file is not a readable PyTorch state dict."""
-
-
-class UnsafeWeightsError(WeightFileError):
-    """The file asks the unpickler for something outside the whitelist (nothing was run)."""
 
 
 def _bfloat16():

@@ -1,0 +1,86 @@
+"""Writing files so that a reader never sees half of one, and JSON of numpy values.
+
+Every output of jaxviz (images, metrics, statistics metadata, cached weights) goes through
+:func:`atomic_write`: the bytes go to a uniquely named temporary sibling, are flushed to disk
+(``fsync``) and then renamed over the target, so a crash, a full disk or a second process writing
+the same file leaves either the old file or the new one, never a mix. The temporary is removed when
+writing fails.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["atomic_write", "atomic_write_json", "json_default", "to_json", "dumps"]
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[Any], None]) -> str:
+    """Replaces ``path`` with ``data`` in one rename.
+
+    Args:
+      path: target file; its folder must exist.
+      data: bytes, text (UTF-8), or a function ``write(binary_file)`` that writes the content
+        (e.g. ``lambda f: np.save(f, array)``).
+
+    Returns:
+      ``path`` as given.
+    """
+    path = os.fspath(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps(default=...)`` hook: numpy scalars and arrays as Python values, else ``str``."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if hasattr(value, "__array__"):  # jax arrays
+        return np.asarray(value).tolist()
+    return str(value)
+
+
+def dumps(value: Any, **kwargs) -> str:
+    """``json.dumps`` with :func:`json_default`."""
+    return json.dumps(value, default=json_default, **kwargs)
+
+
+def to_json(value: Any, *, sort_keys: bool = False) -> Any:
+    """``value`` as plain JSON types (what a JSON round trip would give back)."""
+    return json.loads(dumps(value, sort_keys=sort_keys))
+
+
+def atomic_write_json(path: str | os.PathLike, value: Any, *, indent: int | None = 1, sort_keys: bool = False) -> str:
+    """Writes ``value`` as JSON with :func:`atomic_write` (numpy values converted)."""
+    return atomic_write(path, dumps(value, indent=indent, sort_keys=sort_keys))
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """``array`` in ``.npy`` format (for :func:`atomic_write`)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
