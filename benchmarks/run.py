@@ -5,12 +5,12 @@ Measures, on one device of the default backend:
 - **step throughput** (image-steps/s) of the render step users run: EfficientNet-Lite0, Fourier
   parameterization with colour decorrelation, the default robustness transforms, Adam, channel
   objectives (``--layer``, default ``head``: the whole conv trunk runs), built with
-  ``jaxviz.render``'s own ``_compile`` (the jitted, sharded ``lax.scan`` chunk) and timed per
+  ``jaxviz.step.compile_programs`` (the jitted, sharded chunk ``render`` runs) and timed per
   chunk of ``--steps`` steps, best and median of ``--repeats``;
 - the **fp32 ceiling**: a square matmul's GFLOP/s (best of a few sizes), measured before and after
   the step runs (the better one counts);
 - the step's **achieved GFLOP/s** and its ratio to the ceiling, with FLOPs counted by XLA on the
-  compiled one-image step (``jit(make_step(...)).lower(...).compile().cost_analysis()['flops']``);
+  compiled one-image step (``jit(step.make_step(...)).lower(...).compile().cost_analysis()['flops']``);
 - **compile time** of the chunk (trace + lower + XLA compile) and **peak RSS** (``ru_maxrss``); every
   batch size runs in a fresh subprocess so that each peak is its own;
 - the **stats pass** vs forward-only images/s, through ``benchmarks/stats_pass.py`` when present.
@@ -165,7 +165,7 @@ def _worker_step(args) -> dict:
     from jax.sharding import NamedSharding, PartitionSpec
 
     import jaxviz
-    from jaxviz import objectives, priors, render
+    from jaxviz import objectives, priors, render, step, transforms
     from jaxviz import param as param_lib
 
     if args.devices:  # CPU devices, as the CLI's one-per-core (jaxviz.use_cpu_cores)
@@ -176,44 +176,39 @@ def _worker_step(args) -> dict:
     n_channels = model.layers[args.layer][-1]
     targets = [objectives.channel(args.layer, i % n_channels) for i in range(batch)]
     config = render.RenderConfig(size=args.size, steps=args.steps, batch_size=batch, param="fourier",
-                                 transforms="default", scan_steps=args.steps)
+                                 transforms="default", chunk_steps=args.steps)
     parameterization = param_lib.get(config.param)  # fourier: 1/f scaling + colour decorrelation
-    transform = render._make_transform(config.transforms)
+    transform = transforms.default()
     optimizer = optax.adam(config.learning_rate)
     prior = priors.none()
 
     # what render() does for one launch, on one device
     devices = jax.devices()
     # as render() places one launch: a group of `batch` targets on CPU uses ≤ one device per target
-    devices = devices[:render._devices_for(batch, devices)] if devices[0].platform == "cpu" else devices[:1]
-    mesh, per_launch = render._mesh_and_padding(batch, devices)
-    batch_sharding = NamedSharding(mesh, PartitionSpec("targets"))
+    devices = devices[:render.devices_for(batch, devices)] if devices[0].platform == "cpu" else devices[:1]
+    mesh = jax.sharding.Mesh(np.array(devices), (step.AXIS,))
+    per_launch = -(-batch // len(devices)) * len(devices)
+    batch_sharding = NamedSharding(mesh, PartitionSpec(step.AXIS))
     model_params = jax.device_put(model.params, NamedSharding(mesh, PartitionSpec()))
     obj = jax.device_put(objectives.stack(targets), batch_sharding)
     key = jax.random.key(config.seed)
     keys = jax.device_put(jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(per_launch)), batch_sharding)
 
     t = time.perf_counter()
-    bundle = (model, targets[0], parameterization, transform, optimizer, prior, config.size, mesh)
-    try:
-        init, run_chunk, final = render._compile(*bundle, max_steps=args.steps)
-    except TypeError:  # an older render (static step count): lets this harness time the old code too
-        init, run_chunk, final = render._compile(*bundle)
-    state = _block(init(model_params, keys))
+    parts = dict(parameterization=parameterization, transform=transform, optimizer=optimizer, prior=prior)
+    programs = step.compile_programs(model, targets[0], **parts, size=config.size, mesh=mesh,
+                                     chunk_steps=args.steps)
+    state = _block(programs.init(model_params, keys))
     init_s = time.perf_counter() - t
     t = time.perf_counter()
-    if hasattr(run_chunk, "jitted"):  # the step count is a runtime argument
-        chunk_args = (np.int32(args.steps), model_params)
-        chunk = run_chunk.jitted.lower(*chunk_args, state, obj, keys).compile()
-    else:
-        chunk_args = (model_params,)
-        chunk = run_chunk.lower(args.steps, model_params, state, obj, keys).compile()
+    chunk_args = (np.int32(args.steps), model_params)  # the step count is a runtime argument
+    chunk = programs.run_chunk.jitted.lower(*chunk_args, state, obj, keys).compile()
     compile_s = time.perf_counter() - t
 
     # FLOPs of ONE image's step, compiled alone (the scanned chunk counts its loop body once)
-    step_fn = render.make_step(model, targets[0], parameterization, transform, optimizer, prior)
+    step_fn = step.make_step(model, targets[0], **parts)
     one = jax.tree.map(lambda a: a[0], (state, obj))
-    step_key = render._step_key(keys[0], jnp.zeros((), jnp.int32))
+    step_key = step.step_key(keys[0], jnp.zeros((), jnp.int32))
     step_cost = _flops(jax.jit(step_fn).lower(model.params, one[0], one[1], step_key).compile())
     seen = jax.eval_shape(lambda: transform(jnp.zeros((config.size, config.size, 3)), key=step_key))
     forward_cost = _flops(jax.jit(lambda p, x: model.features(p, x, [args.layer])).lower(

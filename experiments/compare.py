@@ -196,7 +196,7 @@ def render_method(ctx, method, spec, options, targets, seeds, bar):
         objs = [objectives.parse_target(t, model.layers) for t, _ in missing]
         rc = render.RenderConfig(size=cfg["size"], steps=cfg["steps"], param=spec["param"],
                                  transforms=spec["transforms"], learning_rate=cfg["learning_rate"],
-                                 batch_size=cfg["batch_size"], scan_steps=cfg["scan_steps"], seed=BASE_SEED)
+                                 batch_size=cfg["batch_size"], chunk_steps=cfg["chunk_steps"], seed=BASE_SEED)
         key = jax.random.fold_in(jax.random.key(BASE_SEED), int(signature[:7], 16))
         last = [0]
 

@@ -1,8 +1,10 @@
 """Image parameterizations: what the optimizer changes, and how it becomes an RGB image.
 
-A :class:`Parameterization` is a pair of pure functions for ONE image:
-``init(*, key, size) -> params`` and ``to_image(params) -> [size, size, 3]`` float32 in ``[0, 1]``
-(jittable, differentiable; the size is read from the params' static shape). Vmap them for batches.
+A parameterization is any object that satisfies the :class:`Parameterization` protocol: two pure
+methods for ONE image, ``init(*, key, size) -> params`` and ``to_image(params) -> [size, size, 3]``
+float32 in ``[0, 1]`` (jittable, differentiable; the size is read from the params' static shape).
+Vmap them for batches. The built-in ones are frozen dataclasses, so they compare and print by value
+(their ``repr`` identifies a run in checkpoints); a user's own is just another such object.
 
 - :func:`pixel`: one logit per pixel and channel, squashed by a sigmoid.
 - :func:`fourier`: Lucid-style. Real/imaginary parts of an ``rfft2`` spectrum, scaled by
@@ -38,16 +40,16 @@ values keep the photos' contrast.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterable, NamedTuple
+import dataclasses
+from typing import Any, Iterable, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz.errors import UsageError
 
 __all__ = [
-    "Parameterization", "pixel", "fourier", "maco", "get", "PARAMETERIZATIONS",
+    "Parameterization", "Pixel", "Fourier", "Maco", "pixel", "fourier", "maco", "get", "PARAMETERIZATIONS",
     "COLOR_SQRT", "COLOR_MEAN", "color_stats", "maco_magnitude",
 ]
 
@@ -61,16 +63,15 @@ COLOR_SQRT = np.array([
 COLOR_MEAN = np.array([0.464229, 0.363925, 0.320417], np.float32)
 
 
-class Parameterization(NamedTuple):
-    """Pure functions for one image.
+@runtime_checkable
+class Parameterization(Protocol):
+    """What :func:`jaxviz.render.render` needs of a parameterization (pure, for one image)."""
 
-    Attributes:
-      init: ``init(*, key, size) -> params``.
-      to_image: ``to_image(params) -> [size, size, 3]`` float32 in ``[0, 1]``.
-    """
+    def init(self, *, key: jax.Array, size: int) -> Any:
+        """Initial parameters (a pytree) of one ``size × size`` image."""
 
-    init: Callable[..., Any]
-    to_image: Callable[[Any], jax.Array]
+    def to_image(self, params: Any) -> jax.Array:
+        """``[size, size, 3]`` float32 in ``[0, 1]``; differentiable in ``params``."""
 
 
 def color_stats(photos: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -129,24 +130,28 @@ def _spectrum_to_rgb(real: jax.Array, imag: jax.Array, on: bool) -> jax.Array:
     return jax.lax.complex(real, imag)
 
 
-def pixel(*, sd: float = 0.01, decorrelate: bool = False) -> Parameterization:
-    """One free logit per pixel and channel.
+@dataclasses.dataclass(frozen=True)
+class Pixel:
+    """One free logit per pixel and channel; params are ``[size, size, 3]`` float32.
 
-    Args:
+    Attributes:
       sd: standard deviation of the initial logits (the image starts as grey with faint noise).
       decorrelate: optimize in the decorrelated colour space (see the module docstring).
-
-    Returns:
-      A :class:`Parameterization`; params are ``[size, size, 3]`` float32.
     """
 
-    def init(*, key, size):
-        return sd * jax.random.normal(key, (size, size, 3), jnp.float32)
+    sd: float = 0.01
+    decorrelate: bool = False
 
-    def to_image(params):
-        return jax.nn.sigmoid(_decorrelate(params, decorrelate))
+    def init(self, *, key, size):
+        return self.sd * jax.random.normal(key, (size, size, 3), jnp.float32)
 
-    return Parameterization(init, to_image)
+    def to_image(self, params):
+        return jax.nn.sigmoid(_decorrelate(params, self.decorrelate))
+
+
+def pixel(*, sd: float = 0.01, decorrelate: bool = False) -> Pixel:
+    """A :class:`Pixel` parameterization (see its attributes)."""
+    return Pixel(float(sd), bool(decorrelate))
 
 
 def _frequencies(size: int) -> np.ndarray:
@@ -169,28 +174,33 @@ def _irfft2(spectrum: jax.Array, size: int) -> jax.Array:
     return jnp.fft.irfft2(spectrum, s=(size, size), axes=(0, 1), norm="ortho")
 
 
-def fourier(*, decay: float = 1.0, decorrelate: bool = True, sd: float = 0.01) -> Parameterization:
-    """Lucid-style spectrum parameterization.
+@dataclasses.dataclass(frozen=True)
+class Fourier:
+    """Lucid-style spectrum; params are ``[size, size // 2 + 1, 3, 2]`` float32 (real, imag).
 
-    Args:
+    Attributes:
       decay: exponent of the ``1 / f^decay`` spectrum scaling (0: white, pixel-like).
       decorrelate: map through ``COLOR_SQRT`` before the sigmoid.
       sd: standard deviation of the initial real and imaginary parts.
-
-    Returns:
-      A :class:`Parameterization`; params are ``[size, size // 2 + 1, 3, 2]`` float32 (real, imag).
     """
 
-    def init(*, key, size):
-        return sd * jax.random.normal(key, (size, size // 2 + 1, 3, 2), jnp.float32)
+    decay: float = 1.0
+    decorrelate: bool = True
+    sd: float = 0.01
 
-    def to_image(params):
+    def init(self, *, key, size):
+        return self.sd * jax.random.normal(key, (size, size // 2 + 1, 3, 2), jnp.float32)
+
+    def to_image(self, params):
         size = params.shape[0]
-        scale = jnp.asarray(_spectrum_scale(size, float(decay)))[:, :, None]
-        spectrum = _spectrum_to_rgb(params[..., 0], params[..., 1], decorrelate) * scale
+        scale = jnp.asarray(_spectrum_scale(size, float(self.decay)))[:, :, None]
+        spectrum = _spectrum_to_rgb(params[..., 0], params[..., 1], self.decorrelate) * scale
         return jax.nn.sigmoid(_irfft2(spectrum, size))
 
-    return Parameterization(init, to_image)
+
+def fourier(*, decay: float = 1.0, decorrelate: bool = True, sd: float = 0.01) -> Fourier:
+    """A :class:`Fourier` parameterization (see its attributes)."""
+    return Fourier(float(decay), bool(decorrelate), float(sd))
 
 
 def _views(photo: np.ndarray, size: int) -> list[np.ndarray]:
@@ -253,27 +263,32 @@ def maco_magnitude(size: int, decorrelate: bool = True) -> np.ndarray:
     return magnitude.astype(np.float32)
 
 
-def maco(*, decorrelate: bool = True) -> Parameterization:
+@dataclasses.dataclass(frozen=True)
+class Maco:
     """MaCo: phase-only spectrum with the photos' average magnitude (see the module docstring).
 
-    Args:
-      decorrelate: per-channel spectra in the decorrelated colour space (default) or in RGB.
+    Params are phases ``[size, size // 2 + 1, 3]`` float32.
 
-    Returns:
-      A :class:`Parameterization`; params are phases ``[size, size // 2 + 1, 3]`` float32.
+    Attributes:
+      decorrelate: per-channel spectra in the decorrelated colour space (default) or in RGB.
     """
 
-    def init(*, key, size):
+    decorrelate: bool = True
+
+    def init(self, *, key, size):
         return jax.random.uniform(key, (size, size // 2 + 1, 3), jnp.float32, -jnp.pi, jnp.pi)
 
-    def to_image(params):
+    def to_image(self, params):
         size = params.shape[0]
-        magnitude = jnp.asarray(maco_magnitude(size, decorrelate))
-        spectrum = _spectrum_to_rgb(magnitude * jnp.cos(params), magnitude * jnp.sin(params), decorrelate)
+        magnitude = jnp.asarray(maco_magnitude(size, self.decorrelate))
+        spectrum = _spectrum_to_rgb(magnitude * jnp.cos(params), magnitude * jnp.sin(params), self.decorrelate)
         rgb = jnp.asarray(COLOR_MEAN) + _irfft2(spectrum, size)
         return jax.nn.sigmoid(4.0 * (rgb - 0.5))
 
-    return Parameterization(init, to_image)
+
+def maco(*, decorrelate: bool = True) -> Maco:
+    """A :class:`Maco` parameterization (see its attributes)."""
+    return Maco(bool(decorrelate))
 
 
 PARAMETERIZATIONS = {"pixel": pixel, "fourier": fourier, "maco": maco}
@@ -285,9 +300,6 @@ def get(name: str, **kwargs) -> Parameterization:
     Raises:
       UsageError: unknown name or options.
     """
-    if name not in PARAMETERIZATIONS:
-        raise UsageError(f"unknown parameterization '{name}' (choose {', '.join(PARAMETERIZATIONS)})")
-    try:
-        return PARAMETERIZATIONS[name](**kwargs)
-    except TypeError as e:
-        raise UsageError(f"bad options for parameterization '{name}': {e}") from None
+    from jaxviz import registry
+
+    return registry.build("parameterization", name, **kwargs)

@@ -1,6 +1,7 @@
 """Priors subtracted from the objective during rendering (``--prior``).
 
-A prior is an immutable object with
+A prior is any object satisfying the :class:`Prior` protocol (an immutable object, like an optax
+transformation, whose state :func:`jaxviz.render.render` threads through the steps):
 
 - ``layers``: the layers it reads (static);
 - ``init(features) -> state``: per-image state from the features of the initial image;
@@ -11,7 +12,7 @@ A prior is an immutable object with
 
 All are written for one image; :mod:`jaxviz.render` vmaps them over the batch.
 
-``outliers`` is the method (design.md §1.3): maximize ``target − λ·Σ_selected relu(z_i)`` where
+``outliers`` is the method (README, "The method"): maximize ``target − λ·Σ_selected relu(z_i)`` where
 ``z_i = (a_i − μ_i)/σ_i`` and the selected neurons are re-chosen every ``every`` steps among the
 over-activated contributors to the Mahalanobis distance at outlier positions; the first
 ``warmup`` steps are plain DeepDream (the seed's two-phase schedule). ``mahalanobis`` (ablation)
@@ -21,7 +22,9 @@ penalizes the mean ``D²/dim`` of all positions, ``bn`` is DeepInversion's Batch
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, NamedTuple
+import math
+import os
+from typing import Any, Mapping, NamedTuple, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -29,10 +32,28 @@ import jax.numpy as jnp
 from jaxviz import outliers as outliers_lib
 from jaxviz.errors import UsageError
 
-__all__ = ["LayerMoments", "NoPrior", "OutlierPrior", "MahalanobisPrior", "BatchNormPrior", "none", "build",
-           "describe", "PRIORS"]
+__all__ = ["Prior", "LayerMoments", "NoPrior", "OutlierPrior", "MahalanobisPrior", "BatchNormPrior", "none",
+           "outliers", "mahalanobis", "batchnorm_prior", "moments", "load_moments", "build", "describe", "PRIORS"]
 
 PRIORS = ("none", "outliers", "mahalanobis", "bn")
+
+
+@runtime_checkable
+class Prior(Protocol):
+    """What :func:`jaxviz.render.render` needs of a prior (all methods for ONE image)."""
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """Layers whose features ``init``, ``apply`` and ``report`` read."""
+
+    def init(self, features: Mapping[str, jax.Array]) -> Any:
+        """Initial state (a pytree) from the features of the first transformed image."""
+
+    def apply(self, features: Mapping[str, jax.Array], state: Any, step: jax.Array) -> tuple[Any, Any, Any]:
+        """``(penalty, new_state, trace)``: scalar subtracted from the objective, next state, logged scalar."""
+
+    def report(self, features: Mapping[str, jax.Array], state: Any) -> dict:
+        """Per-image diagnostics ``{name: array}`` of the final image (may be empty)."""
 
 
 class LayerMoments(NamedTuple):
@@ -88,6 +109,8 @@ class OutlierPrior:
       warmup: steps of plain DeepDream before suppression starts.
       quantile: χ²(dim) quantile above which a position is an outlier.
     """
+
+    trace_name = "d2"  # what apply's trace is: mean D² at the stats layers
 
     stats: Mapping[str, LayerMoments]
     view: str = "pixel"
@@ -168,6 +191,8 @@ def _spatial_map(activation, per_position, view):
 class MahalanobisPrior:
     """Ablation: penalize the mean ``D²/dim`` of every position (no neuron selection)."""
 
+    trace_name = "d2"
+
     stats: Mapping[str, LayerMoments]
     view: str = "pixel"
     weight: float = 10.0
@@ -214,6 +239,8 @@ class BatchNormPrior:
       weight: λ.
     """
 
+    trace_name = "bn"
+
     bn: Mapping[str, Mapping[str, jax.Array]]
     eps: float = 1e-3
     weight: float = 0.01
@@ -251,6 +278,7 @@ def batchnorm_prior(model, *, weight: float = 0.01) -> BatchNormPrior:
     Raises:
       UsageError: the model declares no BatchNorm layers.
     """
+    _check_options("bn", BatchNormPrior, weight=weight)
     if not model.batchnorm:
         raise UsageError(f"--prior bn needs BatchNorm layers; {model.name} declares none")
     bn = {}
@@ -262,6 +290,20 @@ def batchnorm_prior(model, *, weight: float = 0.01) -> BatchNormPrior:
     return BatchNormPrior(bn, eps=model.batchnorm_eps, weight=weight)
 
 
+def moments(layer_stats: Mapping[str, Any]) -> dict[str, LayerMoments]:
+    """``{layer: LayerMoments}`` from finalized statistics.
+
+    Args:
+      layer_stats: ``{layer: LayerStats}`` (e.g. ``StatsBundle.layers`` from
+        :func:`jaxviz.stats_store.load_stats`, or :func:`jaxviz.stats.estimate` results).
+    """
+    out = {}
+    for layer, s in layer_stats.items():
+        std = jnp.sqrt(jnp.clip(jnp.diagonal(jnp.asarray(s.cov)), 1e-12))
+        out[layer] = LayerMoments(jnp.asarray(s.mean), jnp.asarray(s.precision), std)
+    return out
+
+
 def load_moments(stats_dir: str, model, layers=None) -> tuple[dict[str, LayerMoments], str]:
     """Reads ``jaxviz stats`` output for ``model``: ``({layer: LayerMoments}, view)``.
 
@@ -270,15 +312,73 @@ def load_moments(stats_dir: str, model, layers=None) -> tuple[dict[str, LayerMom
       model: the model (names and shapes are checked against the statistics).
       layers: the layers to use (default: all in ``stats_dir``).
     """
-    from jaxviz import collect
+    from jaxviz import stats_store
 
-    bundle = collect.load_stats(stats_dir, model=model, layers=layers)
-    moments = {}
-    for layer, s in bundle.layers.items():
-        model.check_layers([layer])
-        std = jnp.sqrt(jnp.clip(jnp.diagonal(jnp.asarray(s.cov)), 1e-12))
-        moments[layer] = LayerMoments(jnp.asarray(s.mean), jnp.asarray(s.precision), std)
-    return moments, bundle.view
+    bundle = stats_store.load_stats(stats_dir, model=model, layers=layers)
+    model.check_layers(list(bundle.layers))
+    return moments(bundle.layers), bundle.view
+
+
+def _stats_moments(stats, model, layers, view):
+    """``(moments, view)`` from a stats directory, a StatsBundle or ``{layer: LayerMoments}``."""
+    if isinstance(stats, (str, os.PathLike)):
+        if model is None:
+            raise UsageError("stats= as a directory needs model= (to check the statistics against it)")
+        return load_moments(os.fspath(stats), model, layers)
+    if hasattr(stats, "layers") and hasattr(stats, "view"):  # a StatsBundle
+        chosen = {l: stats.layers[l] for l in (layers or stats.layers)}
+        return moments(chosen), stats.view
+    if not isinstance(stats, Mapping) or not stats:
+        raise UsageError("stats= must be a stats directory, a StatsBundle or a non-empty {layer: LayerMoments}")
+    chosen = {l: stats[l] for l in (layers or stats)}
+    return ({l: m if isinstance(m, LayerMoments) else moments({l: m})[l] for l, m in chosen.items()},
+            view or "pixel")
+
+
+def _check_options(name, cls=None, *, weight=None, k=None, every=None, warmup=None, quantile=None, **unknown):
+    given = {k_: v for k_, v in dict(k=k, every=every, warmup=warmup, quantile=quantile).items() if v is not None}
+    fields = {f.name for f in dataclasses.fields(cls)} if cls else {"weight"}
+    bad = sorted(set(unknown) | (set(given) - fields))
+    if bad:
+        raise UsageError(f"{name}: unknown option(s) {', '.join(bad)} "
+                         f"(choose {', '.join(sorted(fields - {'stats', 'view', 'bn', 'eps'}))})")
+
+    def whole(value, what, low):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise UsageError(f"{name}: {what} must be an integer ≥ {low}, got {value!r}")
+
+    whole(k, "k", 1)
+    whole(every, "every", 1)
+    whole(warmup, "warmup", 0)
+    if weight is not None and not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+        raise UsageError(f"{name}: weight must be a finite number ≥ 0, got {weight!r}")
+    if quantile is not None and not (isinstance(quantile, (int, float)) and 0 < quantile < 1):
+        raise UsageError(f"{name}: quantile must be strictly between 0 and 1, got {quantile!r}")
+
+
+def outliers(stats, *, model=None, layers=None, view: str | None = None, **options) -> OutlierPrior:
+    """The method: suppress the shallow neurons that make the image an outlier of ``stats``.
+
+    Args:
+      stats: a ``jaxviz stats`` directory (needs ``model``), a StatsBundle, or ``{layer: LayerMoments}``.
+      model: the model being visualized (checks the statistics' layers and shapes).
+      layers: use only these layers of ``stats`` (default all).
+      view: the feature view, for ``{layer: LayerMoments}`` (directories and bundles record theirs).
+      **options: :class:`OutlierPrior` fields (``weight``, ``k``, ``every``, ``warmup``, ``quantile``).
+
+    Raises:
+      UsageError: bad options or statistics.
+    """
+    _check_options("outliers", OutlierPrior, **options)
+    stats_moments, stats_view = _stats_moments(stats, model, layers, view)
+    return OutlierPrior(stats_moments, view=stats_view, **options)
+
+
+def mahalanobis(stats, *, model=None, layers=None, view: str | None = None, **options) -> MahalanobisPrior:
+    """Ablation: penalize the whole Mahalanobis distance (arguments as :func:`outliers`)."""
+    _check_options("mahalanobis", MahalanobisPrior, **options)
+    stats_moments, stats_view = _stats_moments(stats, model, layers, view)
+    return MahalanobisPrior(stats_moments, view=stats_view, **options)
 
 
 def build(name: str, *, model, stats_dir: str | None = None, layers=None, **options):
@@ -294,21 +394,24 @@ def build(name: str, *, model, stats_dir: str | None = None, layers=None, **opti
     Raises:
       UsageError: unknown name, or statistics missing for a prior that needs them.
     """
-    if name == "none":
-        return none()
-    if name == "bn":
-        return batchnorm_prior(model, **options)
+    from jaxviz import registry
+
     if name in ("outliers", "mahalanobis"):
         if not stats_dir:
-            raise UsageError(f"--prior {name} needs --stats DIR (make it with `jaxviz stats`)")
-        moments, view = load_moments(stats_dir, model, layers)
-        cls = OutlierPrior if name == "outliers" else MahalanobisPrior
-        return cls(moments, view=view, **options)
-    raise UsageError(f"unknown prior '{name}' (choose {', '.join(PRIORS)})")
+            raise UsageError(f"prior '{name}' needs statistics (stats_dir=; make them with `jaxviz stats`)")
+        return registry.build("prior", name, stats=stats_dir, model=model, layers=layers, **options)
+    if name == "bn":
+        return registry.build("prior", name, model=model, **options)
+    return registry.build("prior", name, **options)
 
 
 def describe(info: Mapping[str, "jax.Array"], index: int, *, top: int = 10) -> dict:
     """metrics.json fields of target ``index`` from the per-target arrays of ``prior.report``.
+
+    Args:
+      info: ``{name: [T, ...]}`` per-target diagnostics (``RenderResult.prior``).
+      index: the target.
+      top: how many suppressed neurons to list, over all layers (strongest first).
 
     Returns:
       ``{"suppressed": [{"layer", "channel", "count", "mean_contribution"}, ...], "d2": float, ...}``.
@@ -322,12 +425,12 @@ def describe(info: Mapping[str, "jax.Array"], index: int, *, top: int = 10) -> d
             layer = key.split("/", 1)[1]
             times = np.asarray(value[index])
             score = np.asarray(info[f"score/{layer}"][index])
-            for j in np.argsort(-times)[:top]:
+            for j in np.argsort(-times):
                 if times[j] > 0:
                     suppressed.append({"layer": layer, "channel": int(j), "count": int(times[j]),
                                        "mean_contribution": round(float(score[j] / times[j]), 4)})
         elif key in ("d2", "bn_loss", "rounds"):
             record[key] = round(float(np.asarray(value[index])), 5)
     if suppressed or "times/" in "".join(info):
-        record["suppressed"] = sorted(suppressed, key=lambda e: -e["count"] * e["mean_contribution"])
+        record["suppressed"] = sorted(suppressed, key=lambda e: -e["count"] * e["mean_contribution"])[:top]
     return record

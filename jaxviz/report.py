@@ -19,7 +19,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from jaxviz.files import atomic_write, atomic_write_json, dumps, npy_bytes
 
-__all__ = ["image_filename", "to_uint8", "write_run", "write_comparison", "contact_sheet", "svg_curve"]
+__all__ = ["image_filename", "to_uint8", "write_run", "write_result", "target_records", "write_comparison",
+           "contact_sheet", "svg_curve"]
 
 
 def image_filename(target: str) -> str:
@@ -131,6 +132,48 @@ def write_run(out: str, *, targets: Sequence[str], labels: Sequence[str], images
     settings = html.escape(dumps(metrics["config"]))
     atomic_write(os.path.join(out, "index.html"), _page(title, f"<p class=cfg>{settings}</p>" + "".join(cards)))
     return metrics
+
+
+def target_records(result) -> list[dict]:
+    """metrics.json records of a :class:`jaxviz.render.RenderResult`, one per target.
+
+    Each has ``activation``, ``history``, the prior's per-step trace as ``<trace_name>_history``
+    and its diagnostics (suppressed neurons, final D²...; see :func:`jaxviz.priors.describe`).
+    """
+    from jaxviz.priors import describe
+
+    records = []
+    for i in range(len(result.activation)):
+        record = {"activation": float(result.activation[i]), "history": np.round(result.history[i], 5).tolist()}
+        if result.trace_name:
+            record[f"{result.trace_name}_history"] = np.round(result.trace[i], 4).tolist()
+        record.update(describe(result.prior, i))
+        records.append(record)
+    return records
+
+
+def write_result(out: str, result, *, targets: Sequence[str] | None = None, labels: Sequence[str] | None = None,
+                 config: Mapping | None = None, title: str = "jaxviz") -> dict:
+    """Writes a :class:`jaxviz.render.RenderResult` as :func:`write_run` does (creating ``out``).
+
+    Args:
+      out: output directory.
+      result: the render result.
+      targets: names of the targets (default: the result's target descriptions).
+      labels: captions (default empty).
+      config: settings recorded in metrics.json.
+      title: page title.
+
+    Returns:
+      The metrics dict written.
+    """
+    from jaxviz.checkpoint import check_writable_dir
+
+    out = check_writable_dir(out, "out")
+    targets = list(targets or result.targets or [f"target {i}" for i in range(len(result.images))])
+    labels = list(labels or [""] * len(targets))
+    return write_run(out, targets=targets, labels=labels, images=result.images, records=target_records(result),
+                     config=dict(config or {}), heatmaps=result.prior.get("outlier_map"), title=title)
 
 
 def write_comparison(out: str, runs: Mapping[str, dict], *, title: str = "jaxviz comparison") -> str:

@@ -3,10 +3,12 @@
 Optimizing through small random shifts, zooms and rotations keeps the optimizer from exploiting
 pixel-exact high-frequency patterns (Lucid's "transformation robustness").
 
-A transform is ``t(image [H, W, 3], *, key) -> image``: one image, pure, jittable and
-differentiable in ``image``; output shapes depend only on input shapes (static). Transforms are
-frozen dataclasses, so they compare, hash and print by value. Vmap them for batches, with one key
-per image.
+A transform is any object satisfying :class:`Transform`: ``t(image [H, W, 3], *, key) -> image``
+for one image, pure, jittable and differentiable in ``image``; output shapes depend only on input
+shapes (static). The built-in ones are frozen dataclasses, so they compare, hash and print by value.
+Vmap them for batches, with one key per image. A transform that also satisfies
+:class:`GeometricTransform` (it can say which affine map it applies) is fused by :class:`Chain` with
+its geometric neighbours into one resampling; any other transform is simply applied in turn.
 
 Sizes: :func:`pad` grows the image by ``2 n``, :func:`jitter` shrinks it by ``d`` (a random crop),
 :func:`random_scale` and :func:`random_rotate` keep it. :func:`default` therefore maps an
@@ -19,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Callable, Sequence
+from typing import Protocol, Sequence, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -27,11 +29,47 @@ import jax.numpy as jnp
 from jaxviz.errors import UsageError
 
 __all__ = [
-    "Transform", "Pad", "Jitter", "RandomScale", "RandomRotate", "Chain", "CropOrResize",
+    "Transform", "GeometricTransform", "Identity", "identity", "Pad", "Jitter", "RandomScale", "RandomRotate", "Chain", "CropOrResize",
     "pad", "jitter", "random_scale", "random_rotate", "chain", "crop_or_resize_to", "default",
 ]
 
-Transform = Callable[..., jax.Array]  # (image [H,W,3], *, key) -> image
+@runtime_checkable
+class Transform(Protocol):
+    """What :func:`jaxviz.render.render` needs of a transform."""
+
+    def __call__(self, image: jax.Array, *, key: jax.Array) -> jax.Array:
+        """One image ``[H, W, 3]`` → the transformed image (shape static given the input's)."""
+
+
+@runtime_checkable
+class GeometricTransform(Protocol):
+    """A transform that is an affine map of pixel positions (fusable by :class:`Chain`).
+
+    ``geometry(hw, *, key)`` returns ``(out_hw, M, t)``: the output size and the map from output
+    pixel ``q`` to input position ``M q + t`` (the same random draw as ``__call__`` with that key).
+    ``stretch()`` returns ``(scale, degrees)``, static bounds on the zoom and rotation it may apply.
+    An optional ``fill`` attribute (not ``None``) is the value it shows outside its input: such a
+    transform can only open a fused run. ``affine = False`` opts out of fusion.
+    """
+
+    def __call__(self, image: jax.Array, *, key: jax.Array) -> jax.Array: ...
+
+    def geometry(self, hw, *, key): ...
+
+    def stretch(self) -> tuple[float, float]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """Leaves the image as it is (``--transforms none``)."""
+
+    def __call__(self, image, *, key=None):
+        return image
+
+
+def identity() -> Identity:
+    """The :class:`Identity` transform."""
+    return Identity()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +89,14 @@ class Pad:
         if min(image.shape[:2]) <= self.n:
             raise UsageError(f"reflect padding of {self.n} px needs an image larger than that, got {image.shape}")
         return jnp.pad(image, widths, mode="reflect")
+
+    @property
+    def affine(self) -> bool:
+        return self.mode == "constant"  # a mirror is not an affine map
+
+    @property
+    def fill(self) -> float | None:
+        return self.value if self.mode == "constant" else None
 
     def geometry(self, hw, *, key=None):
         return (hw[0] + 2 * self.n, hw[1] + 2 * self.n), jnp.eye(2), jnp.full((2,), -float(self.n))
@@ -232,11 +278,15 @@ class RandomRotate:
 
 
 def _is_geometric(t, first: bool) -> bool:
-    # A constant pad can open a fused run (outside the image then reads the pad value); a reflecting
-    # pad cannot (a mirror is not an affine map) and stays a separate step.
-    if isinstance(t, Pad):
-        return first and t.mode == "constant"
-    return isinstance(t, (Jitter, RandomScale, RandomRotate))
+    # a transform that shows a fill value outside its input can only open a run (inside a run,
+    # "outside" would mean outside an intermediate image that is never materialized)
+    if not isinstance(t, GeometricTransform) or not getattr(t, "affine", True):
+        return False
+    return first or getattr(t, "fill", None) is None
+
+
+def _resamples(t) -> bool:
+    return tuple(t.stretch()) != (1.0, 0.0)
 
 
 def _compose(transforms, keys, hw):
@@ -247,7 +297,7 @@ def _compose(transforms, keys, hw):
       :func:`_snap`); the value outside the input (None: mirror it); a static bound on how far,
       in output pixels, the inputs within one pixel of any point map back to (per axis).
     """
-    fill = transforms[0].value if isinstance(transforms[0], Pad) else None
+    fill = getattr(transforms[0], "fill", None)
     M, t = jnp.eye(2, dtype=jnp.float32), jnp.zeros(2, jnp.float32)
     scale, degrees = 1.0, 0.0
     for transform, key in zip(transforms, keys):
@@ -293,7 +343,7 @@ class Chain:
             while self.fuse and j < len(self.transforms) and _is_geometric(self.transforms[j], first=j == i):
                 j += 1
             run = self.transforms[i:j]
-            if any(isinstance(t, (RandomScale, RandomRotate)) for t in run):
+            if any(_resamples(t) for t in run):
                 image, i = _fused(run, keys[i:j], image), j
             else:  # nothing to resample (or not fusing): crops and pads are exact and cheap as they are
                 image, i = self.transforms[i](image, key=keys[i]), i + 1

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from flax import linen
 
-from jaxviz import features, objectives, priors, render
+from jaxviz import features, objectives, priors, render, step, transforms
 from jaxviz import param as param_lib
 from jaxviz.errors import UsageError
 
 # 5 targets, 2 per launch on one device -> 3 launches; 3 steps in chunks of 2 -> a full and a short chunk
-CONFIG = render.RenderConfig(size=64, steps=3, scan_steps=2, batch_size=2)
+CONFIG = render.RenderConfig(size=64, steps=3, chunk_steps=2, batch_size=2)
 LAYER = "blocks.1"  # early exit: only the stem and two blocks run, so the test is quick
 
 
@@ -39,7 +39,7 @@ def built(monkeypatch):
     def on_event(event, seconds, **kwargs):
         if event == "/jax/core/compile/backend_compile_duration":
             record["xla"].append(kwargs.get("fun_name", ""))
-    make_step, compile_ = render.make_step, render._compile
+    make_step, compile_ = step.make_step, render.compile_programs
 
     def counted_make_step(*args, **kwargs):
         record["steps"] += 1
@@ -53,8 +53,8 @@ def built(monkeypatch):
         record["compiled"].append(out)
         return out
 
-    monkeypatch.setattr(render, "make_step", counted_make_step)
-    monkeypatch.setattr(render, "_compile", recorded_compile)
+    monkeypatch.setattr(step, "make_step", counted_make_step)
+    monkeypatch.setattr(render, "compile_programs", recorded_compile)
     jax.monitoring.register_event_duration_secs_listener(on_event)
     yield record
     jax.monitoring.unregister_event_duration_listener(on_event)
@@ -81,7 +81,7 @@ def test_two_structures_compile_two_steps(toy, built):
 def test_chunking_does_not_change_a_bit(toy):
     targets = [objectives.channel("conv2", c) for c in (3, 7)]
     short_last = render.render(toy, targets, config=CONFIG, devices=jax.devices()[:1])  # chunks 2 + 1
-    whole = render.render(toy, targets, config=render.RenderConfig(**{**CONFIG.__dict__, "scan_steps": 3}),
+    whole = render.render(toy, targets, config=render.RenderConfig(**{**CONFIG.__dict__, "chunk_steps": 3}),
                           devices=jax.devices()[:1])  # one chunk of 3
     np.testing.assert_array_equal(short_last.images, whole.images)
     np.testing.assert_array_equal(short_last.history, whole.history)
@@ -90,17 +90,17 @@ def test_chunking_does_not_change_a_bit(toy):
 def test_bfloat16_is_refused_on_cpu_but_the_step_supports_it(lite0):
     with pytest.raises(UsageError, match="bfloat16"):
         render.render(lite0, [objectives.channel(LAYER, 0)], devices=jax.devices("cpu")[:1],
-                      config=render.RenderConfig(**{**CONFIG.__dict__, "precision": "bfloat16"}))
+                      config=render.RenderConfig(**{**CONFIG.__dict__, "compute_dtype": "bfloat16"}))
     # the step itself runs in bfloat16 anywhere (what GPU/TPU runs); objective and state stay float32
     parameterization, objective = param_lib.get("fourier"), objectives.channel(LAYER, 0)
     optimizer = render.optax.adam(0.05)
     params = parameterization.init(key=jax.random.key(0), size=64)
-    state = render._State(params, optimizer.init(params), (), jnp.zeros((), jnp.int32))
+    state = step.RenderState(params, optimizer.init(params), (), jnp.zeros((), jnp.int32))
     values = {}
     for dtype in (None, jnp.bfloat16):
-        step = render.make_step(lite0, objective, parameterization, render._make_transform("none"), optimizer,
-                                priors.none(), compute_dtype=dtype)
-        new_state, (value, _) = jax.jit(step)(lite0.params, state, objective, jax.random.key(1))
+        step_fn = step.make_step(lite0, objective, parameterization=parameterization, transform=transforms.identity(),
+                                 optimizer=optimizer, prior=priors.none(), compute_dtype=dtype)
+        new_state, (value, _) = jax.jit(step_fn)(lite0.params, state, objective, jax.random.key(1))
         assert value.dtype == jnp.float32 and new_state.params.dtype == jnp.float32
         values[dtype] = float(value)
     assert abs(values[jnp.bfloat16] - values[None]) <= 0.05 * abs(values[None]) + 0.05

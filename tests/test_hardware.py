@@ -43,6 +43,6 @@ def test_cli_uses_every_core(tmp_path):
 
 def test_cpu_groups_use_at_most_one_device_per_target():
     cpus = jax.devices("cpu")
-    assert render._devices_for(1, cpus) == 1
-    assert render._devices_for(3, cpus) == 3
-    assert render._devices_for(100, cpus) == len(cpus)
+    assert render.devices_for(1, cpus) == 1
+    assert render.devices_for(3, cpus) == 3
+    assert render.devices_for(100, cpus) == len(cpus)

@@ -32,17 +32,17 @@ def test_dead_unit_gets_gradient_only_when_redirected(lite0):
 
 def test_render_with_redirect_steps_runs(lite0):
     target = [objectives.parse_target("blocks.3.expand:5", lite0.layers)]
-    config = render.RenderConfig(size=64, steps=4, scan_steps=4, redirect_steps=2)
+    config = render.RenderConfig(size=64, steps=4, chunk_steps=4, redirect_steps=2)
     result = render.render(lite0, target, config=config)
     assert np.all(np.isfinite(result.history))
 
 
 def test_redirected_steps_end_exactly_at_redirect_steps(lite0):
-    # scan_steps 4 > redirect_steps 2: the chunk must be cut at step 2, not redirected throughout
+    # chunk_steps 4 > redirect_steps 2: the chunk must be cut at step 2, not redirected throughout
     target = [objectives.parse_target("blocks.3.expand:5", lite0.layers)]
 
     def history(redirect_steps):
-        config = render.RenderConfig(size=64, steps=4, scan_steps=4, redirect_steps=redirect_steps, param="pixel")
+        config = render.RenderConfig(size=64, steps=4, chunk_steps=4, redirect_steps=redirect_steps, param="pixel")
         return render.render(lite0, target, config=config).history[0]
 
     none, two, four = history(0), history(2), history(4)

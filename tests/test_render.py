@@ -14,7 +14,7 @@ import pytest
 from jaxviz import objectives, render
 from jaxviz.cli import main
 
-FAST = render.RenderConfig(size=64, steps=6, scan_steps=3, batch_size=8, param="fourier")
+FAST = render.RenderConfig(size=64, steps=6, chunk_steps=3, batch_size=8, param="fourier")
 
 
 def _targets(model, specs):
@@ -42,7 +42,7 @@ def test_seed_determinism(lite0):
 def test_objective_rises_for_each_parameterization(lite0):
     targets = _targets(lite0, ["blocks.12:5"])
     for name in ("pixel", "fourier", "maco"):
-        config = render.RenderConfig(size=64, steps=12, scan_steps=6, param=name)
+        config = render.RenderConfig(size=64, steps=12, chunk_steps=6, param=name)
         result = render.render(lite0, targets, config=config)
         assert result.history[0, -3:].mean() > result.history[0, :3].mean() + 0.1, name
         assert 0.0 <= result.images.min() and result.images.max() <= 1.0
@@ -96,7 +96,7 @@ def test_visualize_writes_outputs(tmp_path, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["--target", "blocks.99:1"], "unknown layer"),
     (["--target", "blocks.10:9999"], "out of range"),
-    (["--target", "logits:281", "--size", "16"], "too small"),
+    (["--target", "logits:281", "--size", "16"], "outside 64..2048"),
     (["--target", "logits:281", "--out", "/proc/forbidden"], "--out"),
     (["--target", "logits:281", "--prior", "outliers"], "--stats"),
 ])
@@ -111,7 +111,7 @@ def test_visualize_user_mistakes(tmp_path, capsys, argv, message):
 @pytest.mark.slow
 def test_eight_classes_reach_top1(lite0):
     classes = [1, 94, 207, 281, 417, 530, 947, 980]
-    config = render.RenderConfig(size=128, steps=128, scan_steps=16, batch_size=8)
+    config = render.RenderConfig(size=128, steps=128, chunk_steps=16, batch_size=8)
     result = render.render(lite0, _targets(lite0, [f"logits:{c}" for c in classes]), config=config)
     logits = jax.jit(lambda p, x: lite0.features(p, x, ["logits"])["logits"])(
         lite0.params, lite0.normalize(result.images * 255.0))

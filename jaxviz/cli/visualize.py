@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
-import sys
 
 from jaxviz.cli._common import add_model_flag
 from jaxviz.errors import UsageError
 
-PRIORS = ("none", "outliers", "mahalanobis", "bn")
+PRIORS = ("none", "outliers", "mahalanobis", "bn")  # the registry's names (tests/test_cli.py checks they agree)
 
 
 def register(sub) -> None:
@@ -50,117 +48,41 @@ def add_render_flags(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def expand_targets(specs: list[str], layers) -> list[str]:
-    """Expands ``LAYER:all`` and ``LAYER:A-B`` into single ``LAYER:CHANNEL`` specs."""
-    out = []
-    for spec in specs:
-        layer, _, channels = spec.rpartition(":")
-        match = re.fullmatch(r"(\d+)-(\d+)", channels)
-        if layer in layers and (channels == "all" or match):
-            n = layers[layer][-1]
-            lo, hi = (0, n - 1) if channels == "all" else (int(match[1]), int(match[2]))
-            if not 0 <= lo <= hi < n:
-                raise UsageError(f"channel range {channels} is outside 0-{n - 1} of layer '{layer}'")
-            out.extend(f"{layer}:{c}" for c in range(lo, hi + 1))
-        else:
-            out.append(spec)
-    return out
+def render_config(args, model):
+    """The :class:`jaxviz.render.RenderConfig` of the render flags."""
+    from jaxviz.render import RenderConfig
+
+    return RenderConfig(size=args.size or model.resolution or 224, steps=args.steps, param=args.param,
+                        transforms=args.transforms, learning_rate=args.lr, batch_size=args.batch_size, seed=args.seed,
+                        checkpoint_every=args.checkpoint_every, redirect_steps=args.redirect_steps,
+                        compute_dtype=args.precision)
 
 
-def target_label(model, spec: str) -> str:
-    """A human caption: the class name for ``logits:N``."""
-    layer, _, channel = spec.rpartition(":")
-    if layer == "logits" and model.class_names and channel.isdigit() and int(channel) < len(model.class_names):
-        return model.class_names[int(channel)]
-    return ""
+def prior_from_flags(args, model):
+    """The prior the flags ask for (``--prior`` with its options and ``--stats``)."""
+    from jaxviz.pipeline import build_prior
 
-
-def make_progress(total_desc: str, quiet: bool):
-    """A tqdm bar on stderr (steps/s, current objective); returns (callback, close)."""
-    if quiet:
-        return None, lambda: None
-    from tqdm import tqdm
-
-    bar = tqdm(total=None, desc=total_desc, unit="step", file=sys.stderr, dynamic_ncols=True, leave=False)
-
-    def callback(done, total, value):
-        bar.total = total
-        bar.n = done
-        bar.set_postfix_str(f"objective {value:.3g}", refresh=False)
-        bar.refresh()
-
-    return callback, bar.close
-
-
-def render_and_report(model, specs: list[str], args, out: str, *, title: str):
-    """Parses targets, renders them, writes the report; returns (metrics, result)."""
-    import numpy as np
-
-    from jaxviz import objectives, render
-    from jaxviz.checkpoint import check_writable_dir
-    from jaxviz import priors
-    from jaxviz.report import write_run
-
-    out = check_writable_dir(out)
-    size = args.size or model.resolution or 224
-    if args.steps < 1:
-        raise UsageError("--steps must be at least 1")
-    if args.batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
-    targets = [objectives.parse_target(spec, model.layers) for spec in specs]
-    layers = [l for l in (getattr(args, "stats_layers", None) or "").split(",") if l] or None
-    options = {name: getattr(args, flag, None) for name, flag in
-               (("weight", "weight"), ("k", "top_k"), ("every", "every"), ("warmup", "warmup"), ("quantile", "quantile"))}
-    options = {k: v for k, v in options.items() if v is not None}
+    options = {name: getattr(args, flag) for name, flag in
+               (("weight", "weight"), ("k", "top_k"), ("every", "every"), ("warmup", "warmup"),
+                ("quantile", "quantile")) if getattr(args, flag) is not None}
     if args.prior != "outliers" and set(options) - {"weight"}:
         raise UsageError("--top-k, --every, --warmup and --quantile only apply to --prior outliers")
-    if "k" in options and options["k"] < 1 or "every" in options and options["every"] < 1:
-        raise UsageError("--top-k and --every must be at least 1")
-    if "quantile" in options and not 0 < options["quantile"] < 1:
-        raise UsageError("--quantile must be between 0 and 1")
     if args.prior == "none" and options:
         raise UsageError("--weight needs a --prior other than none")
-    prior = priors.build(args.prior, model=model, stats_dir=args.stats, layers=layers, **options)
-    config = render.RenderConfig(size=size, steps=args.steps, param=args.param, transforms=args.transforms,
-                                 learning_rate=args.lr, batch_size=args.batch_size, seed=args.seed,
-                                 checkpoint_every=args.checkpoint_every,
-                                 redirect_steps=getattr(args, "redirect_steps", 0),
-                                 precision=getattr(args, "precision", "float32"))
-    callback, close = make_progress(title, args.quiet)
-    try:
-        result = render.render(model, targets, config=config, prior=prior, checkpoint_dir=args.checkpoint_dir,
-                               progress=callback)
-    finally:
-        close()
-    records = []
-    for i in range(len(specs)):
-        record = {"activation": float(result.activation[i]), "history": np.round(result.history[i], 5).tolist()}
-        if args.prior in ("outliers", "mahalanobis"):
-            record["d2_history"] = np.round(result.trace[i], 4).tolist()  # mean D² at the stats layers
-        elif args.prior == "bn":
-            record["bn_history"] = np.round(result.trace[i], 4).tolist()
-        record.update(prior_record(result.prior, i))
-        records.append(record)
-    run_config = {"model": model.name, "prior": repr(prior), "stats": args.stats, **config.numbers()}
-    heat = result.prior.get("outlier_map")
-    metrics = write_run(out, targets=specs, labels=[target_label(model, s) for s in specs], images=result.images,
-                        records=records, config=run_config, heatmaps=heat, title=title)
-    return metrics, result
-
-
-def prior_record(prior_info: dict, i: int) -> dict:
-    """metrics.json fields from a prior's per-target diagnostics."""
-    from jaxviz.priors import describe
-
-    return describe(prior_info, i)
+    if args.prior in ("outliers", "mahalanobis") and not args.stats:
+        raise UsageError(f"--prior {args.prior} needs --stats DIR (make it with `jaxviz stats`)")
+    layers = [l for l in (args.stats_layers or "").split(",") if l] or None
+    return build_prior(model, args.prior, stats=args.stats, layers=layers, **options)
 
 
 def run(args) -> int:
     from jaxviz.models import load_model
+    from jaxviz.pipeline import visualize
 
     model = load_model(args.model)
-    specs = expand_targets(args.target, model.layers)
-    metrics, _ = render_and_report(model, specs, args, args.out, title=f"jaxviz {model.name}")
+    metrics, _ = visualize(model, args.target, args.out, config=render_config(args, model),
+                           prior=prior_from_flags(args, model), stats=args.stats, checkpoint_dir=args.checkpoint_dir,
+                           quiet=args.quiet, title=f"jaxviz {model.name}")
     for entry in metrics["targets"]:
         print(f"{entry['target']:<16} {entry['label'][:24]:<24} activation {entry['activation']:.3f}")
     print(os.path.join(os.path.abspath(args.out), "index.html"))

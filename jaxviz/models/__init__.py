@@ -45,7 +45,8 @@ def weights_file(name: str) -> str:
     return files[0]
 
 
-def _cache_dir() -> str:
+def cache_dir() -> str:
+    """jaxviz's cache folder: ``$JAXVIZ_CACHE_DIR``, else ``$XDG_CACHE_HOME/jaxviz`` or ``~/.cache/jaxviz``."""
     root = os.environ.get("JAXVIZ_CACHE_DIR")
     if not root:
         root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jaxviz")
@@ -55,7 +56,7 @@ def _cache_dir() -> str:
 def _load_params(name: str, width: float, depth: float, path: str) -> dict:
     stat = os.stat(path)
     key = hashlib.sha1(f"{_CACHE_VERSION}|{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    cached = os.path.join(_cache_dir(), f"{name}-{key}.npz")
+    cached = os.path.join(cache_dir(), f"{name}-{key}.npz")
     if os.path.exists(cached):
         try:
             with np.load(cached) as f:
