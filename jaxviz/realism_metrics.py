@@ -1,4 +1,4 @@
-"""Pure float64 statistics behind the realism scores (see :mod:`jaxviz.realism` and README "Realism").
+"""Pure float64 statistics behind the realism scores of :mod:`jaxviz.realism`.
 
 Every function takes numpy arrays (images in ``[0, 1]``, feature matrices, spatial maps) and returns
 float64 numpy values; nothing here runs a model. Definitions, stated once so tables can cite them:
