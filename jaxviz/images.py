@@ -12,7 +12,8 @@ from PIL import Image, UnidentifiedImageError
 from jaxviz.errors import ImageError
 
 __all__ = [
-    "ImageError", "read_image", "decode_image_bytes", "resize_center_crop", "as_uint8_batch",
+    "ImageError", "read_image", "decode_image_bytes", "resize_center_crop", "resize_center_crop01",
+    "resize_batch01", "as_uint8_batch",
 ]
 
 
@@ -72,6 +73,11 @@ def _decode(source, label: str, draft_size: int | None) -> tuple[np.ndarray, boo
     return rgb, converted
 
 
+def _resized_shape(h: int, w: int, size: int) -> tuple[int, int]:
+    scale = size / min(h, w)
+    return max(size, round(w * scale)), max(size, round(h * scale))
+
+
 def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
     """Resizes the short side to ``size`` (bilinear, antialiased) and centre-crops a square.
 
@@ -83,13 +89,45 @@ def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
       [size,size,3] uint8.
     """
     h, w = image.shape[:2]
-    scale = size / min(h, w)
-    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    new_w, new_h = _resized_shape(h, w, size)
     im = Image.fromarray(np.asarray(image, np.uint8))
     if (new_w, new_h) != (w, h):
         im = im.resize((new_w, new_h), Image.BILINEAR)
     left, top = (new_w - size) // 2, (new_h - size) // 2
     return np.asarray(im.crop((left, top, left + size, top + size)), np.uint8)
+
+
+def resize_center_crop01(image: np.ndarray, size: int) -> np.ndarray:
+    """:func:`resize_center_crop` for float images in ``[0, 1]``: the same filter and geometry.
+
+    Each channel is resized as a 32-bit float Pillow image, so no precision is lost to uint8
+    and the result equals the uint8 path up to its rounding (< 1/255).
+
+    Args:
+      image: [H,W,C] float.
+      size: output side in pixels.
+
+    Returns:
+      [size,size,C] float32.
+    """
+    image = np.asarray(image, np.float32)
+    h, w = image.shape[:2]
+    new_w, new_h = _resized_shape(h, w, size)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    if (new_w, new_h) == (w, h):
+        return np.ascontiguousarray(image[top:top + size, left:left + size])
+    out = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c]))
+                      .resize((new_w, new_h), Image.BILINEAR)) for c in range(image.shape[-1])]
+    return np.stack(out, axis=-1)[top:top + size, left:left + size].astype(np.float32)
+
+
+def resize_batch01(images: np.ndarray, size: int) -> np.ndarray:
+    """``[N,H,W,C]`` float images → ``[N,size,size,C]`` float32 with :func:`resize_center_crop01`."""
+    images = np.asarray(images, np.float32)
+    if images.shape[1:3] == (size, size):
+        return images
+    return np.stack([resize_center_crop01(im, size) for im in images]) if len(images) else \
+        np.zeros((0, size, size, images.shape[-1]), np.float32)
 
 
 def as_uint8_batch(images: np.ndarray | Sequence[np.ndarray], size: int) -> np.ndarray:

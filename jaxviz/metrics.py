@@ -1,4 +1,7 @@
-"""Evaluation metrics for rendered visualizations (design.md §5), used by ``experiments/``.
+"""Evaluation metrics for rendered visualizations used by ``experiments/``.
+
+Realism against real photos in held-out judges (plausibility, KID/FID, blobs, colourfulness) lives in
+:mod:`jaxviz.realism`; the ``D²`` "naturalness" here is kept as a diagnostic of the method's own layers.
 
 Two layers:
 
@@ -79,11 +82,19 @@ def mean_d2(samples: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.
       mean: ``[dim]``; precision: ``[dim, dim]`` symmetric.
 
     Returns:
-      ``[T]`` float64: ``mean_m (x_m − μ)ᵀ P (x_m − μ)``.
+      ``[T]`` float64: ``mean_m (x_m − μ)ᵀ P (x_m − μ)`` (:func:`jaxviz.outliers.mahalanobis`). A
+      diagnostic of the method's own layers, not a realism score: it rewards low contrast (a flat grey
+      image is "natural"); realism is measured by :mod:`jaxviz.realism`.
     """
-    d = np.asarray(samples, np.float64) - np.asarray(mean, np.float64)
-    p = np.asarray(precision, np.float64)
-    return np.einsum("tmi,ij,tmj->tm", d, p, d).mean(axis=1)
+    import jax
+
+    from jaxviz.outliers import mahalanobis
+
+    # The one D² formula of the project, evaluated in float64 (jax would otherwise cast to float32).
+    with jax.enable_x64(True):
+        d2 = mahalanobis(np.asarray(samples, np.float64), np.asarray(mean, np.float64),
+                         np.asarray(precision, np.float64))
+        return np.asarray(d2, np.float64).mean(axis=1)
 
 
 def normalized_entropy(maps: np.ndarray) -> np.ndarray:
@@ -213,27 +224,35 @@ def _features_fn(model, layers: tuple[str, ...]):
 
 
 def resize_images(images01: np.ndarray, size: int) -> np.ndarray:
-    """``[T, S, S, 3]`` → ``[T, size, size, 3]`` (bilinear, antialiased when shrinking; float32)."""
-    import jax
-    import jax.numpy as jnp
+    """``[T, H, W, 3]`` → ``[T, size, size, 3]`` float32 with the project's one resizer.
 
-    images01 = np.asarray(images01, np.float32)
-    if images01.shape[1] == size and images01.shape[2] == size:
-        return images01
-    out = jax.image.resize(jnp.asarray(images01), (images01.shape[0], size, size, 3), "bilinear", antialias=True)
-    return np.asarray(out, np.float32)
+    That is :func:`jaxviz.images.resize_batch01` (bilinear, antialiased when shrinking, centre crop of
+    non-square images), the filter ``Model.preprocess`` applies to photos.
+    """
+    from jaxviz.images import resize_batch01
+
+    return resize_batch01(images01, int(size))
 
 
 def run_features(model, images01: np.ndarray, layers: Sequence[str], *, batch_size: int = 8) -> dict:
-    """``{layer: float32 [T, ...]}`` of ``model`` on images in ``[0, 1]`` (as rendered, no resize)."""
+    """``{layer: float32 [T, ...]}`` of ``model`` on images in ``[0, 1]`` (as given, no resize).
+
+    The last batch is padded to ``batch_size`` so that one image shape compiles one program.
+    """
     layers = tuple(model.check_layers(list(layers)))
     fn = _features_fn(model, layers)
     images01 = np.asarray(images01, np.float32)
     chunks: dict[str, list] = {l: [] for l in layers}
     for start in range(0, len(images01), batch_size):
-        out = fn(model.params, images01[start:start + batch_size])
+        batch = images01[start:start + batch_size]
+        n = len(batch)
+        if len(images01) > batch_size and n < batch_size:
+            batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), batch.dtype)])
+        out = fn(model.params, batch)
         for l in layers:
-            chunks[l].append(np.asarray(out[l]))
+            chunks[l].append(np.asarray(out[l])[:n])
+    if not chunks[layers[0]]:
+        raise ValueError("run_features needs at least one image")
     return {l: np.concatenate(v) for l, v in chunks.items()}
 
 

@@ -138,3 +138,40 @@ def test_model_metrics_on_photos(lite0, photos):
     assert rep["maps"].shape == (2, 4, 4)
     assert np.all((rep["entropy"] >= 0) & (rep["entropy"] <= 1))
     assert np.all(rep["peaks"] >= 1)
+
+
+def test_resize_images_is_the_shared_pil_resizer():
+    """Float images resize like the uint8 photo path (one filter for the project), centre-cropped."""
+    from jaxviz.images import resize_center_crop
+
+    rng = _rng(5)
+    photo = rng.integers(0, 256, size=(3, 40, 60, 3), dtype=np.uint8)
+    ref = np.stack([resize_center_crop(p, 24) for p in photo]).astype(np.float64) / 255
+    got = metrics.resize_images(photo / 255.0, 24)
+    assert got.shape == (3, 24, 24, 3) and got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, atol=1.01 / 255)
+    same = rng.uniform(size=(2, 24, 24, 3))
+    np.testing.assert_array_equal(metrics.resize_images(same, 24), same.astype(np.float32))
+
+
+def test_run_features_pads_the_last_batch():
+    """9 images in batches of 4 (last one padded) give each image's own features."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    import jaxviz
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3, name="fc")(nn.Conv(4, (3, 3), name="conv")(x).mean(axis=(1, 2)))
+
+    variables = Net().init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    model = jaxviz.from_linen(Net(), variables, (8, 8, 3))
+    images = _rng(6).uniform(size=(9, 8, 8, 3)).astype(np.float32)
+    got = metrics.run_features(model, images, ["output"], batch_size=4)["output"]
+    one = np.concatenate([metrics.run_features(model, im[None], ["output"], batch_size=1)["output"]
+                          for im in images])
+    assert got.shape == (9, 3)
+    np.testing.assert_allclose(got, one, rtol=1e-5, atol=1e-6)
