@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxviz import outliers, priors
 
@@ -89,8 +90,23 @@ def test_batchnorm_prior_on_lite0_prefers_photos_to_noise(lite0, photos):
     assert losses[0] < 0.7 * losses[1], losses
 
 
-def test_chi2_quantile_is_used_for_outliers():
-    assert outliers.chi2_threshold(24, 0.99) > outliers.chi2_threshold(24, 0.9) > 24 * 0.9
+def test_chi2_quantile_matches_tables_and_simulation():
+    # published χ² table values
+    assert outliers.chi2_threshold(1, 0.95) == pytest.approx(3.841459, abs=1e-5)
+    assert outliers.chi2_threshold(24, 0.99) == pytest.approx(42.97982, abs=1e-4)
+    # and the empirical quantile of D² of standard Gaussian vectors (what "outlier" is meant to mean)
+    d2 = (np.random.default_rng(0).normal(size=(200_000, 24)) ** 2).sum(1)
+    assert np.quantile(d2, 0.99) == pytest.approx(outliers.chi2_threshold(24, 0.99), rel=0.02)
+
+
+def test_positions_beyond_the_chi2_quantile_are_the_outliers():
+    dim, threshold = 6, outliers.chi2_threshold(6, 0.99)
+    unit = np.eye(dim)[0]
+    # identity precision: D² is the squared norm; one position just inside, one just outside
+    x = np.stack([unit * np.sqrt(threshold - 0.05), unit * np.sqrt(threshold + 0.05)]).astype(np.float32)
+    sel = outliers.select(jnp.asarray(x), jnp.zeros(dim), jnp.eye(dim), k=1, threshold=threshold)
+    assert np.asarray(sel.outlier).tolist() == [False, True]
+    assert int(sel.neurons[0]) == 0 and float(sel.score[0]) == pytest.approx(threshold + 0.05, rel=1e-5)
 
 
 def test_priors_end_to_end_through_the_cli(tmp_path, capsys):

@@ -30,11 +30,22 @@ def test_dead_unit_gets_gradient_only_when_redirected(lite0):
         lite0.features(lite0.params, x, ["stem"], redirect=True)["stem"], stem)
 
 
-def test_render_with_redirect_steps_runs(lite0):
-    target = [objectives.parse_target("blocks.3.expand:5", lite0.layers)]
-    config = render.RenderConfig(size=64, steps=4, chunk_steps=4, redirect_steps=2)
-    result = render.render(lite0, target, config=config)
-    assert np.all(np.isfinite(result.history))
+def test_redirect_steps_revive_a_target_that_starts_dead(lite0):
+    # a stem unit that is 0 on the grey start image: its plain gradient is exactly 0, so only
+    # redirected steps can move the image (and then the plain steps take over)
+    grey = jnp.full((64, 64, 3), 0.5)
+    stem = lite0.features(lite0.params, lite0.normalize(grey * 255.0), ["stem"])["stem"]
+    dead = np.flatnonzero(np.asarray(stem.max(axis=(0, 1))) == 0)
+    targets = [objectives.channel("stem", int(c)) for c in dead]
+
+    def run(redirect_steps):
+        config = render.RenderConfig(size=64, steps=12, chunk_steps=4, redirect_steps=redirect_steps, param="pixel",
+                                     transforms="none", learning_rate=0.2)
+        return render.render(lite0, targets, config=config, devices=jax.devices()[:2])
+
+    plain, redirected = run(0), run(8)
+    assert np.all(plain.history == 0) and np.all(plain.activation == 0)  # no gradient ever: stuck at 0
+    assert redirected.activation.max() > 1.0  # at least one unit was revived (seen: stem:14 reaches 3.1)
 
 
 def test_redirected_steps_end_exactly_at_redirect_steps(lite0):

@@ -26,8 +26,9 @@ def test_one_device_equals_eight_devices(lite0):
     targets = _targets(lite0, ["logits:1", "blocks.12:5", "logits:500"])
     one = render.render(lite0, targets, config=FAST, devices=jax.devices()[:1])
     eight = render.render(lite0, targets, config=FAST)
-    np.testing.assert_allclose(eight.images, one.images, rtol=0, atol=1e-5)
-    np.testing.assert_allclose(eight.history, one.history, rtol=1e-4, atol=1e-4)
+    # on CPU each image runs the same compiled step whatever the device count (lax.map, no batching)
+    np.testing.assert_array_equal(eight.images, one.images)
+    np.testing.assert_array_equal(eight.history, one.history)
 
 
 def test_seed_determinism(lite0):
