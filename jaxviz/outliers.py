@@ -3,7 +3,7 @@
 For a feature vector ``x`` with ``d = x − μ`` and precision ``P``: ``D² = dᵀ P d`` and the
 contribution of neuron ``i`` is ``c_i = d_i (P d)_i``, so ``Σ_i c_i = D²`` exactly. A position is
 an *outlier* when its ``D²`` exceeds the χ²(dim) quantile; its *outlier neurons* are the
-over-activated ones (``d_i > 0``) with the largest positive contributions (design.md §1.2).
+over-activated ones (``d_i > 0``) with the largest positive contributions (docs/design.md §1).
 
 Everything is written for one vector (or one image's ``[M, dim]`` positions) and vmaps.
 """

@@ -1,6 +1,6 @@
 """Outputs of a run: one PNG per target, a labelled contact sheet, an HTML gallery, metrics.json.
 
-Layout of ``DIR`` (design.md §3): ``<layer>_<channel>.png`` per target, ``grid.png``,
+Layout of ``DIR`` (docs/design.md §3): ``<layer>_<channel>.png`` per target, ``grid.png``,
 ``images.npy`` (the float images, exact),
 ``index.html`` and ``metrics.json`` = ``{"config": {...}, "targets": [{"target", "activation",
 "history", "suppressed", ...}]}``. :func:`write_comparison` puts several runs (e.g. ``none`` and

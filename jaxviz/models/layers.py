@@ -1,6 +1,6 @@
 """Convolution and BatchNorm layers with a backend-aware implementation.
 
-XLA-CPU lowers grouped (depthwise) convolutions poorly (design.md §4: ~20× slower than 9
+XLA-CPU lowers grouped (depthwise) convolutions poorly (docs/design.md §4: ~20× slower than 9
 shifted multiply-adds) and 1×1 convolutions are faster as an ``einsum``. On GPU/TPU the
 library convolutions are the fast path. ``impl="auto"`` picks per backend at trace time;
 ``"shifted"`` and ``"xla"`` force one path (both are tested equal).
