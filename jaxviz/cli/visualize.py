@@ -27,7 +27,8 @@ def add_render_flags(p) -> None:
     p.add_argument("--param", default="fourier", choices=("pixel", "fourier", "maco"),
                    help="image parameterization (default fourier)")
     p.add_argument("--prior", default="none", choices=PRIORS, help="prior against unnatural images (default none)")
-    p.add_argument("--stats", metavar="DIR", help="statistics from `jaxviz stats` (for --prior outliers/mahalanobis)")
+    p.add_argument("--stats", metavar="DIR", help="statistics from `jaxviz stats` (for --prior outliers/mahalanobis; "
+                   "default: the shipped ImageNet statistics of the model, layers blocks.2,blocks.4)")
     p.add_argument("--stats-layers", metavar="L1,L2", help="use only these layers of --stats (default all)")
     p.add_argument("--weight", type=float, default=None, help="prior weight λ (default: the prior's)")
     p.add_argument("--top-k", type=int, default=None, help="outliers: neurons suppressed per layer (default 8)")
