@@ -31,7 +31,11 @@ from jaxviz.errors import JaxvizError, UsageError
 from jaxviz.files import to_json
 from jaxviz.progress import progress_bar
 from jaxviz.stats import LayerStats, StatsState
+<<<<<<< HEAD
 from jaxviz.stats_store import (STATS_FILE, StatsBundle, StatsMismatchError, StatsNotFoundError, 
+=======
+from jaxviz.stats_store import (COMPACT, STATS_FILE, StatsBundle, StatsMismatchError, StatsNotFoundError, _json_default,
+>>>>>>> refstats
                                 load_stats, read_metadata, save_stats)
 
 __all__ = ["StatsBundle", "LayerStats", "StatsMismatchError", "StatsNotFoundError", "data_mesh",
@@ -242,7 +246,8 @@ def _chain(head, tail):
 def _run_metadata(model, layers, view, source, *, spec, seed, size, batch_size, max_images) -> dict:
     return {"model": model.name, "layers": list(layers), "view": view.name, "data": spec,
             "data_description": source.describe(), "seed": seed, "images": len(source), "size": size,
-            "batch_size": batch_size, "max_images": max_images, "processes": jax.process_count()}
+            "batch_size": batch_size, "max_images": max_images, "processes": jax.process_count(),
+            "preprocessing": getattr(source, "preprocessing", None)}
 
 
 def _count(value) -> int:
@@ -252,12 +257,15 @@ def _count(value) -> int:
 def collect_to_dir(model, layers: Sequence[str], spec: str, directory: str, *, view="pixel", size=None,
                    batch_size: int = 32, data_dir=None, max_images=None, seed: int = 0, shrinkage="oas",
                    checkpoint_dir=None, checkpoint_every: int = 50, force: bool = False, quiet: bool = False,
-                   progress=None) -> tuple[StatsBundle, bool]:
+                   progress=None, compact: bool = False,
+                   metadata: Mapping[str, Any] | None = None) -> tuple[StatsBundle, bool]:
     """Statistics of ``layers`` over the data ``spec``, saved in ``directory`` (what ``jaxviz stats`` runs).
 
     Statistics already in ``directory`` with the same settings are reused unless ``force``. The pass
     checkpoints to ``checkpoint_dir`` (default ``directory/.checkpoint``, removed when done; ``force``
-    discards it too) so an interrupted run resumes when rerun.
+    discards it too) so an interrupted run resumes when rerun. ``compact`` stores float32 moments
+    (``moments.npz``, see :mod:`jaxviz.stats_store`); ``metadata`` adds fields to ``stats.json``
+    (e.g. the command that made them).
 
     Returns:
       ``(bundle, computed)``: the statistics and whether a pass ran.
@@ -281,7 +289,12 @@ def collect_to_dir(model, layers: Sequence[str], spec: str, directory: str, *, v
             old = read_metadata(directory)
         except JaxvizError:
             old = {}
+<<<<<<< HEAD
         if not force and old.get("run") == to_json(run):
+=======
+        same_storage = (old.get("storage") == COMPACT) == bool(compact)
+        if not force and same_storage and old.get("run") == json.loads(json.dumps(run, default=_json_default)):
+>>>>>>> refstats
             return load_stats(directory, model=model, shrinkage=shrinkage), False
         if not quiet and jax.process_index() == 0:
             print(f"jaxviz: note: replacing the statistics in {directory}", file=sys.stderr)
@@ -310,8 +323,10 @@ def collect_to_dir(model, layers: Sequence[str], spec: str, directory: str, *, v
         close()
     extra = {"run": run, "data": spec, "data_description": run["data_description"], "seed": seed,
              "images": len(source), "size": size, "skipped": _count(getattr(source, "skipped", 0)),
-             "converted": _count(getattr(source, "converted", 0))}
-    bundle = save_stats(directory, states, model=model.name, view=view.name, shrinkage=shrinkage, metadata=extra)
+             "converted": _count(getattr(source, "converted", 0)), "preprocessing": run["preprocessing"],
+             **dict(metadata or {})}
+    bundle = save_stats(directory, states, model=model.name, view=view.name, shrinkage=shrinkage, metadata=extra,
+                        compact=compact)
     if default_ckpt and jax.process_index() == 0:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return bundle, True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import operator
 import os
 from typing import Any, Iterator
@@ -16,8 +17,13 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image
 
+<<<<<<< HEAD
 from jaxviz.errors import DataError, ImageError, UsageError
 from jaxviz.images import decode_image_bytes, read_image, resize_center_crop
+=======
+from jaxviz.errors import ImageError, JaxvizError, UsageError
+from jaxviz.images import EVAL_CROP_FRACTION, decode_image_bytes, read_image, resize_center_crop
+>>>>>>> refstats
 
 __all__ = [
     "EMBEDDED_PHOTOS", "embedded_photos", "DataError", "open_source", "PhotoSource",
@@ -126,6 +132,12 @@ class PhotoSource(_Batching):
     def describe(self) -> str:
         return f"photos ({len(EMBEDDED_PHOTOS)} photos, {self.count} samples, seed {self.seed})"
 
+    @property
+    def preprocessing(self) -> str:
+        lo, hi = CROP_RANGE
+        return (f"random square crops of {lo:.0%}-{hi:.0%} of the short side, random flips, "
+                f"resized (bicubic) to {self.size}")
+
 
 @dataclasses.dataclass(frozen=True)
 class FolderScan:
@@ -203,7 +215,11 @@ def _has_image_header(path: str) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class FolderSource(_Batching):
-    """Every readable image under a folder, short side resized to ``size`` and centre-cropped."""
+    """Every readable image under a folder, as the model's evaluation sees it.
+
+    Short side resized (bicubic) to ``size / crop_fraction``, then the central ``size`` square
+    (:func:`jaxviz.images.resize_center_crop`, the transform of ``Model.preprocess``).
+    """
 
     root: str
     files: tuple[str, ...]
@@ -212,18 +228,23 @@ class FolderSource(_Batching):
     skipped: int = 0
     converted: int = 0
     ignored: int = 0
+    crop_fraction: float = EVAL_CROP_FRACTION
 
     @property
     def count(self) -> int:
         return len(self.files)
 
     def sample(self, i: int) -> np.ndarray:
-        image, _ = read_image(self.files[self._check_index(i)], draft_size=self.size)
-        return resize_center_crop(image, self.size)
+        image, _ = read_image(self.files[self._check_index(i)], draft_size=_resized_side(self))
+        return resize_center_crop(image, self.size, crop_fraction=self.crop_fraction)
 
     def describe(self) -> str:
         return (f"folder:{self.root} ({self.count} images, {self.skipped} skipped, "
                 f"{self.converted} converted, {self.ignored} non-image files ignored)")
+
+    @property
+    def preprocessing(self) -> str:
+        return _eval_crop_text(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,6 +259,7 @@ class TfdsSource(_Batching):
     seed: int = 0
     converted: int = 0
     records: Any = dataclasses.field(default=None, repr=False, compare=False)
+    crop_fraction: float = EVAL_CROP_FRACTION
 
     def sample(self, i: int) -> np.ndarray:
         i = self._check_index(i)
@@ -250,15 +272,29 @@ class TfdsSource(_Batching):
 
     def _decode(self, i: int, data: bytes) -> np.ndarray:
         label = f"tfds:{self.name}/{self.split} example {i}"
-        image, _ = decode_image_bytes(data, label=label, draft_size=self.size)
-        return resize_center_crop(image, self.size)
+        image, _ = decode_image_bytes(data, label=label, draft_size=_resized_side(self))
+        return resize_center_crop(image, self.size, crop_fraction=self.crop_fraction)
 
     def describe(self) -> str:
         return f"tfds:{self.name}/{self.split} ({self.count} images from {self.data_dir})"
 
+    @property
+    def preprocessing(self) -> str:
+        return _eval_crop_text(self)
+
+
+def _resized_side(source) -> int:
+    # JPEG draft decoding must not go below the short side the resize aims at
+    return max(source.size, math.floor(source.size / source.crop_fraction + 1e-9))
+
+
+def _eval_crop_text(source) -> str:
+    return (f"short side resized (bicubic) to {_resized_side(source)}, centre crop {source.size} "
+            f"(crop fraction {source.crop_fraction:g})")
+
 
 def open_source(spec: str, *, size: int, data_dir: str | None = None,
-                max_images: int | None = None, seed: int = 0):
+                max_images: int | None = None, seed: int = 0, crop_fraction: float = EVAL_CROP_FRACTION):
     """Opens an image source.
 
     Args:
@@ -270,6 +306,8 @@ def open_source(spec: str, *, size: int, data_dir: str | None = None,
         ``~/tensorflow_datasets``). Nothing is ever downloaded.
       max_images: number of samples (photos: default 256) or the first N images (folder, tfds).
       seed: seeds the photo crops; folder and tfds samples are in file / record order.
+      crop_fraction: folder and tfds images are resized and centre-cropped like ``Model.preprocess``
+        with this fraction (0.875: the reference evaluation; the photos' random crops ignore it).
 
     Returns:
       A :class:`PhotoSource`, :class:`FolderSource` or :class:`TfdsSource`.
@@ -289,6 +327,8 @@ def open_source(spec: str, *, size: int, data_dir: str | None = None,
         raise UsageError(f"--max-images must be >= 1, got {max_images}")
     if seed < 0:
         raise UsageError(f"seed must be >= 0, got {seed}")
+    if not 0.0 < crop_fraction <= 1.0:
+        raise UsageError(f"crop fraction must be in (0, 1], got {crop_fraction}")
     if data_dir is not None and kind != "tfds":
         raise UsageError(f"a data dir only applies to tfds: sources, not {spec!r}")
     if spec == "photos":
@@ -296,7 +336,7 @@ def open_source(spec: str, *, size: int, data_dir: str | None = None,
     if kind == "folder" and arg:
         scan = scan_folder(arg, max_images=max_images, draft_size=size)
         return FolderSource(scan.root, scan.files, size, seed, len(scan.skipped), len(scan.converted),
-                            len(scan.ignored))
+                            len(scan.ignored), crop_fraction)
     if kind == "tfds" and arg:
         from jaxviz import tfds_folder  # imports tensorflow_datasets: only when asked for
 
@@ -306,7 +346,7 @@ def open_source(spec: str, *, size: int, data_dir: str | None = None,
         count = len(records) if max_images is None else min(max_images, len(records))
         # Records are decoded lazily; a 1- or 4-channel feature means every image gets converted.
         return TfdsSource(name, split, root, size, count, seed,
-                          count if channels != 3 else 0, records)
+                          count if channels != 3 else 0, records, crop_fraction)
     raise UsageError(f"unknown data source {spec!r}: expected {SPEC_FORMS}")
 
 

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxviz.errors import UnknownLayerError
-from jaxviz.images import as_uint8_batch
+from jaxviz.images import EVAL_CROP_FRACTION, as_uint8_batch
 
 __all__ = ["Model", "UnknownLayerError", "from_linen", "from_nnx"]
 
@@ -93,12 +93,19 @@ class Model:
             out = {k: out[k] for k in names}
         return jax.tree.map(lambda a: a[0], out) if single else out
 
-    def preprocess(self, images) -> np.ndarray:
-        """uint8 images → float32 model input at the native resolution.
+    def preprocess(self, images, *, crop_fraction: float = EVAL_CROP_FRACTION) -> np.ndarray:
+        """uint8 images → float32 model input at the native resolution (pure; host numpy).
+
+        The reference evaluation transform (README "Preprocessing"): the short side is resized
+        (bicubic) to ``resolution / crop_fraction``, the central ``resolution`` square is kept,
+        then ``normalize`` maps 0..255 to the model's range. Models without a ``resolution`` take
+        the images as they are.
 
         Args:
-          images: ``[H,W,3]``, ``[N,H,W,3]`` or a list of uint8 arrays of any sizes; short side
-            resized to ``resolution`` then centre-cropped.
+          images: ``[H,W,3]``, ``[N,H,W,3]`` or a list of uint8 arrays of any sizes.
+          crop_fraction: share of the resized short side kept by the crop; 0.875 is the reference,
+            1.0 resizes the short side straight to ``resolution`` (and leaves images already at
+            ``resolution`` untouched, e.g. crops made beforehand).
 
         Returns:
           ``[N,R,R,3]`` float32.
@@ -107,7 +114,7 @@ class Model:
             batch = np.stack([np.asarray(im) for im in images]) if isinstance(images, list) else np.asarray(images)
             batch = batch[None] if batch.ndim == 3 else batch
         else:
-            batch = as_uint8_batch(images, self.resolution)
+            batch = as_uint8_batch(images, self.resolution, crop_fraction=crop_fraction)
         return np.asarray(self.normalize(batch.astype(np.float32)), np.float32)
 
 

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from jaxviz.errors import ImageError
+from jaxviz.errors import ImageError, UsageError
 
 __all__ = [
+<<<<<<< HEAD
     "ImageError", "read_image", "decode_image_bytes", "resize_center_crop", "resize_center_crop01",
     "resize_batch01", "as_uint8_batch",
+=======
+    "ImageError", "read_image", "decode_image_bytes", "resize_center_crop", "as_uint8_batch",
+    "EVAL_CROP_FRACTION",
+>>>>>>> refstats
 ]
+
+# The reference evaluation of the EfficientNet-Lite weights keeps the central 87.5 % of the photo.
+EVAL_CROP_FRACTION = 0.875
 
 
 def read_image(path: str | os.PathLike, *, draft_size: int | None = None) -> tuple[np.ndarray, bool]:
@@ -73,6 +82,7 @@ def _decode(source, label: str, draft_size: int | None) -> tuple[np.ndarray, boo
     return rgb, converted
 
 
+<<<<<<< HEAD
 def _resized_shape(h: int, w: int, size: int) -> tuple[int, int]:
     scale = size / min(h, w)
     return max(size, round(w * scale)), max(size, round(h * scale))
@@ -80,23 +90,47 @@ def _resized_shape(h: int, w: int, size: int) -> tuple[int, int]:
 
 def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
     """Resizes the short side to ``size`` (bilinear, antialiased) and centre-crops a square.
+=======
+def resize_center_crop(image: np.ndarray, size: int, *, crop_fraction: float = 1.0) -> np.ndarray:
+    """Resizes the short side to ``floor(size / crop_fraction)`` (bicubic) and centre-crops ``size``.
+
+    With ``crop_fraction=EVAL_CROP_FRACTION`` (0.875) this is the reference evaluation transform of
+    the EfficientNet-Lite weights (README "Preprocessing"): 224 px models see the central 224×224 of
+    the photo resized to a 256 px short side. ``1.0`` resizes the short side straight to ``size``.
+
+    Geometry (as in the reference pipeline): the long side becomes ``floor(long * short' / short)``;
+    the crop starts at ``round((side' - size) / 2)`` on each axis. Pillow's bicubic filter is
+    antialiased when shrinking.
+>>>>>>> refstats
 
     Args:
       image: [H,W,3] uint8.
       size: output side in pixels.
+      crop_fraction: share of the resized short side that the crop keeps, in ``(0, 1]``.
 
     Returns:
       [size,size,3] uint8.
     """
+    if not 0.0 < crop_fraction <= 1.0:
+        raise UsageError(f"crop fraction must be in (0, 1], got {crop_fraction}")
     h, w = image.shape[:2]
+<<<<<<< HEAD
     new_w, new_h = _resized_shape(h, w, size)
+=======
+    short = max(size, math.floor(size / crop_fraction + 1e-9))  # 1e-9: 224 / 0.875 stays 256
+    if h <= w:
+        new_h, new_w = short, max(short, math.floor(w * short / h))
+    else:
+        new_h, new_w = max(short, math.floor(h * short / w)), short
+>>>>>>> refstats
     im = Image.fromarray(np.asarray(image, np.uint8))
     if (new_w, new_h) != (w, h):
-        im = im.resize((new_w, new_h), Image.BILINEAR)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
+        im = im.resize((new_w, new_h), Image.BICUBIC)
+    left, top = round((new_w - size) / 2), round((new_h - size) / 2)
     return np.asarray(im.crop((left, top, left + size, top + size)), np.uint8)
 
 
+<<<<<<< HEAD
 def resize_center_crop01(image: np.ndarray, size: int) -> np.ndarray:
     """:func:`resize_center_crop` for float images in ``[0, 1]``: the same filter and geometry.
 
@@ -132,6 +166,15 @@ def resize_batch01(images: np.ndarray, size: int) -> np.ndarray:
 
 def as_uint8_batch(images: np.ndarray | Sequence[np.ndarray], size: int) -> np.ndarray:
     """Turns one image [H,W,3], a batch [N,H,W,3] or a list of images into [N,size,size,3]."""
+=======
+def as_uint8_batch(images: np.ndarray | Sequence[np.ndarray], size: int, *,
+                   crop_fraction: float = 1.0) -> np.ndarray:
+    """Turns one image [H,W,3], a batch [N,H,W,3] or a list of images into [N,size,size,3].
+
+    Every image goes through :func:`resize_center_crop` (with ``crop_fraction=1.0`` an image already
+    ``size`` × ``size`` is returned unchanged).
+    """
+>>>>>>> refstats
     if isinstance(images, np.ndarray) and images.ndim == 3:
         images = [images]
     out = []
@@ -147,5 +190,6 @@ def as_uint8_batch(images: np.ndarray | Sequence[np.ndarray], size: int) -> np.n
             im = im[..., :3]
         if im.dtype != np.uint8:
             raise ImageError(f"expected uint8 images, got {im.dtype}")
-        out.append(im if im.shape[:2] == (size, size) else resize_center_crop(im, size))
+        same = crop_fraction == 1.0 and im.shape[:2] == (size, size)
+        out.append(im if same else resize_center_crop(im, size, crop_fraction=crop_fraction))
     return np.stack(out)

@@ -387,8 +387,10 @@ def build(name: str, *, model, stats_dir: str | None = None, layers=None, **opti
     Args:
       name: prior name.
       model: the model being visualized.
-      stats_dir: output of ``jaxviz stats`` (needed by ``outliers`` and ``mahalanobis``).
-      layers: which of the statistics' layers to use (default all).
+      stats_dir: output of ``jaxviz stats`` for ``outliers`` and ``mahalanobis``; ``None`` uses the
+        pixel-view statistics that ship with jaxviz for ``model`` (README "The method").
+      layers: which of the statistics' layers to use (default all; with the shipped statistics
+        ``stats_store.SHIPPED_PRIOR_LAYERS``).
       **options: fields of the prior's dataclass (e.g. ``weight``, ``k``, ``every``).
 
     Raises:
@@ -398,7 +400,13 @@ def build(name: str, *, model, stats_dir: str | None = None, layers=None, **opti
 
     if name in ("outliers", "mahalanobis"):
         if not stats_dir:
-            raise UsageError(f"prior '{name}' needs statistics (stats_dir=; make them with `jaxviz stats`)")
+            from jaxviz import stats_store
+
+            stats_dir = stats_store.shipped_stats_dir(model.name, "pixel")
+            if stats_dir is None:
+                raise UsageError(f"prior '{name}' needs statistics: no statistics ship for {model.name} "
+                                 "(pass stats_dir= / --stats DIR; make them with `jaxviz stats`)")
+            layers = stats_store.SHIPPED_PRIOR_LAYERS if layers is None else layers
         return registry.build("prior", name, stats=stats_dir, model=model, layers=layers, **options)
     if name == "bn":
         return registry.build("prior", name, model=model, **options)

@@ -1,15 +1,20 @@
-"""Reading and writing ``jaxviz stats`` output: Orbax moments + ``stats.json`` metadata.
+"""Reading and writing ``jaxviz stats`` output: moments + ``stats.json`` metadata.
 
-A stats directory holds ``moments/`` (an Orbax checkpoint of every layer's
-:class:`~jaxviz.stats.StatsState`, float64) and ``stats.json`` (model, view, layers, shrinkage,
-data spec, seed, image count, jaxviz version, ...). :func:`load_stats` finalizes the moments in
-float64 (mean, unbiased covariance, shrunk precision and its Cholesky factor) and refuses
-statistics made for another model, layer or view.
+A stats directory holds ``stats.json`` (model, view, layers, shrinkage, data spec, seed, image
+count, preprocessing, jaxviz version, ...) and the moments of every layer's
+:class:`~jaxviz.stats.StatsState`, either as ``moments/`` (an Orbax checkpoint, float64; the
+default) or, with ``compact=True`` (``jaxviz stats --compact``), as ``moments.npz``: float32, the
+symmetric comoment stored as its upper triangle, and a content hash in ``stats.json`` that
+:func:`load_stats` verifies. The statistics that ship with jaxviz use the compact form
+(:func:`shipped_stats_dir`). :func:`load_stats` finalizes either in float64 (mean, unbiased
+covariance, shrunk precision and its Cholesky factor) and refuses statistics made for another
+model, layer or view.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from typing import Any, Mapping, Sequence
@@ -24,11 +29,16 @@ from jaxviz.files import atomic_write_json, to_json
 from jaxviz.stats import LayerStats, StatsState
 
 __all__ = ["StatsBundle", "LayerStats", "StatsMismatchError", "StatsNotFoundError", "save_stats", "load_stats",
-           "read_metadata", "STATS_FILE"]
+           "read_metadata", "shipped_stats_dir", "content_hash", "STATS_FILE", "SHIPPED_PRIOR_LAYERS"]
 
 FORMAT = 1
 STATS_FILE = "stats.json"
 MOMENTS_DIR = "moments"
+MOMENTS_FILE = "moments.npz"
+COMPACT = "npz-float32-triu"  # the "storage" of compact statistics
+# Shallow layers the priors use by default with the shipped statistics (the demo's and experiments' choice).
+SHIPPED_PRIOR_LAYERS = ("blocks.2", "blocks.4")
+_SHIPPED_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "stats")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -72,8 +82,8 @@ def _estimate(state: StatsState, shrinkage, layer: str) -> LayerStats:
 
 
 def save_stats(directory: str, states: Mapping[str, StatsState], *, model: str, view: str,
-               shrinkage="oas", metadata: Mapping[str, Any] | None = None) -> StatsBundle:
-    """Writes per-layer moments (Orbax) and ``stats.json`` (metadata) to ``directory``.
+               shrinkage="oas", metadata: Mapping[str, Any] | None = None, compact: bool = False) -> StatsBundle:
+    """Writes per-layer moments (Orbax, or ``moments.npz`` if ``compact``) and ``stats.json`` to ``directory``.
 
     Args:
       directory: output directory (created if needed).
@@ -82,9 +92,10 @@ def save_stats(directory: str, states: Mapping[str, StatsState], *, model: str, 
       view: the feature view the states were collected with.
       shrinkage: default shrinkage for :func:`load_stats`.
       metadata: extra JSON-able fields (data spec, seed, images, ...).
+      compact: float32 ``moments.npz`` with packed comoments (about 1/4 of the Orbax size).
 
     Returns:
-      The finalized :class:`StatsBundle`.
+      The finalized :class:`StatsBundle` (of the stored, possibly float32-rounded, moments).
     """
     import orbax.checkpoint as ocp
 
@@ -95,20 +106,36 @@ def save_stats(directory: str, states: Mapping[str, StatsState], *, model: str, 
     view = views.parse_view(view).name
     shrinkage = stats.check_shrinkage(shrinkage)
     layers = list(states)
+    packed = _pack(states) if compact else None
+    if compact:
+        states = _unpack(packed, layers)  # finalize what load_stats will read back
     bundle = {layer: _estimate(states[layer], shrinkage, layer) for layer in layers}
     path = os.path.join(directory, STATS_FILE)
     primary = jax.process_index() == 0
     if primary and os.path.exists(path):
         os.remove(path)  # never leave metadata that describes half-written moments
-    tree = {f"{i:03d}": {k: np.asarray(v, np.float64) for k, v in StatsState(*states[layer])._asdict().items()}
-            for i, layer in enumerate(layers)}
-    with ocp.StandardCheckpointer() as ckpt:
-        ckpt.save(os.path.join(directory, MOMENTS_DIR), tree, force=True)
-        ckpt.wait_until_finished()
+    storage = {}
+    if compact:
+        if primary:
+            import shutil
+
+            shutil.rmtree(os.path.join(directory, MOMENTS_DIR), ignore_errors=True)
+            tmp = os.path.join(directory, f".{MOMENTS_FILE}.{os.getpid()}.tmp.npz")
+            np.savez_compressed(tmp, **packed)
+            os.replace(tmp, os.path.join(directory, MOMENTS_FILE))
+        storage = {"storage": COMPACT, "sha256": content_hash(packed)}
+    else:
+        tree = {f"{i:03d}": {k: np.asarray(v, np.float64) for k, v in StatsState(*states[layer])._asdict().items()}
+                for i, layer in enumerate(layers)}
+        with ocp.StandardCheckpointer() as ckpt:
+            ckpt.save(os.path.join(directory, MOMENTS_DIR), tree, force=True)
+            ckpt.wait_until_finished()
+        if primary and os.path.exists(os.path.join(directory, MOMENTS_FILE)):
+            os.remove(os.path.join(directory, MOMENTS_FILE))
     meta = {
         "format": FORMAT, "jaxviz": __version__, "model": model, "view": view, "layers": layers,
         "shrinkage": shrinkage, "samples": {l: bundle[l].count for l in layers},
-        "dims": {l: bundle[l].dim for l in layers}, **dict(metadata or {}),
+        "dims": {l: bundle[l].dim for l in layers}, **dict(metadata or {}), **storage,
     }
     if primary:
         atomic_write_json(path, meta)
@@ -166,6 +193,10 @@ def load_stats(directory: str, *, model=None, layers: Sequence[str] | None = Non
             if layer not in model.layers or v.dim(model.layers[layer]) != meta["dims"][layer]:
                 raise StatsMismatchError(f"layer {layer} of {name} does not match the statistics in {directory}")
     shrinkage = stats.check_shrinkage(meta["shrinkage"] if shrinkage is None else shrinkage)
+    if meta.get("storage") == COMPACT:
+        moments = _read_compact(directory, meta)
+        out = {l: _estimate(moments[l], shrinkage, l) for l in wanted}
+        return StatsBundle(out, meta["model"], meta["view"], shrinkage, meta)
     path = os.path.join(os.path.abspath(os.path.expanduser(directory)), MOMENTS_DIR)
     try:
         with ocp.StandardCheckpointer() as ckpt:
@@ -175,3 +206,73 @@ def load_stats(directory: str, *, model=None, layers: Sequence[str] | None = Non
                                  "recompute them with `jaxviz stats --force`") from None
     out = {l: _estimate(StatsState(**tree[f"{stored.index(l):03d}"]), shrinkage, l) for l in wanted}
     return StatsBundle(out, meta["model"], meta["view"], shrinkage, meta)
+
+
+# ------------------------------------------------------------------------------ compact moments
+
+
+def _pack(states: Mapping[str, StatsState]) -> dict[str, np.ndarray]:
+    """``{"NNN/field": array}``: float32 moments, the symmetric ``m2`` as its upper triangle."""
+    out = {}
+    for i, layer in enumerate(states):
+        s = StatsState(*(np.asarray(a, np.float64) for a in states[layer]))
+        rows, cols = np.triu_indices(s.mean.shape[0])
+        out.update({f"{i:03d}/count": s.count, f"{i:03d}/mean": s.mean.astype(np.float32),
+                    f"{i:03d}/m2_triu": s.m2[rows, cols].astype(np.float32),
+                    f"{i:03d}/m3": s.m3.astype(np.float32), f"{i:03d}/m4": s.m4})
+    return out
+
+
+def _unpack(packed: Mapping[str, np.ndarray], layers: Sequence[str]) -> dict[str, StatsState]:
+    out = {}
+    for i, layer in enumerate(layers):
+        mean = np.asarray(packed[f"{i:03d}/mean"], np.float64)
+        rows, cols = np.triu_indices(mean.shape[0])
+        m2 = np.zeros((mean.shape[0],) * 2)
+        m2[rows, cols] = packed[f"{i:03d}/m2_triu"]
+        m2[cols, rows] = packed[f"{i:03d}/m2_triu"]
+        out[layer] = StatsState(np.asarray(packed[f"{i:03d}/count"], np.float64), mean, m2,
+                                np.asarray(packed[f"{i:03d}/m3"], np.float64),
+                                np.asarray(packed[f"{i:03d}/m4"], np.float64))
+    return out
+
+
+def content_hash(arrays: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 over the arrays' names, dtypes, shapes and bytes (independent of the file container)."""
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _read_compact(directory: str, meta: Mapping[str, Any]) -> dict[str, StatsState]:
+    path = os.path.join(os.path.abspath(os.path.expanduser(directory)), MOMENTS_FILE)
+    try:
+        with np.load(path) as f:
+            packed = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as e:
+        raise StatsNotFoundError(f"cannot read the moments in {path} ({type(e).__name__}); "
+                                 "recompute them with `jaxviz stats --compact --force`") from None
+    if content_hash(packed) != meta.get("sha256"):
+        raise StatsMismatchError(f"{path} does not match the hash in {STATS_FILE}; "
+                                 "recompute it with `jaxviz stats --compact --force`")
+    return _unpack(packed, meta["layers"])
+
+
+def shipped_stats_dir(model_name: str, view: str = "pixel") -> str | None:
+    """The statistics that ship with jaxviz for ``model_name`` and ``view``, or ``None``.
+
+    They were computed over 1,000 ImageNet photos (one per class) with the command recorded in
+    their ``stats.json``; README "The method" shows how to recompute them.
+
+    Args:
+      model_name: e.g. ``"efficientnet_lite0"``.
+      view: ``pixel``, ``pooled`` or ``patchK``.
+
+    Returns:
+      The packaged stats directory (read it with :func:`load_stats`), or ``None`` if none ships.
+    """
+    directory = os.path.join(_SHIPPED_ROOT, str(model_name), views.parse_view(view).name)
+    return directory if os.path.isfile(os.path.join(directory, STATS_FILE)) else None

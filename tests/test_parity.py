@@ -2,8 +2,10 @@
 
 ``tests/golden/efficientnet_lite.npz`` was written by ``scripts/make_golden.py``, which ran
 the ``efficientnet-lite-pytorch`` port under PyTorch (not our code) on uint8 centre crops of
-the embedded photos. Here the same crops go through ``model.preprocess`` and the jitted
-Flax forward pass; torch itself is never imported.
+the embedded photos. Here the same crops go through ``model.preprocess`` (with
+``crop_fraction=1.0``: the stored crops already are the model inputs, so the reference
+0.875 crop must not be applied a second time) and the jitted Flax forward pass; torch itself is
+never imported.
 """
 
 import os
@@ -26,7 +28,7 @@ def golden():
 
 
 def _logits(model, images):
-    x = model.preprocess(images)
+    x = model.preprocess(images, crop_fraction=1.0)
     forward = jax.jit(lambda p, x: model.features(p, x, layers=["logits"])["logits"])
     return np.asarray(forward(model.params, x))
 
@@ -64,8 +66,8 @@ def test_logits_match_pytorch_port(golden, variant, impl):
 
 def test_preprocess_is_tf_lite_normalization(golden, lite0):
     images = golden["images_lite0"]
-    x = lite0.preprocess(images)
+    x = lite0.preprocess(images, crop_fraction=1.0)
     assert x.dtype == np.float32 and x.shape == images.shape
     reference = (images.astype(np.float64) - 127.0) / 128.0  # exact in float32 for 0..255
     np.testing.assert_array_equal(x, reference.astype(np.float32))
-    np.testing.assert_array_equal(lite0.preprocess(images[0]), x[:1])  # one [H,W,3] image
+    np.testing.assert_array_equal(lite0.preprocess(images[0], crop_fraction=1.0), x[:1])  # one [H,W,3] image

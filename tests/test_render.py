@@ -99,7 +99,7 @@ def test_visualize_writes_outputs(tmp_path, capsys):
     (["--target", "blocks.10:9999"], "out of range"),
     (["--target", "logits:281", "--size", "16"], "outside 64..2048"),
     (["--target", "logits:281", "--out", "/proc/forbidden"], "--out"),
-    (["--target", "logits:281", "--prior", "outliers"], "--stats"),
+    (["--target", "logits:281", "--prior", "outliers", "--stats", "/nonexistent"], "no statistics in"),
 ])
 def test_visualize_user_mistakes(tmp_path, capsys, argv, message):
     if "--out" not in argv:

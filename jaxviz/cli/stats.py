@@ -29,8 +29,23 @@ def register(sub) -> None:
                    help="where to checkpoint (default DIR/.checkpoint, removed when done)")
     p.add_argument("--force", action="store_true",
                    help="recompute from scratch (ignore statistics and checkpoints in DIR)")
+    p.add_argument("--compact", action="store_true",
+                   help="store float32 moments in one moments.npz (the format of the shipped statistics)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
+
+
+def command_line(args) -> str:
+    """The ``jaxviz stats`` command that reproduces ``args`` (recorded in ``stats.json``)."""
+    import shlex
+
+    parts = ["jaxviz", "stats", "--model", args.model, "--layers", args.layers, "--data", args.data,
+             "--view", args.view, "--out", args.out]
+    for flag, value in (("--max-images", args.max_images), ("--size", args.size), ("--data-dir", args.data_dir)):
+        if value is not None:
+            parts += [flag, str(value)]
+    parts += ["--seed", str(args.seed), "--shrinkage", str(args.shrinkage), "--batch-size", str(args.batch_size)]
+    return shlex.join(parts + (["--compact"] if args.compact else []))
 
 
 def run(args) -> int:
@@ -57,7 +72,7 @@ def run(args) -> int:
         model, layers, args.data, out, view=view, size=args.size, batch_size=args.batch_size,
         data_dir=args.data_dir, max_images=args.max_images, seed=args.seed, shrinkage=shrinkage,
         checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every, force=args.force,
-        quiet=args.quiet)
+        quiet=args.quiet, compact=args.compact, metadata={"command": command_line(args)})
     meta = bundle.metadata
     note = "" if computed else " (up to date; --force recomputes)"
     print(f"{model.name}, view {bundle.view}, {meta.get('images')} images of {meta.get('data_description')}{note}")

@@ -25,8 +25,11 @@ def add_render_flags(p) -> None:
     p.add_argument("--param", default="fourier", choices=("pixel", "fourier", "maco"),
                    help="image parameterization (default fourier)")
     p.add_argument("--prior", default="none", choices=PRIORS, help="prior against unnatural images (default none)")
-    p.add_argument("--stats", metavar="DIR", help="statistics from `jaxviz stats` (for --prior outliers/mahalanobis)")
-    p.add_argument("--stats-layers", metavar="L1,L2", help="use only these layers of --stats (default all)")
+    p.add_argument("--stats", metavar="DIR", help="statistics from `jaxviz stats` (for --prior outliers/mahalanobis; "
+                   "default: the shipped ImageNet statistics of the model, layers blocks.2,blocks.4)")
+    p.add_argument("--stats-layers", metavar="L1,L2",
+                   help="use only these layers of the statistics (default: all of --stats; blocks.2,blocks.4 of the "
+                        "shipped ones)")
     p.add_argument("--weight", type=float, default=None, help="prior weight λ (default: the prior's)")
     p.add_argument("--top-k", type=int, default=None, help="outliers: neurons suppressed per layer (default 8)")
     p.add_argument("--every", type=int, default=None, help="outliers: steps between re-selections (default 16)")
@@ -69,8 +72,6 @@ def prior_from_flags(args, model):
         raise UsageError("--top-k, --every, --warmup and --quantile only apply to --prior outliers")
     if args.prior == "none" and options:
         raise UsageError("--weight needs a --prior other than none")
-    if args.prior in ("outliers", "mahalanobis") and not args.stats:
-        raise UsageError(f"--prior {args.prior} needs --stats DIR (make it with `jaxviz stats`)")
     layers = [l for l in (args.stats_layers or "").split(",") if l] or None
     return build_prior(model, args.prior, stats=args.stats, layers=layers, **options)
 
