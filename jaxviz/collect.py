@@ -31,11 +31,7 @@ from jaxviz.errors import JaxvizError, UsageError
 from jaxviz.files import to_json
 from jaxviz.progress import progress_bar
 from jaxviz.stats import LayerStats, StatsState
-<<<<<<< HEAD
-from jaxviz.stats_store import (STATS_FILE, StatsBundle, StatsMismatchError, StatsNotFoundError, 
-=======
-from jaxviz.stats_store import (COMPACT, STATS_FILE, StatsBundle, StatsMismatchError, StatsNotFoundError, _json_default,
->>>>>>> refstats
+from jaxviz.stats_store import (COMPACT, STATS_FILE, StatsBundle, StatsMismatchError, StatsNotFoundError,
                                 load_stats, read_metadata, save_stats)
 
 __all__ = ["StatsBundle", "LayerStats", "StatsMismatchError", "StatsNotFoundError", "data_mesh",
@@ -289,12 +285,8 @@ def collect_to_dir(model, layers: Sequence[str], spec: str, directory: str, *, v
             old = read_metadata(directory)
         except JaxvizError:
             old = {}
-<<<<<<< HEAD
-        if not force and old.get("run") == to_json(run):
-=======
         same_storage = (old.get("storage") == COMPACT) == bool(compact)
-        if not force and same_storage and old.get("run") == json.loads(json.dumps(run, default=_json_default)):
->>>>>>> refstats
+        if not force and same_storage and old.get("run") == to_json(run):
             return load_stats(directory, model=model, shrinkage=shrinkage), False
         if not quiet and jax.process_index() == 0:
             print(f"jaxviz: note: replacing the statistics in {directory}", file=sys.stderr)

@@ -17,13 +17,8 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image
 
-<<<<<<< HEAD
 from jaxviz.errors import DataError, ImageError, UsageError
-from jaxviz.images import decode_image_bytes, read_image, resize_center_crop
-=======
-from jaxviz.errors import ImageError, JaxvizError, UsageError
 from jaxviz.images import EVAL_CROP_FRACTION, decode_image_bytes, read_image, resize_center_crop
->>>>>>> refstats
 
 __all__ = [
     "EMBEDDED_PHOTOS", "embedded_photos", "DataError", "open_source", "PhotoSource",

@@ -13,13 +13,8 @@ from PIL import Image, UnidentifiedImageError
 from jaxviz.errors import ImageError, UsageError
 
 __all__ = [
-<<<<<<< HEAD
     "ImageError", "read_image", "decode_image_bytes", "resize_center_crop", "resize_center_crop01",
-    "resize_batch01", "as_uint8_batch",
-=======
-    "ImageError", "read_image", "decode_image_bytes", "resize_center_crop", "as_uint8_batch",
-    "EVAL_CROP_FRACTION",
->>>>>>> refstats
+    "resize_batch01", "as_uint8_batch", "EVAL_CROP_FRACTION",
 ]
 
 # The reference evaluation of the EfficientNet-Lite weights keeps the central 87.5 % of the photo.
@@ -82,15 +77,16 @@ def _decode(source, label: str, draft_size: int | None) -> tuple[np.ndarray, boo
     return rgb, converted
 
 
-<<<<<<< HEAD
-def _resized_shape(h: int, w: int, size: int) -> tuple[int, int]:
-    scale = size / min(h, w)
-    return max(size, round(w * scale)), max(size, round(h * scale))
+def _resized_shape(h: int, w: int, size: int, crop_fraction: float = 1.0) -> tuple[int, int]:
+    """``(width, height)`` after resizing the short side to ``floor(size / crop_fraction)``."""
+    if not 0.0 < crop_fraction <= 1.0:
+        raise UsageError(f"crop fraction must be in (0, 1], got {crop_fraction}")
+    short = max(size, math.floor(size / crop_fraction + 1e-9))  # 1e-9: 224 / 0.875 stays 256
+    if h <= w:
+        return max(short, math.floor(w * short / h)), short
+    return short, max(short, math.floor(h * short / w))
 
 
-def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """Resizes the short side to ``size`` (bilinear, antialiased) and centre-crops a square.
-=======
 def resize_center_crop(image: np.ndarray, size: int, *, crop_fraction: float = 1.0) -> np.ndarray:
     """Resizes the short side to ``floor(size / crop_fraction)`` (bicubic) and centre-crops ``size``.
 
@@ -101,7 +97,6 @@ def resize_center_crop(image: np.ndarray, size: int, *, crop_fraction: float = 1
     Geometry (as in the reference pipeline): the long side becomes ``floor(long * short' / short)``;
     the crop starts at ``round((side' - size) / 2)`` on each axis. Pillow's bicubic filter is
     antialiased when shrinking.
->>>>>>> refstats
 
     Args:
       image: [H,W,3] uint8.
@@ -111,18 +106,8 @@ def resize_center_crop(image: np.ndarray, size: int, *, crop_fraction: float = 1
     Returns:
       [size,size,3] uint8.
     """
-    if not 0.0 < crop_fraction <= 1.0:
-        raise UsageError(f"crop fraction must be in (0, 1], got {crop_fraction}")
     h, w = image.shape[:2]
-<<<<<<< HEAD
-    new_w, new_h = _resized_shape(h, w, size)
-=======
-    short = max(size, math.floor(size / crop_fraction + 1e-9))  # 1e-9: 224 / 0.875 stays 256
-    if h <= w:
-        new_h, new_w = short, max(short, math.floor(w * short / h))
-    else:
-        new_h, new_w = max(short, math.floor(h * short / w)), short
->>>>>>> refstats
+    new_w, new_h = _resized_shape(h, w, size, crop_fraction)
     im = Image.fromarray(np.asarray(image, np.uint8))
     if (new_w, new_h) != (w, h):
         im = im.resize((new_w, new_h), Image.BICUBIC)
@@ -130,7 +115,6 @@ def resize_center_crop(image: np.ndarray, size: int, *, crop_fraction: float = 1
     return np.asarray(im.crop((left, top, left + size, top + size)), np.uint8)
 
 
-<<<<<<< HEAD
 def resize_center_crop01(image: np.ndarray, size: int) -> np.ndarray:
     """:func:`resize_center_crop` for float images in ``[0, 1]``: the same filter and geometry.
 
@@ -147,11 +131,11 @@ def resize_center_crop01(image: np.ndarray, size: int) -> np.ndarray:
     image = np.asarray(image, np.float32)
     h, w = image.shape[:2]
     new_w, new_h = _resized_shape(h, w, size)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
+    left, top = round((new_w - size) / 2), round((new_h - size) / 2)
     if (new_w, new_h) == (w, h):
         return np.ascontiguousarray(image[top:top + size, left:left + size])
     out = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c]))
-                      .resize((new_w, new_h), Image.BILINEAR)) for c in range(image.shape[-1])]
+                      .resize((new_w, new_h), Image.BICUBIC)) for c in range(image.shape[-1])]
     return np.stack(out, axis=-1)[top:top + size, left:left + size].astype(np.float32)
 
 
@@ -164,9 +148,6 @@ def resize_batch01(images: np.ndarray, size: int) -> np.ndarray:
         np.zeros((0, size, size, images.shape[-1]), np.float32)
 
 
-def as_uint8_batch(images: np.ndarray | Sequence[np.ndarray], size: int) -> np.ndarray:
-    """Turns one image [H,W,3], a batch [N,H,W,3] or a list of images into [N,size,size,3]."""
-=======
 def as_uint8_batch(images: np.ndarray | Sequence[np.ndarray], size: int, *,
                    crop_fraction: float = 1.0) -> np.ndarray:
     """Turns one image [H,W,3], a batch [N,H,W,3] or a list of images into [N,size,size,3].
@@ -174,7 +155,6 @@ def as_uint8_batch(images: np.ndarray | Sequence[np.ndarray], size: int, *,
     Every image goes through :func:`resize_center_crop` (with ``crop_fraction=1.0`` an image already
     ``size`` × ``size`` is returned unchanged).
     """
->>>>>>> refstats
     if isinstance(images, np.ndarray) and images.ndim == 3:
         images = [images]
     out = []
