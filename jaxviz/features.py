@@ -45,6 +45,8 @@ class Model:
         (params with ``scale``, ``bias``, ``mean``, ``var``; used by the DeepInversion prior).
       batchnorm_eps: the BatchNorm epsilon.
       apply_redirected: like ``apply`` but with redirected ReLU gradients (``None``: not supported).
+      backward_rules: ``{rule: apply}`` variants of ``apply`` whose ReLUs use another backward rule
+        (``deconvnet``, ``guided``; see :mod:`jaxviz.attribution`); same forward values.
     """
 
     name: str
@@ -58,6 +60,7 @@ class Model:
     batchnorm: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     batchnorm_eps: float = 1e-3
     apply_redirected: ApplyFn | None = None
+    backward_rules: Mapping[str, ApplyFn] = dataclasses.field(default_factory=dict)
 
     def check_layers(self, names: Sequence[str]) -> tuple[str, ...]:
         """Validates layer names; raises :class:`UnknownLayerError` suggesting close ones."""

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import functools
 import dataclasses
-from typing import Any, Iterable, Protocol, runtime_checkable
+from typing import Any, Iterable, NamedTuple, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +50,7 @@ import numpy as np
 
 __all__ = [
     "Parameterization", "Pixel", "Fourier", "Maco", "pixel", "fourier", "maco", "get", "PARAMETERIZATIONS",
-    "COLOR_SQRT", "COLOR_MEAN", "color_stats", "maco_magnitude",
+    "COLOR_SQRT", "COLOR_MEAN", "color_stats", "maco_magnitude", "SeededPhase",
 ]
 
 # Written by scripts/color_stats.py from jaxviz.data.embedded_photos(); tests/test_param.py
@@ -65,7 +65,11 @@ COLOR_MEAN = np.array([0.464229, 0.363925, 0.320417], np.float32)
 
 @runtime_checkable
 class Parameterization(Protocol):
-    """What :func:`jaxviz.render.render` needs of a parameterization (pure, for one image)."""
+    """What :func:`jaxviz.render.render` needs of a parameterization (pure, for one image).
+
+    Optional: ``inverse(image [size, size, 3]) -> params`` with ``to_image(inverse(x)) ≈ x``, needed
+    to start from a photo (``render(..., init_images=...)``); the built-in ones have it.
+    """
 
     def init(self, *, key: jax.Array, size: int) -> Any:
         """Initial parameters (a pytree) of one ``size × size`` image."""
@@ -148,6 +152,11 @@ class Pixel:
     def to_image(self, params):
         return jax.nn.sigmoid(_decorrelate(params, self.decorrelate))
 
+    def inverse(self, image):
+        """Params whose image is ``image`` ``[size, size, 3]`` in ``[0, 1]`` (within 0.5/255)."""
+        logits = _logit(image)
+        return _undecorrelate(logits) if self.decorrelate else logits
+
 
 def pixel(*, sd: float = 0.01, decorrelate: bool = False) -> Pixel:
     """A :class:`Pixel` parameterization (see its attributes)."""
@@ -196,6 +205,16 @@ class Fourier:
         scale = jnp.asarray(_spectrum_scale(size, float(self.decay)))[:, :, None]
         spectrum = _spectrum_to_rgb(params[..., 0], params[..., 1], self.decorrelate) * scale
         return jax.nn.sigmoid(_irfft2(spectrum, size))
+
+    def inverse(self, image):
+        """Params whose image is ``image`` ``[size, size, 3]`` in ``[0, 1]`` (within 0.5/255)."""
+        size = image.shape[0]
+        spectrum = jnp.fft.rfft2(_logit(image), axes=(0, 1), norm="ortho")
+        spectrum = spectrum / jnp.asarray(_spectrum_scale(size, float(self.decay)))[:, :, None]
+        real, imag = jnp.real(spectrum), jnp.imag(spectrum)
+        if self.decorrelate:  # the colour mix is real and linear: undo it on both parts
+            real, imag = _undecorrelate(real), _undecorrelate(imag)
+        return jnp.stack([real, imag], axis=-1).astype(jnp.float32)
 
 
 def fourier(*, decay: float = 1.0, decorrelate: bool = True, sd: float = 0.01) -> Fourier:
@@ -279,11 +298,56 @@ class Maco:
         return jax.random.uniform(key, (size, size // 2 + 1, 3), jnp.float32, -jnp.pi, jnp.pi)
 
     def to_image(self, params):
+        if isinstance(params, SeededPhase):
+            return self.seeded_image(params)
         size = params.shape[0]
         magnitude = jnp.asarray(maco_magnitude(size, self.decorrelate))
         spectrum = _spectrum_to_rgb(magnitude * jnp.cos(params), magnitude * jnp.sin(params), self.decorrelate)
         rgb = jnp.asarray(COLOR_MEAN) + _irfft2(spectrum, size)
         return jax.nn.sigmoid(4.0 * (rgb - 0.5))
+
+
+    def inverse(self, image):
+        """A :class:`SeededPhase` whose image is ``image`` ``[size, size, 3]`` in ``[0, 1]`` (within 0.5/255).
+
+        A phase alone cannot make an arbitrary photo: the photo's own magnitude spectrum (its mean
+        colour included) is kept and fixed, and only its phase is optimized.
+        """
+        rgb = 0.5 + _logit(image) / 4.0 - jnp.asarray(COLOR_MEAN)
+        z = _undecorrelate(rgb) if self.decorrelate else rgb
+        spectrum = jnp.fft.rfft2(z, axes=(0, 1), norm="ortho")
+        return SeededPhase(jnp.angle(spectrum).astype(jnp.float32), jnp.abs(spectrum).astype(jnp.float32))
+
+    def seeded_image(self, params: "SeededPhase"):
+        """``to_image`` of a :class:`SeededPhase`: its own magnitude and mean colour, no gradient to either."""
+        size = params.phase.shape[0]
+        magnitude = jax.lax.stop_gradient(params.magnitude)
+        dc = jnp.zeros(params.phase.shape[:2], bool).at[0, 0].set(True)[..., None]
+        phase = jnp.where(dc, jax.lax.stop_gradient(params.phase), params.phase)  # the mean colour stays
+        spectrum = _spectrum_to_rgb(magnitude * jnp.cos(phase), magnitude * jnp.sin(phase), self.decorrelate)
+        rgb = jnp.asarray(COLOR_MEAN) + _irfft2(spectrum, size)
+        return jax.nn.sigmoid(4.0 * (rgb - 0.5))
+
+
+class SeededPhase(NamedTuple):
+    """MaCo params from a photo (:meth:`Maco.inverse`): optimized ``phase`` and the photo's fixed ``magnitude``.
+
+    Both are ``[size, size // 2 + 1, 3]`` float32; the DC term (mean colour) is fixed too.
+    """
+
+    phase: jax.Array
+    magnitude: jax.Array
+
+
+def _logit(image) -> jax.Array:
+    """Inverse sigmoid of ``[0, 1]`` values, clipped half a grey level inside (finite, error ≤ 0.5/255)."""
+    x = jnp.clip(jnp.asarray(image, jnp.float32), 0.5 / 255.0, 1.0 - 0.5 / 255.0)
+    return jnp.log(x) - jnp.log1p(-x)
+
+
+def _undecorrelate(rgb: jax.Array) -> jax.Array:
+    """Inverse of the colour decorrelation map ``z -> z @ COLOR_SQRT.T`` on ``[..., 3]``."""
+    return rgb @ jnp.asarray(np.linalg.inv(COLOR_SQRT.astype(np.float64)).T.astype(np.float32))
 
 
 def maco(*, decorrelate: bool = True) -> Maco:

@@ -13,6 +13,7 @@ checkpoint, or split over a different number of devices, draws the same transfor
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import re
 from typing import Any, Callable, NamedTuple, Sequence
@@ -32,7 +33,7 @@ from jaxviz.errors import NonFiniteLossError, UsageError
 from jaxviz.step import AXIS, COMPUTE_DTYPES, Programs, compile_programs
 
 __all__ = ["RenderConfig", "RenderResult", "NonFiniteLossError", "render", "devices_for", "min_size", "MAX_SIZE",
-           "MAX_STEPS"]
+           "MAX_STEPS", "seed_images"]
 
 MAX_SIZE = 2048  # a 2048² image-step of Lite0 needs ~10 GB on CPU; larger is a typo more often than not
 MAX_STEPS = 1_000_000
@@ -54,7 +55,7 @@ class RenderConfig:
 
     Attributes:
       size: image side in pixels.
-      steps: optimization steps per target.
+      steps: optimization steps per target (0 only with ``init_images``: the photos themselves).
       param: parameterization name (``pixel``, ``fourier``, ``maco``) used when ``render`` is not
         given a parameterization object.
       transforms: ``default`` (Lucid-like robustness transforms) or ``none``, used when ``render``
@@ -102,7 +103,7 @@ class RenderConfig:
                 bound = f"between {low} and {high}" if high is not None else f"at least {low}"
                 raise UsageError(f"RenderConfig.{name} must be an integer {bound}, got {value!r}")
 
-        whole("steps", 1, MAX_STEPS)
+        whole("steps", 0, MAX_STEPS)  # render refuses 0 without init_images
         whole("batch_size", 1, 4096)
         whole("chunk_steps", 1, 4096)
         whole("checkpoint_every", 1)
@@ -178,8 +179,10 @@ def _group_by_structure(targets) -> list[list[int]]:
     return list(groups.values())
 
 
-def _check_inputs(model, targets, config, prior):
+def _check_inputs(model, targets, config, prior, seeded=False):
     config.check()
+    if config.steps == 0 and not seeded:
+        raise UsageError("RenderConfig.steps must be at least 1 (0 is allowed only with init_images)")
     low = min_size(model)
     if isinstance(config.size, bool) or not isinstance(config.size, (int, np.integer)) or not (
             low <= config.size <= MAX_SIZE):
@@ -194,7 +197,7 @@ def _check_inputs(model, targets, config, prior):
     if any(getattr(t, "batched", False) for t in targets):
         raise UsageError("batch-level objectives (diversity) cannot be a per-image render target")
     warmup = getattr(prior, "warmup", 0)
-    if isinstance(warmup, int) and warmup >= config.steps and not isinstance(prior, priors_lib.NoPrior):
+    if isinstance(warmup, int) and warmup >= config.steps > 0 and not isinstance(prior, priors_lib.NoPrior):
         raise UsageError(f"the prior's warmup ({warmup}) is not below steps ({config.steps}): it would never act; "
                          "lower warmup or raise steps")
 
@@ -202,7 +205,8 @@ def _check_inputs(model, targets, config, prior):
 def render(model, targets: Sequence, *, key: jax.Array | None = None, config: RenderConfig = RenderConfig(),
            parameterization=None, transform=None, optimizer: optax.GradientTransformation | None = None,
            prior=None, image_penalty: Callable | None = None, checkpoint_dir: str | None = None,
-           progress: Callable | None = None, devices: Sequence[jax.Device] | None = None) -> RenderResult:
+           progress: Callable | None = None, devices: Sequence[jax.Device] | None = None,
+           init_images=None) -> RenderResult:
     """Optimizes one image per target.
 
     Args:
@@ -221,6 +225,10 @@ def render(model, targets: Sequence, *, key: jax.Array | None = None, config: Re
         with the same settings is resumed.
       progress: ``callback(done_steps, total_steps, mean_value)`` after each chunk.
       devices: devices to shard the targets over (default: all local devices).
+      init_images: start from photos instead of noise: one image ``[H, W, 3]`` for every target or
+        one per target ``[T, H, W, 3]`` (float in ``[0, 1]`` or uint8; resized and centre-cropped to
+        ``config.size``); the params start at ``parameterization.inverse(image)``, so with
+        ``config.steps = 0`` the result is the photos (within 1/255).
 
     Returns:
       A :class:`RenderResult` in the order of ``targets``.
@@ -232,9 +240,13 @@ def render(model, targets: Sequence, *, key: jax.Array | None = None, config: Re
     from jaxviz import checkpoint as ckpt_lib
 
     prior = registry.resolve("prior", prior or "none", argument="prior", protocol=priors_lib.Prior)
-    _check_inputs(model, targets, config, prior)
+    _check_inputs(model, targets, config, prior, seeded=init_images is not None)
     parameterization = registry.resolve("parameterization", parameterization or config.param,
                                         argument="parameterization", protocol=param_lib.Parameterization)
+    if init_images is not None:
+        init_images = seed_images(init_images, len(targets), config.size)
+        if not callable(getattr(parameterization, "inverse", None)):
+            raise UsageError(f"init_images needs a parameterization with an inverse; {parameterization!r} has none")
     transform = registry.resolve("transform", transform or config.transforms, argument="transform",
                                  protocol=transforms_lib.Transform)
     if image_penalty is not None and not callable(image_penalty):
@@ -262,6 +274,8 @@ def render(model, targets: Sequence, *, key: jax.Array | None = None, config: Re
             identity["key"] = np.asarray(jax.random.key_data(key)).tolist()
         if image_penalty is not None:
             identity["image_penalty"] = _fingerprint(image_penalty)
+        if init_images is not None:
+            identity["init_images"] = hashlib.sha1(init_images.tobytes()).hexdigest()
         if custom_optimizer:  # an optax transformation has no stable description: only its use is recorded
             identity["optimizer"] = "custom"
         store = ckpt_lib.RunStore(checkpoint_dir, **identity)
@@ -294,10 +308,11 @@ def render(model, targets: Sequence, *, key: jax.Array | None = None, config: Re
                     model, targets[chunk[0]], **parts, size=config.size, mesh=mesh, chunk_steps=config.chunk_steps,
                     compute_dtype=config.compute_dtype, redirect=config.redirect_steps > 0)
             programs = compiled[signature]
+            seeds = None if init_images is None else jax.device_put(init_images[padded], batch_sharding)
             state, values_log = _run_launch(programs, config, model_params, obj, target_keys, store,
                                             f"{group_index:03d}_{start:06d}", checkpoint_dir, len(chunk),
                                             lambda steps, value: progress and progress(done_steps + steps, total_steps,
-                                                                                       value))
+                                                                                       value), seeds)
             done_steps += config.steps * len(chunk)
             out_images, out_values, out_prior = jax.device_get(programs.final(model_params, state, obj))
             keep = slice(0, len(chunk))
@@ -314,10 +329,45 @@ def render(model, targets: Sequence, *, key: jax.Array | None = None, config: Re
                         getattr(prior, "trace_name", None))
 
 
+def seed_images(images, n_targets: int, size: int) -> np.ndarray:
+    """``init_images`` as ``[n_targets, size, size, 3]`` float32 in ``[0, 1]``.
+
+    Args:
+      images: one image ``[H, W, 3]`` (used for every target), or ``[n_targets, H, W, 3]`` / a list;
+        float in ``[0, 1]`` or uint8. Other sizes are resized and centre-cropped.
+
+    Raises:
+      UsageError: wrong shape, count or value range.
+    """
+    from jaxviz.images import resize_batch01
+
+    if isinstance(images, (list, tuple)):
+        images = [np.asarray(im) for im in images]
+        if len({im.shape for im in images}) > 1:  # mixed sizes: bring each to the size first
+            images = [resize_batch01(_unit(im)[None], size)[0] for im in images]
+        images = np.stack(images) if images else np.zeros((0,))
+    images = _unit(np.asarray(images))
+    if images.ndim == 3:
+        images = np.broadcast_to(images, (n_targets, *images.shape))
+    if images.ndim != 4 or images.shape[-1] != 3 or images.shape[0] != n_targets:
+        raise UsageError(f"init_images must be one [H, W, 3] image or one per target ({n_targets}), "
+                         f"got shape {images.shape}")
+    return np.ascontiguousarray(resize_batch01(images, size), np.float32)
+
+
+def _unit(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    image = image.astype(np.float32)
+    if image.size and not (np.isfinite(image).all() and image.min() >= 0.0 and image.max() <= 1.0):
+        raise UsageError("init_images must be uint8 or float values in [0, 1]")
+    return image
+
+
 def _run_launch(programs: Programs, config: RenderConfig, model_params, obj, target_keys, store, launch_id: str,
-                checkpoint_dir, n_real: int, report: Callable):
+                checkpoint_dir, n_real: int, report: Callable, seeds=None):
     """Runs (or resumes) one launch to ``config.steps``; returns ``(state, log [2, steps, B])``."""
-    state = programs.init(model_params, target_keys)
+    state = programs.init(model_params, target_keys, seeds)
     values_log = np.zeros((2, config.steps, int(target_keys.shape[0])), np.float32)  # objective, prior trace
     resumed = store.restore(launch_id, state, values_log) if store else None
     if resumed is not None:

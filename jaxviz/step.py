@@ -9,7 +9,9 @@ mesh whose one axis, ``"targets"``, splits the batch. Use them directly to drive
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -22,7 +24,7 @@ from jaxviz import hardware
 from jaxviz.errors import UsageError
 
 __all__ = ["RenderState", "Programs", "make_step", "compile_programs", "step_key", "model_input", "vectorize_images", "AXIS",
-           "COMPUTE_DTYPES"]
+           "COMPUTE_DTYPES", "PullToward"]
 
 AXIS = "targets"  # the mesh axis the targets are sharded over
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -41,7 +43,8 @@ class Programs(NamedTuple):
     """Compiled programs for a batch of targets sharing one structure.
 
     Attributes:
-      init: ``init(model_params, keys[B]) -> RenderState`` (stacked).
+      init: ``init(model_params, keys[B], images=None) -> RenderState`` (stacked); with ``images``
+        ``[B, size, size, 3]`` in ``[0, 1]`` the params start at ``parameterization.inverse(image)``.
       run_chunk: ``run_chunk(n, model_params, state, objectives, keys, *, redirect=False) ->
         (state, values [B, n], traces [B, n])``; one compiled program for every ``n ≤ chunk_steps``.
       final: ``final(model_params, state, objectives) -> (images, values, prior_report)``.
@@ -50,6 +53,26 @@ class Programs(NamedTuple):
     init: Callable
     run_chunk: Callable
     final: Callable
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PullToward:
+    """An ``image_penalty``: ``weight · mean((image − photo)²)``, an L2 pull toward a photo.
+
+    Attributes:
+      photo: ``[size, size, 3]`` float in ``[0, 1]`` (the render size).
+      weight: the pull's strength.
+    """
+
+    photo: np.ndarray
+    weight: float = 1.0
+
+    def __call__(self, image):
+        return self.weight * jnp.mean(jnp.square(image - jnp.asarray(self.photo, image.dtype)))
+
+    def __repr__(self):  # identifies the run in checkpoints: the photo by its digest
+        digest = hashlib.sha1(np.ascontiguousarray(self.photo, np.float32).tobytes()).hexdigest()[:16]
+        return f"PullToward(photo=sha1:{digest}, weight={self.weight})"
 
 
 def model_input(model, image01: jax.Array) -> jax.Array:
@@ -194,8 +217,11 @@ def compile_programs(model, objective, *, parameterization, transform, optimizer
     if redirect:
         step_fns[True] = make_step(model, objective, **parts, redirect=True)
 
-    def init_one(model_params, target_key):
-        params = parameterization.init(key=jax.random.split(target_key)[0], size=size)
+    def init_one(model_params, target_key, image=None):
+        if image is None:
+            params = parameterization.init(key=jax.random.split(target_key)[0], size=size)
+        else:  # seeded from a photo
+            params = parameterization.inverse(image)
         image = parameterization.to_image(params)
         # the prior's state is shaped by the features it sees during the steps, i.e. of the
         # transformed image (default transforms pad S -> S + 12), so initialize it from one
@@ -209,8 +235,15 @@ def compile_programs(model, objective, *, parameterization, transform, optimizer
         features = model.features(model_params, model_input(model, image), layers)
         return image, obj(features), prior.report(features, state.prior_state)
 
-    def init(model_params, keys):
-        return _over_images(functools.partial(init_one, model_params), batched)(keys)
+    def init_sharded(model_params, keys, *images):
+        return _over_images(functools.partial(init_one, model_params), batched)(keys, *images)
+
+    init_programs = [jax.jit(_sharded(mesh, init_sharded, n)) for n in (1, 2)]  # traced on first use
+
+    def init(model_params, keys, images=None):
+        if images is None:
+            return init_programs[0](model_params, keys)
+        return init_programs[1](model_params, keys, images)
 
     def chunk_program(step_fn):
         def run_chunk_sharded(n_steps, model_params, state, obj, keys):
@@ -232,4 +265,4 @@ def compile_programs(model, objective, *, parameterization, transform, optimizer
         return state, np.asarray(values)[:, :n_steps], np.asarray(traces)[:, :n_steps]
 
     run_chunk.jitted = programs[False]
-    return Programs(jax.jit(_sharded(mesh, init, 1)), run_chunk, jax.jit(_sharded(mesh, final, 2)))
+    return Programs(init, run_chunk, jax.jit(_sharded(mesh, final, 2)))

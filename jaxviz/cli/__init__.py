@@ -9,7 +9,7 @@ import sys
 from jaxviz.errors import JaxvizError
 
 # Sub-command modules, in the order `jaxviz --help` lists them.
-_COMMANDS = ("layers", "classify", "stats", "visualize", "demo")
+_COMMANDS = ("layers", "classify", "stats", "visualize", "demo", "attribute", "outliers")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,9 @@ def register(sub) -> None:
     p.add_argument("--target", action="append", required=True, metavar="T",
                    help="LAYER:CHANNEL (e.g. logits:285, blocks.10:7); LAYER:all or LAYER:A-B for many; repeatable")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--init", metavar="IMAGE", help="start every target from this photo (with --steps 0: the photo)")
+    p.add_argument("--init-weight", type=float, default=None, metavar="W",
+                   help="with --init: subtract W · mean((image − photo)²), a pull toward the photo (default none)")
     p.set_defaults(run=run)
 
 
@@ -76,14 +79,36 @@ def prior_from_flags(args, model):
     return build_prior(model, args.prior, stats=args.stats, layers=layers, **options)
 
 
+def init_from_flags(args, size: int) -> dict:
+    """``render`` options of ``--init`` / ``--init-weight``: ``init_images`` and the pull ``image_penalty``."""
+    import math
+
+    if args.init is None:
+        if args.init_weight is not None:
+            raise UsageError("--init-weight needs --init IMAGE")
+        return {}
+    from jaxviz.images import read_image
+    from jaxviz.render import seed_images
+    from jaxviz.step import PullToward
+
+    photo = seed_images(read_image(args.init)[0], 1, size)[0]
+    options = {"init_images": photo}
+    if args.init_weight is not None:
+        if not (math.isfinite(args.init_weight) and args.init_weight >= 0):
+            raise UsageError(f"--init-weight must be a finite number ≥ 0, got {args.init_weight}")
+        options["image_penalty"] = PullToward(photo, float(args.init_weight))
+    return options
+
+
 def run(args) -> int:
     from jaxviz.models import load_model
     from jaxviz.pipeline import visualize
 
     model = load_model(args.model)
-    metrics, _ = visualize(model, args.target, args.out, config=render_config(args, model),
+    config = render_config(args, model)
+    metrics, _ = visualize(model, args.target, args.out, config=config,
                            prior=prior_from_flags(args, model), stats=args.stats, checkpoint_dir=args.checkpoint_dir,
-                           quiet=args.quiet, title=f"jaxviz {model.name}")
+                           quiet=args.quiet, title=f"jaxviz {model.name}", **init_from_flags(args, config.size))
     for entry in metrics["targets"]:
         print(f"{entry['target']:<16} {entry['label'][:24]:<24} activation {entry['activation']:.3f}")
     print(os.path.join(os.path.abspath(args.out), "index.html"))

@@ -17,6 +17,7 @@ from flax import traverse_util
 from jaxviz.errors import MissingWeightsError, UnknownModelError
 from jaxviz.files import atomic_write
 from jaxviz.features import Model, layer_shapes
+from jaxviz.models.activations import BACKWARD_RULES
 from jaxviz.models.efficientnet_lite import VARIANTS, EfficientNetLite, torch_to_flax
 from jaxviz.models.torch_reader import UnsafeWeightsError, load_torch_state_dict
 
@@ -129,6 +130,10 @@ def load_model(name: str = "efficientnet_lite0", *, pretrained: bool = True, imp
     def apply_redirected(params, x, names):
         return redirected.apply({"params": params}, x, names)
 
+    def with_rule(rule):
+        ruled = EfficientNetLite(width=width, depth=depth, impl=impl, rule=rule)
+        return lambda params, x, names: ruled.apply({"params": params}, x, names)
+
     shapes = layer_shapes(apply, params, (resolution, resolution, 3))
     public = {k: v for k, v in shapes.items() if not k.endswith(".bn")}
     hidden = {k: v for k, v in shapes.items() if k.endswith(".bn")}
@@ -136,6 +141,7 @@ def load_model(name: str = "efficientnet_lite0", *, pretrained: bool = True, imp
         name=key, params=params, layers=public, apply=apply, resolution=resolution,
         hidden_layers=hidden, class_names=imagenet_classes(), batchnorm=batchnorm_paths(shapes),
         apply_redirected=apply_redirected,
+        backward_rules={rule: with_rule(rule) for rule in BACKWARD_RULES if rule != "gradient"},
     )
 
 

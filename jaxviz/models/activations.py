@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["relu6", "redirected_relu6"]
+__all__ = ["relu6", "redirected_relu6", "deconvnet_relu6", "guided_relu6", "BACKWARD_RULES"]
 
 relu6 = jax.nn.relu6
 
@@ -34,3 +34,27 @@ def _backward(x, g):
 
 
 redirected_relu6.defvjp(_forward, _backward)
+
+
+# Backward rules for attribution (jaxviz.attribution). Each keeps ReLU6's forward values and
+# replaces only how the gradient passes a unit: `deconvnet` (Zeiler & Fergus) passes the positive
+# part of the incoming gradient whatever the unit's input; `guided` (Springenberg et al.) passes it
+# only where the ordinary gradient also would (the input inside ReLU6's linear range 0 < x < 6).
+
+
+@jax.custom_vjp
+def deconvnet_relu6(x):
+    """ReLU6 forward; backward passes ``max(g, 0)`` regardless of the input."""
+    return jax.nn.relu6(x)
+
+
+@jax.custom_vjp
+def guided_relu6(x):
+    """ReLU6 forward; backward passes ``g`` where ``g > 0`` and ``0 < x < 6``."""
+    return jax.nn.relu6(x)
+
+
+deconvnet_relu6.defvjp(_forward, lambda x, g: (jnp.maximum(g, jnp.zeros_like(g)),))
+guided_relu6.defvjp(_forward, lambda x, g: (jnp.where((x > 0) & (x < 6) & (g > 0), g, jnp.zeros_like(g)),))
+
+BACKWARD_RULES = {"gradient": relu6, "deconvnet": deconvnet_relu6, "guided": guided_relu6}

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from jaxviz.models.activations import redirected_relu6, relu6
+from jaxviz.models.activations import BACKWARD_RULES, redirected_relu6
 from jaxviz.models.layers import Conv, FrozenBatchNorm
 
 # (repeats, kernel, stride, expand_ratio, in_filters, out_filters), from the TF-Lite builder.
@@ -77,11 +77,12 @@ class MBConv(nn.Module):
     spec: BlockSpec
     impl: str = "auto"
     redirect: bool = False
+    rule: str = "gradient"  # ReLU6 backward rule (jaxviz.models.activations.BACKWARD_RULES)
 
     @nn.compact
     def __call__(self, x, record):
         spec = self.spec
-        act = redirected_relu6 if self.redirect else relu6
+        act = redirected_relu6 if self.redirect else BACKWARD_RULES[self.rule]
         inputs = x
         hidden = spec.in_filters * spec.expand_ratio
         if spec.expand_ratio != 1:
@@ -116,11 +117,12 @@ class EfficientNetLite(nn.Module):
     num_classes: int = 1000
     impl: str = "auto"
     redirect: bool = False  # redirected ReLU6 gradients (see jaxviz.models.activations)
+    rule: str = "gradient"  # ReLU6 backward rule for attribution (deconvnet, guided)
 
     @nn.compact
     def __call__(self, x, capture: Sequence[str] | None = None):
         wanted = None if capture is None else set(capture)
-        act = redirected_relu6 if self.redirect else relu6
+        act = redirected_relu6 if self.redirect else BACKWARD_RULES[self.rule]
         out: dict[str, jax.Array] = {}
 
         def recorder(prefix):
@@ -141,7 +143,7 @@ class EfficientNetLite(nn.Module):
             top("stem.bn", x)
             x = top("stem", act(x))
             for i, spec in enumerate(block_specs(self.width, self.depth)):
-                x = MBConv(spec, self.impl, self.redirect, name=f"blocks_{i}")(x, recorder(f"blocks.{i}"))
+                x = MBConv(spec, self.impl, self.redirect, self.rule, name=f"blocks_{i}")(x, recorder(f"blocks.{i}"))
                 x = top(f"blocks.{i}", x)
             x = Conv(1280, 1, impl=self.impl, name="head_conv")(x)
             x = FrozenBatchNorm(name="head_bn")(x)

@@ -1,0 +1,207 @@
+"""Input-image methods: which pixels drive a target, and which shallow neurons make a photo unusual.
+
+**Saliency** (``jaxviz attribute``): the gradient of a target (a :mod:`jaxviz.objectives` objective)
+with respect to the input image, under one of three ReLU backward rules:
+
+- ``gradient``: the ordinary gradient (Simonyan et al., 2014);
+- ``deconvnet``: every ReLU passes only the positive part of the incoming gradient, whatever its
+  forward input (Zeiler & Fergus, 2014);
+- ``guided``: guided backpropagation, the ordinary gradient masked by a positive incoming gradient
+  (Springenberg et al., 2015); for ReLU6 a unit passes it where ``0 < x < 6``.
+
+The rules swap the model's activation, so they need a model that offers them
+(``Model.backward_rules``; EfficientNet-Lite from :func:`jaxviz.load_model` does, see
+:mod:`jaxviz.models.activations`); ``gradient`` works for every model.
+
+**Outlier report** (``jaxviz outliers``): for one image and natural-image statistics of shallow
+layers, the squared Mahalanobis distance of every position and the over-activated neurons with the
+largest contributions at the outlier positions (:func:`jaxviz.outliers.select`; README, "The method").
+
+Everything is written for one image and vmapped; images are ``[H, W, 3]`` float in ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxviz import objectives as objectives_lib
+from jaxviz import outliers as outliers_lib
+from jaxviz import views
+from jaxviz.errors import UsageError
+
+__all__ = ["RULES", "rule_apply", "input_gradient", "saliency", "heat", "overlay", "LayerOutliers",
+           "layer_outliers", "image_outliers"]
+
+RULES = ("gradient", "deconvnet", "guided")
+
+
+def rule_apply(model, rule: str = "gradient"):
+    """The model's ``apply`` with the ReLU backward ``rule`` (same forward values).
+
+    Raises:
+      UsageError: unknown rule, or a rule the model does not offer.
+    """
+    if rule not in RULES:
+        raise UsageError(f"unknown rule '{rule}' (choose {', '.join(RULES)})")
+    if rule == "gradient":
+        return model.apply
+    apply = getattr(model, "backward_rules", {}).get(rule)
+    if apply is None:
+        raise UsageError(f"rule '{rule}' needs a model with swappable ReLUs; {model.name} offers only 'gradient'")
+    return apply
+
+
+def input_gradient(model, params, image: jax.Array, objective, *, rule: str = "gradient") -> jax.Array:
+    """Gradient of ``objective`` w.r.t. ONE image under a backward rule.
+
+    Args:
+      model: a :class:`jaxviz.Model`.
+      params: its parameters (usually ``model.params``).
+      image: ``[H, W, 3]`` float in ``[0, 1]`` (any size the model accepts).
+      objective: a :mod:`jaxviz.objectives` objective of one image.
+      rule: ``gradient``, ``deconvnet`` or ``guided``.
+
+    Returns:
+      ``[H, W, 3]`` float32, d objective / d image.
+    """
+    apply = rule_apply(model, rule)
+    layers = model.check_layers(objective.layers)
+
+    def value(img):
+        out = apply(params, model.normalize(img * 255.0)[None], layers)
+        return objective({name: out[name][0] for name in layers})
+
+    return jax.grad(value)(jnp.asarray(image, jnp.float32))
+
+
+@functools.lru_cache(maxsize=32)
+def _batched(model, rule: str):
+    # one image, a stack of same-structure targets (vmapped); images one after another (flat memory)
+    def one(params, image, stacked):
+        return jax.vmap(lambda obj: input_gradient(model, params, image, obj, rule=rule))(stacked)
+
+    return jax.jit(lambda params, images, stacked: jax.lax.map(lambda im: one(params, im, stacked), images))
+
+
+def saliency(model, images, targets: Sequence, *, rule: str = "gradient", params=None) -> np.ndarray:
+    """Input gradients of every target for every image.
+
+    Args:
+      model: a :class:`jaxviz.Model`.
+      images: ``[N, H, W, 3]`` float in ``[0, 1]``.
+      targets: objectives; targets of one structure are computed together (vmapped).
+      rule: ``gradient``, ``deconvnet`` or ``guided``.
+      params: model parameters (default ``model.params``).
+
+    Returns:
+      ``[N, T, H, W, 3]`` float32 gradients, targets in the given order.
+    """
+    rule_apply(model, rule)  # fail early on a bad rule
+    images = jnp.asarray(images, jnp.float32)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise UsageError(f"images must be [N, H, W, 3], got shape {tuple(images.shape)}")
+    targets = list(targets)
+    if not targets:
+        raise UsageError("targets is empty")
+    params = model.params if params is None else params
+    out = np.zeros((images.shape[0], len(targets), *images.shape[1:]), np.float32)
+    groups: dict = {}
+    for i, target in enumerate(targets):
+        groups.setdefault(jax.tree.structure(target), []).append(i)
+    for indices in groups.values():
+        stacked = objectives_lib.stack([targets[i] for i in indices])
+        out[:, indices] = np.asarray(_batched(model, rule)(params, images, stacked))
+    return out
+
+
+def heat(gradient: np.ndarray) -> np.ndarray:
+    """Saliency map ``[..., H, W]``: the largest absolute gradient over the colour channels."""
+    return np.abs(np.asarray(gradient)).max(axis=-1)
+
+
+def overlay(image: np.ndarray, heat_map: np.ndarray, *, quantile: float = 0.99) -> np.ndarray:
+    """The image, dimmed to grey, under a red-to-yellow heat map (uint8 ``[H, W, 3]``).
+
+    The map is scaled by its ``quantile`` (robust to a few extreme pixels) and clipped to 1.
+    """
+    image = np.asarray(image, np.float64)
+    h = np.asarray(heat_map, np.float64)
+    top = np.quantile(h, quantile)
+    h = np.clip(h / top, 0.0, 1.0) if top > 0 else np.zeros_like(h)
+    grey = 0.35 * image.mean(-1, keepdims=True) * np.ones(3)
+    color = np.stack([np.ones_like(h), h, np.zeros_like(h)], -1)  # red, turning yellow at the peak
+    mixed = grey * (1.0 - h[..., None]) + color * h[..., None]
+    return np.clip(np.round(mixed * 255.0), 0, 255).astype(np.uint8)
+
+
+class LayerOutliers(NamedTuple):
+    """Why one image is (or is not) an outlier at one layer.
+
+    Attributes:
+      selection: :class:`jaxviz.outliers.Selection` (neurons, score, count, mask, outlier, d2).
+      d2_map: ``[h, w]`` squared Mahalanobis distance per position of the view.
+      threshold: the χ²(dim) quantile above which a position is an outlier.
+      dim: feature dimension.
+    """
+
+    selection: outliers_lib.Selection
+    d2_map: jax.Array
+    threshold: float
+    dim: int
+
+
+def layer_outliers(activation: jax.Array, mean: jax.Array, precision: jax.Array, *, view: str = "pixel",
+                   k: int = 8, quantile: float = 0.99) -> LayerOutliers:
+    """Outlier positions and neurons of ONE image's activation ``[H, W, C]`` at one layer.
+
+    Args:
+      activation: ``[H, W, C]`` (or ``[C]``).
+      mean, precision: the layer's natural statistics (``[dim]``, ``[dim, dim]``).
+      view: the view the statistics were collected with (``pixel``, ``pooled``, ``patchK``).
+      k: how many neurons to select.
+      quantile: χ²(dim) quantile of outlier positions.
+
+    Returns:
+      A :class:`LayerOutliers`.
+    """
+    parsed = views.parse_view(view)
+    x = parsed(activation)
+    dim = int(x.shape[-1])
+    threshold = outliers_lib.chi2_threshold(dim, quantile)
+    sel = outliers_lib.select(x, jnp.asarray(mean), jnp.asarray(precision), k=min(k, dim), threshold=threshold)
+    if activation.ndim == 1 or parsed.kind == "pooled":
+        side = (1, 1)
+    else:
+        crop = parsed.size - 1 if parsed.kind == "patch" else 0
+        side = (activation.shape[0] - crop, activation.shape[1] - crop)
+    return LayerOutliers(sel, sel.d2.reshape(side), threshold, dim)
+
+
+def image_outliers(model, image, moments: Mapping, *, view: str = "pixel", k: int = 8, quantile: float = 0.99,
+                   params=None) -> dict[str, LayerOutliers]:
+    """:func:`layer_outliers` at every layer of ``moments`` for ONE image ``[H, W, 3]`` in ``[0, 1]``.
+
+    Args:
+      model: a :class:`jaxviz.Model`.
+      image: ``[H, W, 3]`` float in ``[0, 1]``.
+      moments: ``{layer: LayerMoments}`` (see :func:`jaxviz.priors.load_moments`).
+      view, k, quantile: as :func:`layer_outliers`.
+      params: model parameters (default ``model.params``).
+
+    Returns:
+      ``{layer: LayerOutliers}`` (host arrays).
+    """
+    params = model.params if params is None else params
+    layers = model.check_layers(list(moments))
+    feats = model.features(params, model.normalize(jnp.asarray(image, jnp.float32) * 255.0), layers)
+    out = {}
+    for layer in layers:
+        m = moments[layer]
+        out[layer] = jax.device_get(layer_outliers(feats[layer], m.mean, m.precision, view=view, k=k,
+                                                   quantile=quantile))
+    return out
