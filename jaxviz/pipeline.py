@@ -78,7 +78,7 @@ def visualize(model, targets: Sequence[str], out: str, *, config: render_lib.Ren
     from jaxviz import objectives, report
     from jaxviz.checkpoint import check_writable_dir
 
-    out = check_writable_dir(out, "out")
+    out = check_writable_dir(out, "--out")
     specs = expand_targets(targets, model.layers)
     parsed = [objectives.parse_target(spec, model.layers) for spec in specs]
     prior = prior or priors_lib.none()
@@ -115,7 +115,7 @@ def demo(model, out: str, *, steps: int = 128, size: int = 128, targets: Sequenc
     from jaxviz.models import cache_dir
     from jaxviz.report import write_comparison
 
-    out = check_writable_dir(out, "out")
+    out = check_writable_dir(out, "--out")
     stats_dir = os.path.join(cache_dir(), "stats", f"{model.name}-photos-{'+'.join(DEMO_STATS_LAYERS)}")
     if not quiet:
         print(f"statistics of {', '.join(DEMO_STATS_LAYERS)} over the embedded photos → {stats_dir}", file=sys.stderr)
