@@ -17,9 +17,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from jaxviz.cli.visualize import check_targets
     from jaxviz.models import load_model
-    from jaxviz.pipeline import demo
+    from jaxviz.pipeline import check_demo, demo
 
+    check_demo(steps=args.steps, size=args.size, targets=args.target)
+    if args.target:
+        check_targets(args.target)
     model = load_model(args.model)
     page, runs = demo(model, args.out, steps=args.steps, size=args.size, targets=args.target, quiet=args.quiet)
     for a, b in zip(runs["none"]["targets"], runs["outliers"]["targets"]):

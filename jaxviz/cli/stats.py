@@ -36,7 +36,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from jaxviz import stats
     from jaxviz.checkpoint import check_writable_dir
-    from jaxviz.collect import collect_to_dir
+    from jaxviz.collect import check_pass_arguments, collect_to_dir
     from jaxviz.errors import UsageError
     from jaxviz.models import load_model
     from jaxviz.views import parse_view
@@ -46,10 +46,8 @@ def run(args) -> int:
         raise UsageError("--layers needs at least one layer name")
     view = parse_view(args.view)
     shrinkage = stats.check_shrinkage(args.shrinkage)
-    if args.max_images is not None and args.max_images < 1:
-        raise UsageError("--max-images must be at least 1")
-    if args.size is not None and args.size < 8:
-        raise UsageError("--size must be at least 8")
+    check_pass_arguments(batch_size=args.batch_size, checkpoint_every=args.checkpoint_every, size=args.size,
+                         max_images=args.max_images, seed=args.seed)
     out = check_writable_dir(args.out)
     model = load_model(args.model)
     model.check_layers(layers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from jaxviz.cli._common import add_model_flag
 from jaxviz.errors import UsageError
@@ -48,20 +49,34 @@ def add_render_flags(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def render_config(args, model):
-    """The :class:`jaxviz.render.RenderConfig` of the render flags."""
-    from jaxviz.render import RenderConfig
+def render_config(args, model=None):
+    """The :class:`jaxviz.render.RenderConfig` of the render flags (checked; ``model`` gives the default size)."""
+    from jaxviz.render import MAX_SIZE, RenderConfig
 
-    return RenderConfig(size=args.size or model.resolution or 224, steps=args.steps, param=args.param,
-                        transforms=args.transforms, learning_rate=args.lr, batch_size=args.batch_size, seed=args.seed,
-                        checkpoint_every=args.checkpoint_every, redirect_steps=args.redirect_steps,
-                        compute_dtype=args.precision)
+    if args.size is not None and not 1 <= args.size <= MAX_SIZE:
+        raise UsageError(f"--size must be an integer between 1 and {MAX_SIZE}, got {args.size}")
+    default = (getattr(model, "resolution", None) or 224) if model is not None else 224
+    config = RenderConfig(size=args.size if args.size is not None else default, steps=args.steps,
+                          param=args.param, transforms=args.transforms, learning_rate=args.lr,
+                          batch_size=args.batch_size, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                          redirect_steps=args.redirect_steps, compute_dtype=args.precision)
+    config.check()  # its messages name RenderConfig fields; the CLI shows them as flags
+    return config
 
 
-def prior_from_flags(args, model):
-    """The prior the flags ask for (``--prior`` with its options and ``--stats``)."""
-    from jaxviz.pipeline import build_prior
+def check_targets(specs) -> None:
+    """Checks the syntax of target strings before the model is loaded (layers are checked later)."""
+    from jaxviz.objectives import split_target
 
+    for spec in specs:
+        layer, _, channels = spec.rpartition(":")
+        if layer and (channels == "all" or re.fullmatch(r"[0-9]{1,18}-[0-9]{1,18}", channels, flags=re.ASCII)):
+            continue
+        split_target(spec)
+
+
+def check_prior_flags(args) -> dict:
+    """The prior options the flags give, after the checks that need no model."""
     options = {name: getattr(args, flag) for name, flag in
                (("weight", "weight"), ("k", "top_k"), ("every", "every"), ("warmup", "warmup"),
                 ("quantile", "quantile")) if getattr(args, flag) is not None}
@@ -71,6 +86,14 @@ def prior_from_flags(args, model):
         raise UsageError("--weight needs a --prior other than none")
     if args.prior in ("outliers", "mahalanobis") and not args.stats:
         raise UsageError(f"--prior {args.prior} needs --stats DIR (make it with `jaxviz stats`)")
+    return options
+
+
+def prior_from_flags(args, model):
+    """The prior the flags ask for (``--prior`` with its options and ``--stats``)."""
+    from jaxviz.pipeline import build_prior
+
+    options = check_prior_flags(args)
     layers = [l for l in (args.stats_layers or "").split(",") if l] or None
     return build_prior(model, args.prior, stats=args.stats, layers=layers, **options)
 
@@ -79,6 +102,9 @@ def run(args) -> int:
     from jaxviz.models import load_model
     from jaxviz.pipeline import visualize
 
+    render_config(args)  # everything checkable without the model fails before it loads
+    check_targets(args.target)
+    check_prior_flags(args)
     model = load_model(args.model)
     metrics, _ = visualize(model, args.target, args.out, config=render_config(args, model),
                            prior=prior_from_flags(args, model), stats=args.stats, checkpoint_dir=args.checkpoint_dir,
