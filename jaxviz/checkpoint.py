@@ -27,11 +27,14 @@ def check_writable_dir(path: str, what: str = "--out") -> str:
     Raises:
       UsageError: not creatable or not writable.
     """
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).strip():
+        raise UsageError(f"{what} must name a folder, got {path!r}")
     path = os.path.abspath(os.path.expanduser(path))
     try:
         os.makedirs(path, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"{what} {path} cannot be created: {e.strerror or e}") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the name
+        shown = path if len(path) <= 80 else f"{path[:77]}..."
+        raise UsageError(f"{what} {shown} cannot be created: {getattr(e, 'strerror', None) or e}") from None
     if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
         raise UsageError(f"{what} {path} is not a writable directory")
     return path

@@ -238,6 +238,7 @@ def _chain(head, tail):
 
 MAX_BATCH = 4096
 MAX_SIZE = 2048
+MAX_IMAGES = 100_000_000
 
 
 def _whole(name: str, value, low: int, high: int | None = None, *, optional: bool = False) -> None:
@@ -254,7 +255,7 @@ def check_pass_arguments(*, batch_size=32, checkpoint_every=50, size=None, max_i
     _whole("batch_size", batch_size, 1, MAX_BATCH)
     _whole("checkpoint_every", checkpoint_every, 1)
     _whole("size", size, 8, MAX_SIZE, optional=True)
-    _whole("max_images", max_images, 1, optional=True)
+    _whole("max_images", max_images, 1, MAX_IMAGES, optional=True)
     _whole("seed", seed, 0, 2**32 - 1)
 
 

@@ -106,7 +106,7 @@ class RenderConfig:
         whole("batch_size", 1, 4096)
         whole("chunk_steps", 1, 4096)
         whole("checkpoint_every", 1)
-        whole("redirect_steps", 0, MAX_STEPS)
+        whole("redirect_steps", 0, self.steps if isinstance(self.steps, int) else MAX_STEPS)
         whole("seed", 0, 2**32 - 1)
         if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
                 and self.learning_rate > 0):

@@ -42,6 +42,23 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def whole(text: str) -> int:
+    """``type=`` of integer flags: ASCII digits only (``int()`` also reads '٣' and '1_000')."""
+    if not re.fullmatch(r"[+-]?[0-9]{1,30}", text.strip(), flags=re.ASCII):
+        raise argparse.ArgumentTypeError(f"expected a whole number in ASCII digits, got {text[:40]!r}")
+    return int(text)
+
+
+def number(text: str) -> float:
+    """``type=`` of real-valued flags: ASCII only (``nan``/``inf`` pass here and are refused by the checks)."""
+    if not text.isascii() or len(text) > 40:
+        raise argparse.ArgumentTypeError(f"expected a number in ASCII, got {text[:40]!r}")
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
 def add_model_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default="efficientnet_lite0", metavar="M",

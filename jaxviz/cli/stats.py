@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from jaxviz.cli._common import add_model_flag
+from jaxviz.cli._common import add_model_flag, whole
 
 
 def register(sub) -> None:
@@ -17,13 +17,13 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--view", default="pixel", metavar="V",
                    help="pixel (default), pooled or patchK (K odd, e.g. patch3)")
-    p.add_argument("--max-images", type=int, default=None, metavar="N", help="use at most N images")
-    p.add_argument("--batch-size", type=int, default=32, metavar="B", help="images per step and process (default 32)")
-    p.add_argument("--size", type=int, default=None, metavar="PX", help="image side (default: the model's resolution)")
+    p.add_argument("--max-images", type=whole, default=None, metavar="N", help="use at most N images")
+    p.add_argument("--batch-size", type=whole, default=32, metavar="B", help="images per step and process (default 32)")
+    p.add_argument("--size", type=whole, default=None, metavar="PX", help="image side (default: the model's resolution)")
     p.add_argument("--data-dir", default=None, metavar="D", help="TFDS data directory")
-    p.add_argument("--seed", type=int, default=0, help="data order / sampling seed (default 0)")
+    p.add_argument("--seed", type=whole, default=0, help="data order / sampling seed (default 0)")
     p.add_argument("--shrinkage", default="oas", metavar="S", help="oas (default), ledoit_wolf or a number in [0, 1]")
-    p.add_argument("--checkpoint-every", type=int, default=50, metavar="N",
+    p.add_argument("--checkpoint-every", type=whole, default=50, metavar="N",
                    help="steps between checkpoints (default 50)")
     p.add_argument("--checkpoint-dir", default=None, metavar="D",
                    help="where to checkpoint (default DIR/.checkpoint, removed when done)")

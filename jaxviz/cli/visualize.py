@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-from jaxviz.cli._common import add_model_flag
+from jaxviz.cli._common import add_model_flag, number, whole
 from jaxviz.errors import UsageError
 
 PRIORS = ("none", "outliers", "mahalanobis", "bn")  # the registry's names (tests/test_cli.py checks they agree)
@@ -28,21 +28,21 @@ def add_render_flags(p) -> None:
     p.add_argument("--prior", default="none", choices=PRIORS, help="prior against unnatural images (default none)")
     p.add_argument("--stats", metavar="DIR", help="statistics from `jaxviz stats` (for --prior outliers/mahalanobis)")
     p.add_argument("--stats-layers", metavar="L1,L2", help="use only these layers of --stats (default all)")
-    p.add_argument("--weight", type=float, default=None, help="prior weight λ (default: the prior's)")
-    p.add_argument("--top-k", type=int, default=None, help="outliers: neurons suppressed per layer (default 8)")
-    p.add_argument("--every", type=int, default=None, help="outliers: steps between re-selections (default 16)")
-    p.add_argument("--warmup", type=int, default=None, help="outliers: DeepDream steps before suppression (default 32)")
-    p.add_argument("--quantile", type=float, default=None, help="outliers: χ² quantile of outlier positions (0.99)")
-    p.add_argument("--steps", type=int, default=256, help="optimization steps (default 256)")
-    p.add_argument("--size", type=int, default=None, help="image side in px (default: the model's resolution)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
+    p.add_argument("--weight", type=number, default=None, help="prior weight λ (default: the prior's)")
+    p.add_argument("--top-k", type=whole, default=None, help="outliers: neurons suppressed per layer (default 8)")
+    p.add_argument("--every", type=whole, default=None, help="outliers: steps between re-selections (default 16)")
+    p.add_argument("--warmup", type=whole, default=None, help="outliers: DeepDream steps before suppression (default 32)")
+    p.add_argument("--quantile", type=number, default=None, help="outliers: χ² quantile of outlier positions (0.99)")
+    p.add_argument("--steps", type=whole, default=256, help="optimization steps (default 256)")
+    p.add_argument("--size", type=whole, default=None, help="image side in px (default: the model's resolution)")
+    p.add_argument("--seed", type=whole, default=0, help="random seed (default 0)")
+    p.add_argument("--lr", type=number, default=0.05, help="Adam learning rate (default 0.05)")
     p.add_argument("--transforms", default="default", choices=("default", "none"),
                    help="robustness transforms (default: pad, jitter, scale, rotate)")
-    p.add_argument("--batch-size", type=int, default=8, help="targets optimized together (default 8)")
+    p.add_argument("--batch-size", type=whole, default=8, help="targets optimized together (default 8)")
     p.add_argument("--checkpoint-dir", metavar="D", help="checkpoint here; rerunning the same command resumes")
-    p.add_argument("--checkpoint-every", type=int, default=64, help="steps between checkpoints (default 64)")
-    p.add_argument("--redirect-steps", type=int, default=0,
+    p.add_argument("--checkpoint-every", type=whole, default=64, help="steps between checkpoints (default 64)")
+    p.add_argument("--redirect-steps", type=whole, default=0,
                    help="first N steps use redirected ReLU gradients, for targets that start dead (default 0)")
     p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
                    help="model compute precision; bfloat16 on GPU/TPU only (default float32)")

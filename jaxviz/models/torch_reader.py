@@ -258,6 +258,15 @@ def _load_zip(archive: zipfile.ZipFile, file_size: int) -> Any:
     return _materialize(result, budget)
 
 
+def _check_state_dict(result):
+    if not isinstance(result, dict):
+        raise WeightFileError(f"the file holds a {type(result).__name__}, not a state dict")
+    for key, value in result.items():
+        if not isinstance(value, (np.ndarray, dict)):
+            raise WeightFileError(f"entry {key!r:.60} is a {type(value).__name__}, not a tensor")
+    return result
+
+
 def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Loads a PyTorch state dict as numpy arrays without torch and without running code.
 
@@ -274,9 +283,9 @@ def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
-                return _load_zip(archive, os.path.getsize(path))
+                return _check_state_dict(_load_zip(archive, os.path.getsize(path)))
         with open(path, "rb") as f:
-            return _load_legacy(f)
+            return _check_state_dict(_load_legacy(f))
     except WeightFileError as e:
         raise type(e)(f"{path}: {e}") from None  # name the file: the CLI prints only this line
     except (pickle.UnpicklingError, EOFError, struct.error, zipfile.BadZipFile, KeyError,
