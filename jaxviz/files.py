@@ -108,7 +108,7 @@ def _lock_path(folder: str) -> str:
 
 
 @contextlib.contextmanager
-def lock_dir(folder: str | os.PathLike, *, what: str = "out") -> Iterator[str]:
+def lock_dir(folder: str | os.PathLike, *, what: str = "out=") -> Iterator[str]:
     """Holds the write lock of ``folder`` (a ``.NAME.lock`` sibling holding the PID) while in the block.
 
     The lock is an OS file lock on that file, so a run that died (kill -9, power loss) leaves a
@@ -155,7 +155,7 @@ def lock_dir(folder: str | os.PathLike, *, what: str = "out") -> Iterator[str]:
 
 @contextlib.contextmanager
 def replace_dir(folder: str | os.PathLike, *, outputs: Callable[[str], bool] = lambda name: True,
-                what: str = "out") -> Iterator[str]:
+                what: str = "out=") -> Iterator[str]:
     """Yields an empty temporary sibling of ``folder``; when the block succeeds it replaces ``folder``.
 
     The old folder stays untouched until the new one is complete: a failure (disk full, crash,

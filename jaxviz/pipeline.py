@@ -78,8 +78,8 @@ def visualize(model, targets: Sequence[str], out: str, *, config: render_lib.Ren
     from jaxviz.checkpoint import check_writable_dir
     from jaxviz.files import lock_dir
 
-    out = check_writable_dir(out, "out")
-    with lock_dir(out, what="out"):  # a second run writing the same folder is refused
+    out = check_writable_dir(out, "out=")
+    with lock_dir(out, what="out="):  # a second run writing the same folder is refused
         return _visualize(model, targets, out, config=config, prior=prior, stats=stats,
                           checkpoint_dir=checkpoint_dir, quiet=quiet, title=title, **render_options)
 
@@ -136,7 +136,7 @@ def demo(model, out: str, *, steps: int = 128, size: int = 128, targets: Sequenc
     from jaxviz.models import cache_dir
 
     check_demo(steps=steps, size=size, targets=targets)
-    out = check_writable_dir(out, "out")
+    out = check_writable_dir(out, "out=")
     stats_dir = os.path.join(cache_dir(), "stats", f"{model.name}-photos-{'+'.join(DEMO_STATS_LAYERS)}")
     if not quiet:
         print(f"statistics of {', '.join(DEMO_STATS_LAYERS)} over the embedded photos → {stats_dir}", file=sys.stderr)
@@ -146,7 +146,7 @@ def demo(model, out: str, *, steps: int = 128, size: int = 128, targets: Sequenc
         if not quiet:
             print(f"jaxviz: note: the cached statistics in {stats_dir} are damaged; rebuilding them", file=sys.stderr)
         collect_to_dir(model, list(DEMO_STATS_LAYERS), "photos", stats_dir, quiet=quiet, force=True)
-    with lock_dir(out, what="out"):
+    with lock_dir(out, what="out="):
         return _demo(model, out, stats_dir, steps=steps, size=size, targets=targets, quiet=quiet)
 
 

@@ -179,10 +179,10 @@ def write_result(out: str, result, *, targets: Sequence[str] | None = None, labe
     """
     from jaxviz.checkpoint import check_writable_dir
 
-    out = check_writable_dir(out, "out")
+    out = check_writable_dir(out, "out=")
     targets = list(targets or result.targets or [f"target {i}" for i in range(len(result.images))])
     labels = list(labels or [""] * len(targets))
-    with replace_dir(out, outputs=is_gallery_file, what="out") as staging:
+    with replace_dir(out, outputs=is_gallery_file, what="out=") as staging:
         return write_run(staging, targets=targets, labels=labels, images=result.images,
                          records=target_records(result), config=dict(config or {}),
                          heatmaps=result.prior.get("outlier_map"), title=title)

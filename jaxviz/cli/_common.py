@@ -23,6 +23,7 @@ FLAG_NAMES = {
     "batch_size=": "--batch-size",
     "force=True": "--force",
     "steps=": "--steps",
+    "out=": "--out",
     "size=": "--size",
     "seed=": "--seed",
 }
