@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxviz.errors import CheckpointMismatchError, UsageError
+from jaxviz.errors import CheckpointMismatchError, OutputError, UsageError
 from jaxviz.files import atomic_write_json, to_json
 
 __all__ = ["CheckpointMismatchError", "RunStore", "check_writable_dir"]
@@ -27,11 +27,14 @@ def check_writable_dir(path: str, what: str = "--out") -> str:
     Raises:
       UsageError: not creatable or not writable.
     """
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).strip():
+        raise UsageError(f"{what} must name a folder, got {path!r}")
     path = os.path.abspath(os.path.expanduser(path))
     try:
         os.makedirs(path, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"{what} {path} cannot be created: {e.strerror or e}") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the name
+        shown = path if len(path) <= 80 else f"{path[:77]}..."
+        raise UsageError(f"{what} {shown} cannot be created: {getattr(e, 'strerror', None) or e}") from None
     if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
         raise UsageError(f"{what} {path} is not a writable directory")
     return path
@@ -60,8 +63,14 @@ class RunStore:
         meta = to_json(meta, sort_keys=True)
         path = os.path.join(self.directory, "run.json")
         if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                saved = json.load(f)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    saved = json.load(f)
+            except (OSError, ValueError) as e:
+                raise CheckpointMismatchError(f"checkpoint dir {self.directory} has an unreadable run.json "
+                                              f"({type(e).__name__}); use another --checkpoint-dir or delete it") from None
+            if not isinstance(saved, dict):
+                saved = {"run.json": saved}
             if saved != meta:
                 old, new = _flatten(saved), _flatten(meta)
                 differ = [f"{k} {old.get(k)!r:.40} → {new.get(k)!r:.40}"
@@ -85,8 +94,13 @@ class RunStore:
         manager = self._manager(launch_id)
         # flat leaves: the template's treedef rebuilds any NamedTuple/optax state on restore
         leaves = {f"{i:05d}": leaf for i, leaf in enumerate(jax.tree.leaves(state))}
-        manager.save(step, args=ocp.args.StandardSave({"state": leaves, "log": log}), force=True)
-        manager.wait_until_finished()
+        try:
+            manager.save(step, args=ocp.args.StandardSave({"state": leaves, "log": log}), force=True)
+            manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 - OSError, or tensorstore's own error for a full disk
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+            raise OutputError(f"cannot write a checkpoint to {self.directory} ({reason}); "
+                              "the previous checkpoint is kept") from None
 
     def restore(self, launch_id: str, state_template, log_template: np.ndarray):
         """Latest ``(state, log)`` of a launch, laid out like the templates, or ``None``."""
@@ -101,7 +115,11 @@ class RunStore:
 
         leaves, treedef = jax.tree.flatten(state_template)
         template = {"state": {f"{i:05d}": abstract(x) for i, x in enumerate(leaves)}, "log": log_template}
-        restored = manager.restore(step, args=ocp.args.StandardRestore(template))
+        try:
+            restored = manager.restore(step, args=ocp.args.StandardRestore(template))
+        except Exception as e:  # noqa: BLE001 - a damaged checkpoint: orbax/tensorstore raise many types
+            raise CheckpointMismatchError(f"the checkpoint in {self.directory} cannot be read ({type(e).__name__}); "
+                                          "delete it to start over") from None
         state = jax.tree.unflatten(treedef, [restored["state"][f"{i:05d}"] for i in range(len(leaves))])
         return state, np.asarray(restored["log"])
 

@@ -139,10 +139,7 @@ def collect_stats(model, layers: Sequence[str], source, *, view="pixel", batch_s
     layers = list(model.check_layers(list(layers)))
     if not layers:
         raise UsageError("no layers given")
-    if batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
-    if checkpoint_every < 1:
-        raise UsageError("--checkpoint-every must be at least 1")
+    check_pass_arguments(batch_size=batch_size, checkpoint_every=checkpoint_every)
     mesh = mesh or data_mesh()
     procs, pid = jax.process_count(), jax.process_index()
     total = len(source)
@@ -239,11 +236,37 @@ def _chain(head, tail):
 # --------------------------------------------------------------------------------------------- files
 
 
+MAX_BATCH = 4096
+MAX_SIZE = 2048
+MAX_IMAGES = 100_000_000
+
+
+def _whole(name: str, value, low: int, high: int | None = None, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (
+            high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise UsageError(f"{name}= must be an integer {bound}, got {value!r}")
+
+
+def check_pass_arguments(*, batch_size=32, checkpoint_every=50, size=None, max_images=None, seed=0) -> None:
+    """Raises :class:`UsageError` (naming the argument, e.g. ``batch_size=``) for values that cannot run."""
+    _whole("batch_size", batch_size, 1, MAX_BATCH)
+    _whole("checkpoint_every", checkpoint_every, 1)
+    _whole("size", size, 8, MAX_SIZE, optional=True)
+    _whole("max_images", max_images, 1, MAX_IMAGES, optional=True)
+    _whole("seed", seed, 0, 2**32 - 1)
+
+
 def _run_metadata(model, layers, view, source, *, spec, seed, size, batch_size, max_images) -> dict:
-    return {"model": model.name, "layers": list(layers), "view": view.name, "data": spec,
+    meta = {"model": model.name, "layers": list(layers), "view": view.name, "data": spec,
             "data_description": source.describe(), "seed": seed, "images": len(source), "size": size,
             "batch_size": batch_size, "max_images": max_images, "processes": jax.process_count(),
             "preprocessing": getattr(source, "preprocessing", None)}
+    if hasattr(source, "fingerprint"):  # the files' sizes and times: a changed image is another pass
+        meta["files"] = source.fingerprint()
+    return meta
 
 
 def _count(value) -> int:
@@ -257,22 +280,36 @@ def collect_to_dir(model, layers: Sequence[str], spec: str, directory: str, *, v
                    metadata: Mapping[str, Any] | None = None) -> tuple[StatsBundle, bool]:
     """Statistics of ``layers`` over the data ``spec``, saved in ``directory`` (what ``jaxviz stats`` runs).
 
-    Statistics already in ``directory`` with the same settings are reused unless ``force``. The pass
-    checkpoints to ``checkpoint_dir`` (default ``directory/.checkpoint``, removed when done; ``force``
-    discards it too) so an interrupted run resumes when rerun. ``compact`` stores float32 moments
-    (``moments.npz``, see :mod:`jaxviz.stats_store`); ``metadata`` adds fields to ``stats.json``
-    (e.g. the command that made them).
+    Statistics already in ``directory`` with the same settings are reused unless ``force``;
+    statistics of other layers there are replaced only with ``force``. The pass checkpoints to
+    ``checkpoint_dir`` (default ``directory/.checkpoint``, removed when done; ``force`` discards it
+    too) so an interrupted run resumes when rerun. A second live run on ``directory`` is refused.
+    ``compact`` stores float32 moments (``moments-N.npz``, see :mod:`jaxviz.stats_store`);
+    ``metadata`` adds fields to ``stats.json`` (e.g. the command that made them).
 
     Returns:
       ``(bundle, computed)``: the statistics and whether a pass ran.
     """
-    from jaxviz import data
     from jaxviz.checkpoint import check_writable_dir
+    from jaxviz.files import lock_dir
 
+    check_pass_arguments(batch_size=batch_size, checkpoint_every=checkpoint_every, size=size, max_images=max_images,
+                         seed=seed)
     view = views.parse_view(view)
     layers = list(model.check_layers(list(layers)))
     shrinkage = stats.check_shrinkage(shrinkage)
     directory = check_writable_dir(directory)
+    with lock_dir(directory, what="statistics folder"):
+        return _collect_to_dir(model, layers, spec, directory, view=view, size=size, batch_size=batch_size,
+                               data_dir=data_dir, max_images=max_images, seed=seed, shrinkage=shrinkage,
+                               checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, force=force,
+                               quiet=quiet, progress=progress, compact=compact, metadata=metadata)
+
+
+def _collect_to_dir(model, layers, spec, directory, *, view, size, batch_size, data_dir, max_images, seed, shrinkage,
+                    checkpoint_dir, checkpoint_every, force, quiet, progress, compact, metadata):
+    from jaxviz import data
+
     size = int(size or model.resolution or 224)
     source = data.open_source(spec, size=size, data_dir=data_dir, max_images=max_images, seed=seed)
     run = _run_metadata(model, layers, view, source, spec=spec, seed=seed, size=size, batch_size=batch_size,
@@ -288,6 +325,10 @@ def collect_to_dir(model, layers: Sequence[str], spec: str, directory: str, *, v
         same_storage = (old.get("storage") == COMPACT) == bool(compact)
         if not force and same_storage and old.get("run") == to_json(run):
             return load_stats(directory, model=model, shrinkage=shrinkage), False
+        lost = [l for l in old.get("layers") or () if l not in layers]
+        if lost and not force:  # replacing them would lose statistics the user made
+            raise UsageError(f"{directory} holds statistics of other layers ({', '.join(map(str, lost))}); "
+                             "pass force=True to replace them, or choose another folder")
         if not quiet and jax.process_index() == 0:
             print(f"jaxviz: note: replacing the statistics in {directory}", file=sys.stderr)
     default_ckpt = checkpoint_dir is None
@@ -309,7 +350,8 @@ def collect_to_dir(model, layers: Sequence[str], spec: str, directory: str, *, v
     try:
         states = collect_stats(model, layers, source, view=view, batch_size=batch_size,
                                checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-                               metadata={"data": spec, "seed": seed, "max_images": max_images},
+                               metadata={"data": spec, "seed": seed, "max_images": max_images,
+                                         "files": run.get("files")},
                                progress=on_progress)
     finally:
         close()

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import math
 import operator
 import os
+import stat
 from typing import Any, Iterator
 
 import numpy as np
@@ -142,7 +144,8 @@ class FolderScan:
       root: the folder, absolute.
       files: readable image paths in sorted order of their path relative to ``root``.
       converted: the subset of ``files`` that are not RGB (grayscale, RGBA, palette...).
-      skipped: image files that failed to decode (truncated or corrupt JPEGs...).
+      skipped: image files that failed to decode (truncated or corrupt JPEGs...) and entries that
+        are not regular files (FIFOs, sockets, devices: never opened).
       ignored: files that are not images at all (text files, archives...).
     """
 
@@ -183,6 +186,9 @@ def scan_folder(path: str | os.PathLike, *, max_images: int | None = None,
     for p in found:
         if max_images is not None and len(files) >= max_images:
             break
+        if not _is_regular_file(p):  # a FIFO, socket or device would block or never end: never opened
+            skipped.append(p)
+            continue
         try:
             # A full decode: a truncated JPEG only fails here, not at Image.open or verify().
             _, was_converted = read_image(p, draft_size=draft_size)
@@ -198,6 +204,13 @@ def scan_folder(path: str | os.PathLike, *, max_images: int | None = None,
         detail = f" ({len(skipped)} unreadable images skipped, {len(ignored)} other files)" if found else ""
         raise DataError(f"image folder {root} holds no readable image{detail}")
     return FolderScan(root, tuple(files), frozenset(converted), tuple(skipped), tuple(ignored))
+
+
+def _is_regular_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _has_image_header(path: str) -> bool:
@@ -232,6 +245,17 @@ class FolderSource(_Batching):
     def sample(self, i: int) -> np.ndarray:
         image, _ = read_image(self.files[self._check_index(i)], draft_size=_resized_side(self))
         return resize_center_crop(image, self.size, crop_fraction=self.crop_fraction)
+
+    def fingerprint(self) -> str:
+        """A hash of every file's name, size and modification time: changes when an image does."""
+        h = hashlib.sha256()
+        for path in self.files:
+            try:
+                st = os.stat(path)
+                h.update(f"{os.path.relpath(path, self.root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{path}\0missing\n".encode())
+        return h.hexdigest()[:16]
 
     def describe(self) -> str:
         return (f"folder:{self.root} ({self.count} images, {self.skipped} skipped, "

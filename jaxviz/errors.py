@@ -53,3 +53,7 @@ class UnsafeWeightsError(WeightFileError):
 
 class CheckpointMismatchError(JaxvizError, ValueError):
     """The checkpoint directory belongs to a run with other settings."""
+
+
+class OutputError(JaxvizError, OSError):
+    """An output folder cannot be written (disk full, permissions) or another live run is writing it."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import stat
 from typing import Sequence
 
 import numpy as np
@@ -12,8 +13,12 @@ from PIL import Image, UnidentifiedImageError
 
 from jaxviz.errors import ImageError, UsageError
 
+# Resizing the short side to S makes an image of up to MAX_ASPECT·S² pixels before the crop: this
+# bounds the memory of a thin image (1×15000 px would become 224×3.4M), whatever its pixel count.
+MAX_ASPECT = 32
+
 __all__ = [
-    "ImageError", "read_image", "decode_image_bytes", "resize_center_crop", "resize_center_crop01",
+    "MAX_ASPECT", "ImageError", "read_image", "decode_image_bytes", "resize_center_crop", "resize_center_crop01",
     "resize_batch01", "as_uint8_batch", "EVAL_CROP_FRACTION",
 ]
 
@@ -36,7 +41,26 @@ def read_image(path: str | os.PathLike, *, draft_size: int | None = None) -> tup
     Raises:
       ImageError: missing, unreadable, not an image, or corrupt.
     """
-    return _decode(path, str(path), draft_size)
+    return _decode(_open_regular(path, str(path)), str(path), draft_size)
+
+
+def _open_regular(path, label: str):
+    """Opens a regular file for reading; anything else (FIFO, socket, device) is refused unread."""
+    try:
+        # O_NONBLOCK: opening a FIFO with no writer must not wait; it changes nothing for files
+        fd = os.open(os.fspath(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ImageError(f"{label}: no such file") from None
+    except PermissionError:
+        raise ImageError(f"{label}: permission denied") from None
+    except OSError as e:
+        raise ImageError(f"{label}: cannot be opened ({e.strerror or e})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        what = "is a directory" if stat.S_ISDIR(mode) else "is not a regular file (FIFO, socket or device)"
+        raise ImageError(f"{label}: {what}, not an image")
+    return os.fdopen(fd, "rb")
 
 
 def decode_image_bytes(
@@ -49,6 +73,10 @@ def decode_image_bytes(
 def _decode(source, label: str, draft_size: int | None) -> tuple[np.ndarray, bool]:
     try:
         with Image.open(source) as im:
+            w, h = im.size
+            if max(w, h) > MAX_ASPECT * max(1, min(w, h)):
+                raise ImageError(f"{label}: {w}x{h} px is too elongated to resize and crop "
+                                 f"(aspect ratio above {MAX_ASPECT}:1)")
             if draft_size is not None:
                 im.draft(im.mode, (draft_size, draft_size))  # no-op for non-JPEG formats
             im.load()
@@ -62,6 +90,8 @@ def _decode(source, label: str, draft_size: int | None) -> tuple[np.ndarray, boo
                 scale = 255.0 / max(arr.max(), 1.0)
                 im = Image.fromarray((arr * scale).astype(np.uint8))
             rgb = np.asarray(im.convert("RGB"), np.uint8)
+    except ImageError:
+        raise
     except FileNotFoundError:
         raise ImageError(f"{label}: no such file") from None
     except IsADirectoryError:
@@ -74,6 +104,9 @@ def _decode(source, label: str, draft_size: int | None) -> tuple[np.ndarray, boo
         raise ImageError(f"{label}: too many pixels to decode safely ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{label}: corrupt or truncated image ({e})") from None
+    finally:
+        if hasattr(source, "close"):
+            source.close()
     return rgb, converted
 
 
@@ -81,6 +114,8 @@ def _resized_shape(h: int, w: int, size: int, crop_fraction: float = 1.0) -> tup
     """``(width, height)`` after resizing the short side to ``floor(size / crop_fraction)``."""
     if not 0.0 < crop_fraction <= 1.0:
         raise UsageError(f"crop fraction must be in (0, 1], got {crop_fraction}")
+    if min(h, w) < 1 or max(h, w) > MAX_ASPECT * min(h, w):
+        raise ImageError(f"a {w}x{h} px image is too elongated to resize and crop (aspect ratio above {MAX_ASPECT}:1)")
     short = max(size, math.floor(size / crop_fraction + 1e-9))  # 1e-9: 224 / 0.875 stays 256
     if h <= w:
         return max(short, math.floor(w * short / h)), short

@@ -15,6 +15,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from jaxviz.errors import UsageError
 
 __all__ = ["mahalanobis", "contributions", "chi2_threshold", "Selection", "select"]
 
@@ -39,9 +42,21 @@ def mahalanobis(x: jax.Array, mean: jax.Array, precision: jax.Array) -> jax.Arra
     return jnp.sum(contributions(x, mean, precision), axis=-1)
 
 
-@functools.lru_cache(maxsize=None)
 def chi2_threshold(dim: int, quantile: float = 0.99) -> float:
-    """The ``quantile`` of χ²(dim): ``D²`` of a Gaussian sample exceeds it with probability ``1 − quantile``."""
+    """The ``quantile`` of χ²(dim): ``D²`` of a Gaussian sample exceeds it with probability ``1 − quantile``.
+
+    Raises:
+      UsageError: ``dim`` is not a positive integer or ``quantile`` not strictly between 0 and 1.
+    """
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise UsageError(f"chi2_threshold: dim must be a positive integer, got {dim!r}")
+    if isinstance(quantile, bool) or not isinstance(quantile, (int, float, np.floating)) or not 0 < quantile < 1:
+        raise UsageError(f"chi2_threshold: quantile must be strictly between 0 and 1, got {quantile!r}")
+    return _chi2_ppf(int(dim), float(quantile))
+
+
+@functools.lru_cache(maxsize=None)
+def _chi2_ppf(dim: int, quantile: float) -> float:
     from scipy.stats import chi2
 
     return float(chi2.ppf(quantile, dim))

@@ -16,7 +16,7 @@ from jaxviz import render as render_lib
 from jaxviz.errors import UsageError
 from jaxviz.progress import progress_bar
 
-__all__ = ["expand_targets", "target_label", "build_prior", "visualize", "demo", "DEMO_TARGETS"]
+__all__ = ["expand_targets", "target_label", "build_prior", "visualize", "demo", "check_demo", "DEMO_TARGETS"]
 
 DEMO_TARGETS = ("logits:207", "logits:281", "logits:947", "logits:980")  # retriever, tabby, mushroom, volcano
 DEMO_STATS_LAYERS = ("blocks.2", "blocks.3", "blocks.4", "blocks.5")
@@ -75,10 +75,18 @@ def visualize(model, targets: Sequence[str], out: str, *, config: render_lib.Ren
     Returns:
       ``(metrics dict, RenderResult)``.
     """
-    from jaxviz import objectives, report
     from jaxviz.checkpoint import check_writable_dir
+    from jaxviz.files import lock_dir
 
-    out = check_writable_dir(out, "--out")
+    out = check_writable_dir(out, "out=")
+    with lock_dir(out, what="out="):  # a second run writing the same folder is refused
+        return _visualize(model, targets, out, config=config, prior=prior, stats=stats,
+                          checkpoint_dir=checkpoint_dir, quiet=quiet, title=title, **render_options)
+
+
+def _visualize(model, targets, out, *, config, prior, stats, checkpoint_dir, quiet, title, **render_options):
+    from jaxviz import objectives, report
+
     specs = expand_targets(targets, model.layers)
     parsed = [objectives.parse_target(spec, model.layers) for spec in specs]
     prior = prior or priors_lib.none()
@@ -98,6 +106,17 @@ def visualize(model, targets: Sequence[str], out: str, *, config: render_lib.Ren
     return metrics, result
 
 
+def check_demo(*, steps: int = 128, size: int = 128, targets: Sequence[str] | None = None) -> None:
+    """Raises :class:`UsageError` for :func:`demo` arguments that cannot run (before any work)."""
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= render_lib.MAX_SIZE:
+        raise UsageError(f"size= must be an integer between 1 and {render_lib.MAX_SIZE}, got {size!r}")
+    config = render_lib.RenderConfig(size=size, steps=steps, batch_size=max(1, len(targets or DEMO_TARGETS)))
+    config.check()
+    warmup = priors_lib.OutlierPrior.warmup
+    if steps <= warmup:
+        raise UsageError(f"steps= must exceed the outlier prior's warmup ({warmup}), got {steps}")
+
+
 def demo(model, out: str, *, steps: int = 128, size: int = 128, targets: Sequence[str] | None = None,
          quiet: bool = False) -> tuple[str, dict]:
     """The method next to plain activation maximization on a few classes, in one gallery.
@@ -112,14 +131,28 @@ def demo(model, out: str, *, steps: int = 128, size: int = 128, targets: Sequenc
     """
     from jaxviz.checkpoint import check_writable_dir
     from jaxviz.collect import collect_to_dir
+    from jaxviz.errors import CheckpointMismatchError, StatsMismatchError, StatsNotFoundError
+    from jaxviz.files import lock_dir
     from jaxviz.models import cache_dir
-    from jaxviz.report import write_comparison
 
-    out = check_writable_dir(out, "--out")
+    check_demo(steps=steps, size=size, targets=targets)
+    out = check_writable_dir(out, "out=")
     stats_dir = os.path.join(cache_dir(), "stats", f"{model.name}-photos-{'+'.join(DEMO_STATS_LAYERS)}")
     if not quiet:
         print(f"statistics of {', '.join(DEMO_STATS_LAYERS)} over the embedded photos → {stats_dir}", file=sys.stderr)
-    collect_to_dir(model, list(DEMO_STATS_LAYERS), "photos", stats_dir, quiet=quiet)
+    try:
+        collect_to_dir(model, list(DEMO_STATS_LAYERS), "photos", stats_dir, quiet=quiet)
+    except (StatsNotFoundError, StatsMismatchError, CheckpointMismatchError):  # a damaged cache: rebuild it
+        if not quiet:
+            print(f"jaxviz: note: the cached statistics in {stats_dir} are damaged; rebuilding them", file=sys.stderr)
+        collect_to_dir(model, list(DEMO_STATS_LAYERS), "photos", stats_dir, quiet=quiet, force=True)
+    with lock_dir(out, what="out="):
+        return _demo(model, out, stats_dir, steps=steps, size=size, targets=targets, quiet=quiet)
+
+
+def _demo(model, out, stats_dir, *, steps, size, targets, quiet):
+    from jaxviz.report import write_comparison
+
     specs = list(targets or DEMO_TARGETS)
     config = render_lib.RenderConfig(size=size, steps=steps, batch_size=len(specs))
     runs = {}

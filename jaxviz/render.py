@@ -107,7 +107,7 @@ class RenderConfig:
         whole("batch_size", 1, 4096)
         whole("chunk_steps", 1, 4096)
         whole("checkpoint_every", 1)
-        whole("redirect_steps", 0, MAX_STEPS)
+        whole("redirect_steps", 0, self.steps if isinstance(self.steps, int) else MAX_STEPS)
         whole("seed", 0, 2**32 - 1)
         if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
                 and self.learning_rate > 0):
@@ -152,7 +152,22 @@ class RenderResult(NamedTuple):
 
 def _fingerprint(obj: Any) -> str:
     # object addresses change between processes; everything else in a repr identifies the object
-    return re.sub(r" at 0x[0-9a-f]+", "", repr(obj))
+    text = re.sub(r" at 0x[0-9a-f]+", "", repr(obj))
+    digest = _content_digest(obj)
+    return f"{text} <content {digest}>" if digest else text
+
+
+def _content_digest(obj: Any) -> str | None:
+    """A hash of the arrays a dataclass object holds (a prior's statistics): a repr names, not values."""
+    from jaxviz.files import content_hash
+
+    if getattr(obj, "fingerprint", None) is not None:
+        return str(obj.fingerprint)
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        return None
+    leaves = [leaf for f in dataclasses.fields(obj) for leaf in jax.tree.leaves(getattr(obj, f.name))
+              if hasattr(leaf, "shape") and hasattr(leaf, "dtype")]
+    return content_hash(*(np.asarray(leaf) for leaf in leaves)) if leaves else None
 
 
 def devices_for(n_targets: int, devices) -> int:
@@ -192,6 +207,7 @@ def _check_inputs(model, targets, config, prior, seeded=False):
     for t in targets:
         if not isinstance(t, objectives_lib.Objective):
             raise UsageError(f"targets must be jaxviz.objectives objects, got {type(t).__name__}")
+        objectives_lib.check_indices(t, model.layers)
     if config.redirect_steps and model.apply_redirected is None:
         raise UsageError(f"redirect_steps needs a model with redirected ReLUs; {model.name} has none")
     if any(getattr(t, "batched", False) for t in targets):
@@ -316,6 +332,9 @@ def render(model, targets: Sequence, *, key: jax.Array | None = None, config: Re
             done_steps += config.steps * len(chunk)
             out_images, out_values, out_prior = jax.device_get(programs.final(model_params, state, obj))
             keep = slice(0, len(chunk))
+            if not (np.all(np.isfinite(out_images[keep])) and np.all(np.isfinite(out_values[keep]))):
+                # the last update is applied after the last checked value: check its result too
+                raise NonFiniteLossError("the final image or objective is NaN/Inf; try a smaller learning rate")
             images[chunk] = out_images[keep]
             activation[chunk] = out_values[keep]
             history[chunk] = values_log[0, :, keep].T

@@ -17,10 +17,17 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from jaxviz.files import atomic_write, atomic_write_json, dumps, npy_bytes
+from jaxviz.files import atomic_write, atomic_write_json, dumps, npy_bytes, replace_dir
 
 __all__ = ["image_filename", "to_uint8", "write_run", "write_result", "target_records", "write_comparison",
-           "contact_sheet", "svg_curve"]
+           "contact_sheet", "svg_curve", "is_gallery_file"]
+
+_GALLERY_FILES = ("images.npy", "metrics.json", "index.html")
+
+
+def is_gallery_file(name: str) -> bool:
+    """Whether a file name is one :func:`write_run` writes (a new run replaces all of them)."""
+    return name in _GALLERY_FILES or name.endswith(".png")
 
 
 def image_filename(target: str) -> str:
@@ -156,6 +163,9 @@ def write_result(out: str, result, *, targets: Sequence[str] | None = None, labe
                  config: Mapping | None = None, title: str = "jaxviz") -> dict:
     """Writes a :class:`jaxviz.render.RenderResult` as :func:`write_run` does (creating ``out``).
 
+    The gallery is written into a temporary sibling folder that replaces ``out`` only once it is
+    complete (see :func:`jaxviz.files.replace_dir`): a failure keeps the previous gallery whole.
+
     Args:
       out: output directory.
       result: the render result.
@@ -169,11 +179,13 @@ def write_result(out: str, result, *, targets: Sequence[str] | None = None, labe
     """
     from jaxviz.checkpoint import check_writable_dir
 
-    out = check_writable_dir(out, "out")
+    out = check_writable_dir(out, "out=")
     targets = list(targets or result.targets or [f"target {i}" for i in range(len(result.images))])
     labels = list(labels or [""] * len(targets))
-    return write_run(out, targets=targets, labels=labels, images=result.images, records=target_records(result),
-                     config=dict(config or {}), heatmaps=result.prior.get("outlier_map"), title=title)
+    with replace_dir(out, outputs=is_gallery_file, what="out=") as staging:
+        return write_run(staging, targets=targets, labels=labels, images=result.images,
+                         records=target_records(result), config=dict(config or {}),
+                         heatmaps=result.prior.get("outlier_map"), title=title)
 
 
 def write_comparison(out: str, runs: Mapping[str, dict], *, title: str = "jaxviz comparison") -> str:

@@ -1,11 +1,13 @@
 """Reading and writing ``jaxviz stats`` output: moments + ``stats.json`` metadata.
 
-A stats directory holds ``stats.json`` (model, view, layers, shrinkage, data spec, seed, image
-count, preprocessing, jaxviz version, ...) and the moments of every layer's
-:class:`~jaxviz.stats.StatsState`, either as ``moments/`` (an Orbax checkpoint, float64; the
-default) or, with ``compact=True`` (``jaxviz stats --compact``), as ``moments.npz``: float32, the
-symmetric comoment stored as its upper triangle, and a content hash in ``stats.json`` that
-:func:`load_stats` verifies. The statistics that ship with jaxviz use the compact form
+A stats directory holds ``stats.json`` (model, view, layers, shrinkage, the moments' name, data
+spec, seed, image count, preprocessing, jaxviz version, ...) and the moments of every layer's
+:class:`~jaxviz.stats.StatsState`: either ``moments-N/`` (an Orbax checkpoint, float64, each entry
+naming its layer; the default) or, with ``compact=True`` (``jaxviz stats --compact``),
+``moments-N.npz``: float32, the symmetric comoment stored as its upper triangle, and a content hash
+in ``stats.json`` that :func:`load_stats` verifies. Replacing statistics writes new moments next to
+the old ones, then swaps ``stats.json`` atomically, so the old statistics stay usable until the new
+ones are complete. The statistics that ship with jaxviz use the compact form
 (:func:`shipped_stats_dir`). :func:`load_stats` finalizes either in float64 (mean, unbiased
 covariance, shrunk precision and its Cholesky factor) and refuses statistics made for another
 model, layer or view.
@@ -17,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -24,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxviz import stats, views
-from jaxviz.errors import StatsMismatchError, StatsNotFoundError, UsageError
-from jaxviz.files import atomic_write_json, to_json
+from jaxviz.errors import OutputError, StatsMismatchError, StatsNotFoundError, UsageError
+from jaxviz.files import atomic_write, atomic_write_json, to_json
 from jaxviz.stats import LayerStats, StatsState
 
 __all__ = ["StatsBundle", "LayerStats", "StatsMismatchError", "StatsNotFoundError", "save_stats", "load_stats",
@@ -112,34 +115,83 @@ def save_stats(directory: str, states: Mapping[str, StatsState], *, model: str, 
     bundle = {layer: _estimate(states[layer], shrinkage, layer) for layer in layers}
     path = os.path.join(directory, STATS_FILE)
     primary = jax.process_index() == 0
-    if primary and os.path.exists(path):
-        os.remove(path)  # never leave metadata that describes half-written moments
-    storage = {}
-    if compact:
-        if primary:
-            import shutil
-
-            shutil.rmtree(os.path.join(directory, MOMENTS_DIR), ignore_errors=True)
-            tmp = os.path.join(directory, f".{MOMENTS_FILE}.{os.getpid()}.tmp.npz")
-            np.savez_compressed(tmp, **packed)
-            os.replace(tmp, os.path.join(directory, MOMENTS_FILE))
-        storage = {"storage": COMPACT, "sha256": content_hash(packed)}
-    else:
-        tree = {f"{i:03d}": {k: np.asarray(v, np.float64) for k, v in StatsState(*states[layer])._asdict().items()}
-                for i, layer in enumerate(layers)}
-        with ocp.StandardCheckpointer() as ckpt:
-            ckpt.save(os.path.join(directory, MOMENTS_DIR), tree, force=True)
-            ckpt.wait_until_finished()
-        if primary and os.path.exists(os.path.join(directory, MOMENTS_FILE)):
-            os.remove(os.path.join(directory, MOMENTS_FILE))
+    # New moments go next to the old ones; stats.json, replaced atomically, is the commit point: until
+    # it names the new moments, the old statistics stay whole and usable (disk full, crash).
+    try:
+        previous = read_metadata(directory)
+    except (StatsNotFoundError, StatsMismatchError):
+        previous = {}
+    old_moments = (previous.get("moments", MOMENTS_FILE if previous.get("storage") == COMPACT else MOMENTS_DIR)
+                   if previous else None)
+    generation = previous.get("generation", 0) if isinstance(previous.get("generation"), int) else 0
+    moments_name = f"{MOMENTS_DIR}-{generation + 1}" + (".npz" if compact else "")
+    moments_path = os.path.join(directory, moments_name)
+    storage = {"storage": COMPACT, "sha256": content_hash(packed)} if compact else {}
+    tree = {f"{i:03d}": {**{k: np.asarray(v, np.float64) for k, v in StatsState(*states[layer])._asdict().items()},
+                         "name": np.frombuffer(layer.encode("utf-8"), np.uint8)}  # looked up by name on load
+            for i, layer in enumerate(layers)}
     meta = {
         "format": FORMAT, "jaxviz": __version__, "model": model, "view": view, "layers": layers,
         "shrinkage": shrinkage, "samples": {l: bundle[l].count for l in layers},
         "dims": {l: bundle[l].dim for l in layers}, **dict(metadata or {}), **storage,
+        "moments": moments_name, "generation": generation + 1,
     }
-    if primary:
-        atomic_write_json(path, meta)
+    try:
+        if compact:
+            if primary:
+                atomic_write(moments_path, lambda f: np.savez_compressed(f, **packed))
+        else:
+            with ocp.StandardCheckpointer() as ckpt:
+                ckpt.save(moments_path, tree, force=True)
+                ckpt.wait_until_finished()
+        if primary:
+            atomic_write_json(path, meta)
+    except Exception as e:  # noqa: BLE001 - OSError, or tensorstore's errors for the same causes
+        if primary:
+            _remove(moments_path)
+        kept = " (the previous statistics are kept)" if previous else ""
+        raise OutputError(f"cannot write statistics to {directory}: {_reason(e)}{kept}") from None
+    if primary and old_moments and old_moments != moments_name and _is_plain_name(old_moments):
+        _remove(os.path.join(directory, old_moments))
     return StatsBundle(bundle, model, view, shrinkage, to_json(meta))
+
+
+def _remove(path: str) -> None:
+    """Removes a moments file or folder, if there."""
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+
+
+def _is_plain_name(name) -> bool:
+    return isinstance(name, str) and bool(name) and os.path.basename(name) == name and name not in (".", "..")
+
+
+def _check_metadata(meta: dict, path: str) -> None:
+    """One clear error for a hand-edited or damaged ``stats.json``."""
+    layers, dims = meta.get("layers"), meta.get("dims")
+    problem = None
+    if not isinstance(layers, list) or not layers or not all(isinstance(l, str) for l in layers):
+        problem = "'layers' is not a non-empty list of names"
+    elif len(set(layers)) != len(layers):
+        problem = "'layers' names a layer twice"
+    elif not isinstance(dims, dict) or any(not isinstance(dims.get(l), int) for l in layers):
+        problem = "'dims' does not give every layer's dimension"
+    elif not isinstance(meta.get("model"), str) or not isinstance(meta.get("view"), str):
+        problem = "'model' or 'view' is missing"
+    elif "shrinkage" not in meta:
+        problem = "'shrinkage' is missing"
+    elif not _is_plain_name(meta.get("moments", MOMENTS_DIR)):
+        problem = "'moments' is not a folder name"
+    if problem:
+        raise StatsMismatchError(f"{path} is malformed ({problem}); recompute it with `jaxviz stats`")
 
 
 def read_metadata(directory: str) -> dict:
@@ -154,6 +206,7 @@ def read_metadata(directory: str) -> dict:
         raise StatsNotFoundError(f"cannot read {path}: {e}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise StatsMismatchError(f"{path} has an unknown format; recompute it with `jaxviz stats`")
+    _check_metadata(meta, path)
     return meta
 
 
@@ -193,18 +246,27 @@ def load_stats(directory: str, *, model=None, layers: Sequence[str] | None = Non
             if layer not in model.layers or v.dim(model.layers[layer]) != meta["dims"][layer]:
                 raise StatsMismatchError(f"layer {layer} of {name} does not match the statistics in {directory}")
     shrinkage = stats.check_shrinkage(meta["shrinkage"] if shrinkage is None else shrinkage)
+    path = os.path.join(os.path.abspath(os.path.expanduser(directory)), meta.get("moments", MOMENTS_DIR))
     if meta.get("storage") == COMPACT:
         moments = _read_compact(directory, meta)
         out = {l: _estimate(moments[l], shrinkage, l) for l in wanted}
         return StatsBundle(out, meta["model"], meta["view"], shrinkage, meta)
-    path = os.path.join(os.path.abspath(os.path.expanduser(directory)), MOMENTS_DIR)
     try:
         with ocp.StandardCheckpointer() as ckpt:
             tree = ckpt.restore(path)
-    except (OSError, ValueError, KeyError) as e:
+    except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for one cause: damaged files
         raise StatsNotFoundError(f"cannot read the moments in {path} ({type(e).__name__}); "
                                  "recompute them with `jaxviz stats --force`") from None
-    out = {l: _estimate(StatsState(**tree[f"{stored.index(l):03d}"]), shrinkage, l) for l in wanted}
+    by_name = _moments_by_name(tree, stored, path)
+    out = {}
+    for l in wanted:
+        if l not in by_name:
+            raise StatsMismatchError(f"the moments in {path} hold no layer {l}; recompute them with `jaxviz stats`")
+        state = by_name[l]
+        if np.shape(state.mean) != (meta["dims"][l],):
+            raise StatsMismatchError(f"the moments of layer {l} in {path} do not match stats.json; "
+                                     "recompute them with `jaxviz stats`")
+        out[l] = _estimate(state, shrinkage, l)
     return StatsBundle(out, meta["model"], meta["view"], shrinkage, meta)
 
 
@@ -248,7 +310,7 @@ def content_hash(arrays: Mapping[str, np.ndarray]) -> str:
 
 
 def _read_compact(directory: str, meta: Mapping[str, Any]) -> dict[str, StatsState]:
-    path = os.path.join(os.path.abspath(os.path.expanduser(directory)), MOMENTS_FILE)
+    path = os.path.join(os.path.abspath(os.path.expanduser(directory)), meta.get("moments", MOMENTS_FILE))
     try:
         with np.load(path) as f:
             packed = {k: f[k] for k in f.files}
@@ -276,3 +338,16 @@ def shipped_stats_dir(model_name: str, view: str = "pixel") -> str | None:
     """
     directory = os.path.join(_SHIPPED_ROOT, str(model_name), views.parse_view(view).name)
     return directory if os.path.isfile(os.path.join(directory, STATS_FILE)) else None
+def _moments_by_name(tree, stored: Sequence[str], path: str) -> dict[str, StatsState]:
+    """``{layer: StatsState}``; each entry names its layer (files of older versions: by position)."""
+    out = {}
+    try:
+        for key in sorted(tree):
+            entry = dict(tree[key])
+            raw = entry.pop("name", None)
+            name = bytes(np.asarray(raw, np.uint8)).decode("utf-8") if raw is not None else stored[int(key)]
+            out[name] = StatsState(**entry)
+    except (TypeError, ValueError, IndexError, UnicodeDecodeError, AttributeError) as e:
+        raise StatsMismatchError(f"the moments in {path} are malformed ({type(e).__name__}); "
+                                 "recompute them with `jaxviz stats`") from None
+    return out

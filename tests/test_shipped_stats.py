@@ -60,7 +60,7 @@ def test_package_data_glob_reaches_the_shipped_files():
     found = {os.path.relpath(p, os.path.join(ROOT, "jaxviz")) for g in globs
              for p in glob.glob(os.path.join(ROOT, "jaxviz", g), recursive=True) if os.path.isfile(p)}
     for view in LITE0_VIEWS:
-        for name in ("stats.json", "moments.npz"):
+        for name in ("stats.json", "moments-1.npz"):
             assert os.path.join("assets", "stats", "efficientnet_lite0", view, name) in found
 
 
@@ -106,8 +106,8 @@ def test_documented_command_recomputes_the_shipped_format(tmp_path, lite0):
     for key in ("format", "model", "view", "layers", "storage", "shrinkage", "dims"):
         assert made[key] == shipped[key], key
     assert made["images"] == 4 and made["preprocessing"] == shipped["preprocessing"]
-    with np.load(os.path.join(shipped_dir, "moments.npz")) as a, \
-            np.load(out / "efficientnet_lite0" / "pixel" / "moments.npz") as b:
+    with np.load(os.path.join(shipped_dir, "moments-1.npz")) as a, \
+            np.load(out / "efficientnet_lite0" / "pixel" / "moments-1.npz") as b:
         assert sorted(a.files) == sorted(b.files)
         assert all(a[k].dtype == b[k].dtype and a[k].shape == b[k].shape for k in a.files)
 
@@ -155,10 +155,10 @@ def test_compact_storage_round_trips_and_detects_tampering(tmp_path):
         np.testing.assert_allclose(compact[layer].mean, x.mean(0), rtol=1e-6)
         np.testing.assert_allclose(compact[layer].cov, np.cov(x, rowvar=False), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(compact[layer].precision, full[layer].precision, rtol=1e-4, atol=1e-6)
-    assert os.path.getsize(tmp_path / "c" / "moments.npz") > 0 and not (tmp_path / "c" / "moments").exists()
+    assert os.path.getsize(tmp_path / "c" / "moments-1.npz") > 0 and not (tmp_path / "c" / "moments").exists()
 
-    packed = dict(np.load(tmp_path / "c" / "moments.npz"))
+    packed = dict(np.load(tmp_path / "c" / "moments-1.npz"))
     packed["000/mean"] = packed["000/mean"] + np.float32(1e-3)
-    np.savez(tmp_path / "c" / "moments.npz", **packed)
+    np.savez(tmp_path / "c" / "moments-1.npz", **packed)
     with pytest.raises(stats_store.StatsMismatchError, match="does not match the hash"):
         stats_store.load_stats(str(tmp_path / "c"))

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
+from jaxviz.cli._common import Parser, as_flags
 from jaxviz.errors import JaxvizError
 
 # Sub-command modules, in the order `jaxviz --help` lists them.
 _COMMANDS = ("layers", "classify", "stats", "visualize", "demo", "attribute", "outliers")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="jaxviz", description="Feature visualization for JAX/Flax networks."
-    )
+def build_parser() -> Parser:
+    parser = Parser(prog="jaxviz", description="Feature visualization for JAX/Flax networks.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     import importlib
 
@@ -27,14 +25,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 failure, 2 usage error, 130 interrupted)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2, already printed on one line)
+        return e.code if isinstance(e.code, int) else 2
     from jaxviz import hardware
 
     hardware.use_cpu_cores()  # one CPU device per core, unless the user set a count
     try:
         return int(args.run(args) or 0)
     except JaxvizError as e:
-        print(f"jaxviz: error: {e}", file=sys.stderr)
+        print(f"jaxviz: error: {as_flags(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("jaxviz: interrupted", file=sys.stderr)

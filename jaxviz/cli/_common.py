@@ -1,10 +1,63 @@
-"""Flags and helpers shared by sub-commands."""
+"""Flags and helpers shared by sub-commands, and the one table from library argument names to flags."""
 
 from __future__ import annotations
 
 import argparse
+import re
+import sys
 
 from jaxviz.models import MODELS
+
+# The library's checks name Python arguments (``RenderConfig.steps``, ``batch_size=``); the CLI
+# shows the same messages with the flag the user typed. Longest names first.
+FLAG_NAMES = {
+    "RenderConfig.learning_rate": "--lr",
+    "RenderConfig.checkpoint_every": "--checkpoint-every",
+    "RenderConfig.redirect_steps": "--redirect-steps",
+    "RenderConfig.compute_dtype": "--precision",
+    "RenderConfig.batch_size": "--batch-size",
+    "RenderConfig.steps": "--steps",
+    "RenderConfig.seed": "--seed",
+    "checkpoint_every=": "--checkpoint-every",
+    "max_images=": "--max-images",
+    "batch_size=": "--batch-size",
+    "force=True": "--force",
+    "steps=": "--steps",
+    "out=": "--out",
+    "size=": "--size",
+    "seed=": "--seed",
+}
+_FLAG_PATTERN = re.compile("|".join(rf"(?<![\w.]){re.escape(k)}" for k in FLAG_NAMES))
+
+
+def as_flags(message: str) -> str:
+    """A library error message with argument names replaced by flags, on one line."""
+    return " ".join(_FLAG_PATTERN.sub(lambda m: FLAG_NAMES[m.group(0)], str(message)).split())
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse`` whose usage errors are one line (``jaxviz CMD: error: ...``), exit status 2."""
+
+    def error(self, message):
+        print(f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def whole(text: str) -> int:
+    """``type=`` of integer flags: ASCII digits only (``int()`` also reads '٣' and '1_000')."""
+    if not re.fullmatch(r"[+-]?[0-9]{1,30}", text.strip(), flags=re.ASCII):
+        raise argparse.ArgumentTypeError(f"expected a whole number in ASCII digits, got {text[:40]!r}")
+    return int(text)
+
+
+def number(text: str) -> float:
+    """``type=`` of real-valued flags: ASCII only (``nan``/``inf`` pass here and are refused by the checks)."""
+    if not text.isascii() or len(text) > 40:
+        raise argparse.ArgumentTypeError(f"expected a number in ASCII, got {text[:40]!r}")
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
 def add_model_flag(parser: argparse.ArgumentParser) -> None:

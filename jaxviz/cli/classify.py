@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from jaxviz.cli._common import add_model_flag
+from jaxviz.cli._common import add_model_flag, whole
 
 
 def register(sub) -> None:
@@ -15,7 +15,7 @@ def register(sub) -> None:
     add_model_flag(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p.add_argument("--top", type=int, default=5, help="how many classes per image (default 5)")
+    p.add_argument("--top", type=whole, default=5, help="how many classes per image (default 5)")
     p.set_defaults(run=run)
 
 

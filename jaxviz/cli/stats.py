@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from jaxviz.cli._common import add_model_flag
+from jaxviz.cli._common import add_model_flag, whole
 
 
 def register(sub) -> None:
@@ -17,13 +17,13 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--view", default="pixel", metavar="V",
                    help="pixel (default), pooled or patchK (K odd, e.g. patch3)")
-    p.add_argument("--max-images", type=int, default=None, metavar="N", help="use at most N images")
-    p.add_argument("--batch-size", type=int, default=32, metavar="B", help="images per step and process (default 32)")
-    p.add_argument("--size", type=int, default=None, metavar="PX", help="image side (default: the model's resolution)")
+    p.add_argument("--max-images", type=whole, default=None, metavar="N", help="use at most N images")
+    p.add_argument("--batch-size", type=whole, default=32, metavar="B", help="images per step and process (default 32)")
+    p.add_argument("--size", type=whole, default=None, metavar="PX", help="image side (default: the model's resolution)")
     p.add_argument("--data-dir", default=None, metavar="D", help="TFDS data directory")
-    p.add_argument("--seed", type=int, default=0, help="data order / sampling seed (default 0)")
+    p.add_argument("--seed", type=whole, default=0, help="data order / sampling seed (default 0)")
     p.add_argument("--shrinkage", default="oas", metavar="S", help="oas (default), ledoit_wolf or a number in [0, 1]")
-    p.add_argument("--checkpoint-every", type=int, default=50, metavar="N",
+    p.add_argument("--checkpoint-every", type=whole, default=50, metavar="N",
                    help="steps between checkpoints (default 50)")
     p.add_argument("--checkpoint-dir", default=None, metavar="D",
                    help="where to checkpoint (default DIR/.checkpoint, removed when done)")
@@ -51,7 +51,7 @@ def command_line(args) -> str:
 def run(args) -> int:
     from jaxviz import stats
     from jaxviz.checkpoint import check_writable_dir
-    from jaxviz.collect import collect_to_dir
+    from jaxviz.collect import check_pass_arguments, collect_to_dir
     from jaxviz.errors import UsageError
     from jaxviz.models import load_model
     from jaxviz.views import parse_view
@@ -61,10 +61,8 @@ def run(args) -> int:
         raise UsageError("--layers needs at least one layer name")
     view = parse_view(args.view)
     shrinkage = stats.check_shrinkage(args.shrinkage)
-    if args.max_images is not None and args.max_images < 1:
-        raise UsageError("--max-images must be at least 1")
-    if args.size is not None and args.size < 8:
-        raise UsageError("--size must be at least 8")
+    check_pass_arguments(batch_size=args.batch_size, checkpoint_every=args.checkpoint_every, size=args.size,
+                         max_images=args.max_images, seed=args.seed)
     out = check_writable_dir(args.out)
     model = load_model(args.model)
     model.check_layers(layers)

@@ -5,14 +5,21 @@ restricted :class:`pickle.Unpickler` that resolves only a whitelist of globals (
 storage rebuilds, ``OrderedDict``) to harmless stand-ins of our own; every other global is
 refused with :class:`UnsafeWeightsError` before anything can run. Both the legacy stream
 format and the zip format (``torch.save`` default since 1.6) are supported.
+
+A weight file also cannot make the reader work or allocate without bound: every pickle is first
+scanned without being run (opcode count, memo indices), the object graph is converted once per
+object with a depth limit, and the tensors it asks for may not add up to more bytes than a fixed
+multiple of the file's size. Every failure is a :class:`WeightFileError`.
 """
 
 from __future__ import annotations
 
 import collections
 import io
+import math
 import os
 import pickle
+import pickletools
 import struct
 import zipfile
 from typing import Any, BinaryIO
@@ -24,6 +31,11 @@ from jaxviz.errors import UnsafeWeightsError, WeightFileError
 __all__ = ["UnsafeWeightsError", "WeightFileError", "load_torch_state_dict"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+MAX_PICKLE_OPS = 5_000_000  # a state dict of 10k tensors takes ~30 opcodes each
+MAX_MEMO = 1_000_000        # the unpickler allocates its memo up to the largest index a PUT names
+MAX_DEPTH = 64              # state dicts nest 2-3 levels
+MAX_NODES = 5_000_000       # containers and their entries visited while converting
+_PUT_OPS = {"PUT", "BINPUT", "LONG_BINPUT"}
 
 
 def _bfloat16():
@@ -73,7 +85,7 @@ class _LazyTensor:
     def __init__(self, storage: _Storage, offset: int, size: tuple, stride: tuple):
         self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
 
-    def materialize(self) -> np.ndarray:
+    def materialize(self, budget: "_Budget") -> np.ndarray:
         flat = self.storage.data
         if flat is None:
             raise WeightFileError("tensor refers to a storage that is missing from the file")
@@ -81,6 +93,7 @@ class _LazyTensor:
                 or any(n < 0 for n in self.size) or any(s < 0 for s in self.stride)):
             raise WeightFileError("tensor with a negative offset, size or stride")  # torch writes none
         extent = 1 + sum((n - 1) * s for n, s in zip(self.size, self.stride) if n > 0)
+        budget.spend(math.prod(self.size) * flat.dtype.itemsize)  # stride-0 views may ask for any size
         if any(n == 0 for n in self.size):
             return np.zeros(self.size, flat.dtype)
         if self.offset + extent > flat.size:
@@ -134,28 +147,85 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return self._storages[key]
 
 
-def _materialize(obj):
-    if isinstance(obj, _LazyTensor):
-        return obj.materialize()
-    if isinstance(obj, dict):
-        return collections.OrderedDict((k, _materialize(v)) for k, v in obj.items())
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_materialize(v) for v in obj)
-    return obj
+class _Budget:
+    """Bytes the tensors of one file may materialize: a multiple of the file's size."""
+
+    def __init__(self, file_size: int):
+        self.left = 8 * file_size + (64 << 20)
+
+    def spend(self, nbytes: int) -> None:
+        self.left -= nbytes
+        if self.left < 0:
+            raise WeightFileError("the file asks for far more tensor data than it holds")
+
+
+def _check_pickle(f: BinaryIO) -> None:
+    """Scans one pickle at ``f``'s position without running it; bounds its work and memo; rewinds."""
+    start = f.tell()
+    ops = 0
+    try:
+        for op, arg, _ in pickletools.genops(f):
+            ops += 1
+            if ops > MAX_PICKLE_OPS:
+                raise WeightFileError(f"the pickle has more than {MAX_PICKLE_OPS} opcodes")
+            if op.name in _PUT_OPS and isinstance(arg, int) and not 0 <= arg < MAX_MEMO:
+                raise WeightFileError(f"the pickle names memo slot {arg} (limit {MAX_MEMO})")
+    except WeightFileError:
+        raise
+    except Exception as e:  # noqa: BLE001 - genops raises ValueError and others on garbage
+        raise WeightFileError(f"not a readable pickle ({type(e).__name__})") from None
+    f.seek(start)
+
+
+def _materialize(root, budget: _Budget):
+    """The unpickled graph with tensors as arrays; each object converted once (shared parts stay shared)."""
+    done: dict[int, Any] = {}
+    keep = []  # holds inputs alive so their ids stay unique while converting
+    visited = [0]
+
+    def convert(obj, depth):
+        if depth > MAX_DEPTH:
+            raise WeightFileError(f"objects nested deeper than {MAX_DEPTH} levels: not a state dict")
+        if not isinstance(obj, (_LazyTensor, dict, list, tuple)):
+            return obj
+        if id(obj) in done:
+            return done[id(obj)]
+        keep.append(obj)
+        if isinstance(obj, _LazyTensor):
+            out = obj.materialize(budget)
+        else:
+            visited[0] += 1 + len(obj)
+            if visited[0] > MAX_NODES:
+                raise WeightFileError(f"more than {MAX_NODES} objects: not a state dict")
+            if isinstance(obj, dict):
+                out = collections.OrderedDict((k, convert(v, depth + 1)) for k, v in obj.items())
+            else:
+                out = type(obj)(convert(v, depth + 1) for v in obj)
+        done[id(obj)] = out
+        return out
+
+    return convert(root, 0)
+
+
+def _load_checked(f: BinaryIO, storages, zip_reader=None):
+    _check_pickle(f)
+    return _RestrictedUnpickler(f, storages, zip_reader).load()
 
 
 def _load_legacy(f: BinaryIO) -> Any:
     storages: dict[str, _Storage] = {}
-    header = _RestrictedUnpickler(f, storages)
-    if header.load() != _LEGACY_MAGIC:
+    file_size = os.fstat(f.fileno()).st_size
+    if _load_checked(f, storages) != _LEGACY_MAGIC:
         raise WeightFileError("not a PyTorch file (bad magic number)")
-    header.load()  # protocol version
-    sys_info = header.load()
+    _load_checked(f, storages)  # protocol version
+    sys_info = _load_checked(f, storages)
     if isinstance(sys_info, dict) and not sys_info.get("little_endian", True):
         raise WeightFileError("big-endian PyTorch files are not supported")
-    result = _RestrictedUnpickler(f, storages).load()
-    keys = _RestrictedUnpickler(f, storages).load()
-    remaining = os.fstat(f.fileno()).st_size - f.tell()
+    result = _load_checked(f, storages)
+    keys = _load_checked(f, storages)
+    if not isinstance(keys, (list, tuple)):
+        raise WeightFileError("file is corrupt (no list of storages)")
+    remaining = file_size - f.tell()
     for key in keys:
         storage = storages[str(key)]
         (numel,) = struct.unpack("<q", f.read(8))
@@ -167,21 +237,34 @@ def _load_legacy(f: BinaryIO) -> Any:
         if len(raw) != nbytes:
             raise WeightFileError("file is truncated")
         storage.data = np.frombuffer(raw, storage.dtype)
-    return _materialize(result)
+    return _materialize(result, _Budget(file_size))
 
 
-def _load_zip(archive: zipfile.ZipFile) -> Any:
+def _load_zip(archive: zipfile.ZipFile, file_size: int) -> Any:
     pkl_names = [n for n in archive.namelist() if n.endswith("data.pkl")]
     if len(pkl_names) != 1:
         raise WeightFileError("zip file holds no single data.pkl: not a PyTorch file")
     prefix = pkl_names[0][: -len("data.pkl")]
+    budget = _Budget(file_size)
+
+    def read_entry(name: str) -> bytes:
+        budget.spend(archive.getinfo(name).file_size)  # before reading: a zip bomb never inflates
+        return archive.read(name)
 
     def read_storage(key: str, dtype: np.dtype) -> np.ndarray:
-        return np.frombuffer(archive.read(f"{prefix}data/{key}"), dtype)
+        return np.frombuffer(read_entry(f"{prefix}data/{key}"), dtype)
 
-    with archive.open(pkl_names[0]) as pkl:
-        result = _RestrictedUnpickler(io.BytesIO(pkl.read()), {}, zip_reader=read_storage).load()
-    return _materialize(result)
+    result = _load_checked(io.BytesIO(read_entry(pkl_names[0])), {}, zip_reader=read_storage)
+    return _materialize(result, budget)
+
+
+def _check_state_dict(result):
+    if not isinstance(result, dict):
+        raise WeightFileError(f"the file holds a {type(result).__name__}, not a state dict")
+    for key, value in result.items():
+        if not isinstance(value, (np.ndarray, dict)):
+            raise WeightFileError(f"entry {key!r:.60} is a {type(value).__name__}, not a tensor")
+    return result
 
 
 def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -200,11 +283,12 @@ def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
-                return _load_zip(archive)
+                return _check_state_dict(_load_zip(archive, os.path.getsize(path)))
         with open(path, "rb") as f:
-            return _load_legacy(f)
+            return _check_state_dict(_load_legacy(f))
     except WeightFileError as e:
         raise type(e)(f"{path}: {e}") from None  # name the file: the CLI prints only this line
     except (pickle.UnpicklingError, EOFError, struct.error, zipfile.BadZipFile, KeyError,
-            ValueError, TypeError, IndexError, AttributeError, OverflowError, MemoryError) as e:
+            ValueError, TypeError, IndexError, AttributeError, OverflowError, MemoryError, RecursionError,
+            OSError, zipfile.LargeZipFile, NotImplementedError) as e:
         raise WeightFileError(f"{path}: not a readable PyTorch state dict ({type(e).__name__}: {e})") from None
