@@ -16,11 +16,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxviz", description="Feature visualization for JAX/Flax networks."
     )
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="do not keep compiled programs on disk (also: JAXVIZ_COMPILE_CACHE=0)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     import importlib
 
     for name in _COMMANDS:
         importlib.import_module(f"jaxviz.cli.{name}").register(sub)
+    for command in sub.choices.values():  # accepted after the sub-command too
+        command.add_argument("--no-compile-cache", action="store_true", default=argparse.SUPPRESS,
+                             help="do not keep compiled programs on disk (also: JAXVIZ_COMPILE_CACHE=0)")
     return parser
 
 
@@ -28,9 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 failure, 2 usage error, 130 interrupted)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = build_parser().parse_args(argv)
-    from jaxviz import hardware
+    from jaxviz import cache, hardware
 
     hardware.use_cpu_cores()  # one CPU device per core, unless the user set a count
+    if args.no_compile_cache:
+        os.environ["JAXVIZ_COMPILE_CACHE"] = "0"  # the library entry points check it too
+    cache.enable_compile_cache()  # compiled programs are reused by the next run (README, "Start-up")
     try:
         return int(args.run(args) or 0)
     except JaxvizError as e:
