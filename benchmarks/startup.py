@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import socket
 import statistics
@@ -37,7 +38,7 @@ PHASES = ("interpreter", "import", "devices", "model", "trace", "lower", "xla", 
 
 
 def _cli_args(out: str, size: int) -> list[str]:
-    args = ["visualize", "--quiet", "--steps", "1", "--size", str(size), "--out", out]
+    args = ["visualize", "--steps", "1", "--size", str(size), "--out", out]
     for t in TARGETS:
         args += ["--target", t]
     return args
@@ -50,13 +51,19 @@ def _env(cache: str) -> dict:
     return env
 
 
-def _timed(cmd: list[str], env: dict) -> tuple[float, str]:
-    t = time.perf_counter()
+def _cpu_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(cmd: list[str], env: dict) -> tuple[float, str, float]:
+    """Wall time, stdout and CPU time (user + system, all threads) of a fresh process."""
+    t, c = time.perf_counter(), _cpu_children()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t
+    wall, cpu = time.perf_counter() - t, _cpu_children() - c
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
-    return wall, proc.stdout
+    return wall, proc.stdout, cpu
 
 
 # ----------------------------------------------------------------------------- worker
@@ -105,7 +112,7 @@ def _worker(args) -> dict:
 
 def _split(cache: str, out: str, size: int) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.startup", "--worker", "--size", str(size), "--out", out]
-    wall, stdout = _timed(cmd, _env(cache))
+    wall, stdout, _ = _timed(cmd, _env(cache))
     phases = json.loads(stdout.strip().splitlines()[-1])
     phases["interpreter"] = wall - phases.pop("in_process")  # start-up and shutdown of Python itself
     phases["total"] = wall
@@ -122,6 +129,7 @@ def _summary(values: list[float]) -> dict:
 def measure(repeats: int, size: int) -> dict:
     jaxviz_cmd = [sys.executable, "-m", "jaxviz"]
     totals = {"cold": [], "warm": [], "uncached": []}
+    cpu = {"cold": [], "warm": [], "uncached": []}
     splits = {"cold": [], "warm": []}
     for rep in range(repeats):
         work = tempfile.mkdtemp(prefix="jaxviz-startup-")
@@ -129,10 +137,13 @@ def measure(repeats: int, size: int) -> dict:
             cache, out = os.path.join(work, "cache"), os.path.join(work, "out")
             for kind in ("cold", "warm"):
                 print(f"[{rep + 1}/{repeats}] {kind} ...", file=sys.stderr, flush=True)
-                totals[kind].append(_timed(jaxviz_cmd + _cli_args(out, size), _env(cache))[0])
+                wall, _, used = _timed(jaxviz_cmd + _cli_args(out, size), _env(cache))
+                totals[kind].append(wall)
+                cpu[kind].append(used)
             print(f"[{rep + 1}/{repeats}] uncached ...", file=sys.stderr, flush=True)
-            totals["uncached"].append(
-                _timed(jaxviz_cmd + ["--no-compile-cache"] + _cli_args(out, size), _env(cache))[0])
+            wall, _, used = _timed(jaxviz_cmd + ["--no-compile-cache"] + _cli_args(out, size), _env(cache))
+            totals["uncached"].append(wall)
+            cpu["uncached"].append(used)
             split_cache = os.path.join(work, "split-cache")
             for kind in ("cold", "warm"):
                 print(f"[{rep + 1}/{repeats}] split, {kind} ...", file=sys.stderr, flush=True)
@@ -141,6 +152,7 @@ def measure(repeats: int, size: int) -> dict:
             shutil.rmtree(work, ignore_errors=True)
     return {
         "totals": {k: _summary(v) for k, v in totals.items()},
+        "cpu_s": {k: _summary(v) for k, v in cpu.items()},  # less sensitive to other load than wall time
         "warm_over_cold": [w / c for w, c in zip(totals["warm"], totals["cold"])],
         "split": {kind: {p: min(s[p] for s in runs) for p in (*PHASES, "total")} for kind, runs in splits.items()},
         "split_runs": splits,
@@ -150,11 +162,14 @@ def measure(repeats: int, size: int) -> dict:
 def _table(report: dict) -> str:
     t = report["totals"]
     lines = [f"command: jaxviz {' '.join(_cli_args('DIR', report['size']))}",
-             f"{'':10s} {'min s':>7s} {'max s':>7s}  (fresh processes, {report['repeats']} repeats)"]
+             f"{'':10s} {'min s':>7s} {'max s':>7s} {'CPU s':>7s}  (fresh processes, {report['repeats']} repeats; "
+             f"CPU: user + system, min)"]
     for kind in ("cold", "warm", "uncached"):
-        lines.append(f"{kind:10s} {t[kind]['min']:7.2f} {t[kind]['max']:7.2f}")
+        lines.append(f"{kind:10s} {t[kind]['min']:7.2f} {t[kind]['max']:7.2f} {report['cpu_s'][kind]['min']:7.2f}")
     lines.append(f"warm / cold: {min(report['warm_over_cold']):.2f} (best min/min: "
                  f"{t['warm']['min'] / t['cold']['min']:.2f}); warm / uncached: {t['warm']['min'] / t['uncached']['min']:.2f}")
+    lines.append(f"load average (1 min) before/after: {report['loadavg'][0][0]:.1f}/{report['loadavg'][1][0]:.1f} "
+                 f"on {report['cores']} cores")
     lines.append("\nsplit, s (min over repeats)  " + "  ".join(f"{p:>7s}" for p in (*PHASES, "total")))
     for kind, phases in report["split"].items():
         lines.append(f"{kind:28s} " + "  ".join(f"{phases[p]:7.2f}" for p in (*PHASES, "total")))
@@ -174,8 +189,9 @@ def main(argv=None) -> int:
         return 0
     import jax
 
+    load_before = os.getloadavg()
     report = {"size": args.size, "repeats": args.repeats, **measure(args.repeats, args.size),
-              "loadavg": os.getloadavg(), "host": socket.gethostname(), "cores": os.cpu_count(),
+              "loadavg": [load_before, os.getloadavg()], "host": socket.gethostname(), "cores": os.cpu_count(),
               "jax": jax.__version__, "python": platform.python_version(),
               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     out = args.out or os.path.join(HERE, "results", f"startup-{socket.gethostname()}.json")
