@@ -19,7 +19,7 @@ every chunk), the first chunk carries the compilation and is left out.
   the model's ``apply``: a public-API change, render is untouched), so the backward pass recomputes
   the forward instead of keeping its activations.
 
-bfloat16 is for GPU/TPU (``RenderConfig(precision="bfloat16")`` is refused on CPU): skipped there.
+bfloat16 is for GPU/TPU (``RenderConfig(compute_dtype="bfloat16")`` is refused on CPU): skipped there.
 ``--quick`` (batch 2, 64 px, float32) runs on a CPU in seconds. Writes
 ``benchmarks/results/accelerator-<host>.json`` and prints a table.
 """
@@ -115,8 +115,8 @@ def _worker_step(args) -> dict:
         model = _remat(model)
     n_channels = model.layers[args.layer][-1]
     targets = [objectives.channel(args.layer, i % n_channels) for i in range(args.batch)]
-    config = render.RenderConfig(size=args.size, steps=args.steps * (args.repeats + 1), scan_steps=args.steps,
-                                 batch_size=args.batch, precision=args.precision)
+    config = render.RenderConfig(size=args.size, steps=args.steps * (args.repeats + 1), chunk_steps=args.steps,
+                                 batch_size=args.batch, compute_dtype=args.precision)
     stamps = []
     start = time.perf_counter()
     render.render(model, targets, config=config, progress=lambda *a: stamps.append(time.perf_counter()))

@@ -47,7 +47,7 @@ WORKER = textwrap.dedent("""
     variables = Toy().init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
     model = jaxviz.from_linen(Toy(), variables, (64, 64, 3), name="toy")
     targets = [objectives.channel("conv2", 0), objectives.channel("conv2", 5)]
-    config = render.RenderConfig(size=64, steps=3, scan_steps=2, batch_size=2)
+    config = render.RenderConfig(size=64, steps=3, chunk_steps=2, batch_size=2)
     result = render.render(model, targets, config=config)
     print(json.dumps({"dir": jaxviz.cache.compile_cache_dir(), "hits": hits, "misses": misses,
                       "images": result.images.tolist(), "activation": result.activation.tolist()}))
@@ -105,7 +105,8 @@ def test_second_process_reads_what_the_first_wrote(tmp_path, reference):
 
     second = result_of(run_worker(tmp_path))
     assert not chunk_compiled(second), second["misses"]  # loaded, not compiled
-    assert {"jit_init", "jit_run_chunk_sharded", "jit_final"} <= set(second["hits"]), second["hits"]
+    for program in ("init", "run_chunk", "final"):  # render's three programs
+        assert any(program in name for name in second["hits"]), (program, second["hits"])
     assert_same_numbers(first, reference)
     assert_same_numbers(second, reference)
 
