@@ -420,7 +420,16 @@ def main(argv=None) -> int:
     p.add_argument("--cpu-devices", default=None,
                    help="CPU device counts to time the step with, comma-separated (default: one per core, "
                         "as the CLI runs, and 1 for comparison)")
+    p.add_argument("--accelerator", action="store_true",
+                   help="throughput, MFU and memory at batch 8/32/128, float32/bfloat16, remat off/on on the default "
+                        "backend (benchmarks/accelerator.py; --quick: seconds on a CPU)")
     args = p.parse_args(argv)
+    if args.accelerator:
+        from benchmarks import accelerator
+
+        extra = ["--quick"] if args.quick else []
+        return accelerator.main(extra + ["--model", args.model, "--layer", args.layer]
+                                + (["--out", args.out] if args.out else []))
     args.steps = args.steps or (2 if args.quick else 8)
     args.repeats = args.repeats or (2 if args.quick else 5)
     args.matmul_sizes = args.matmul_sizes or ("2048" if args.quick else "1024,2048,3072")

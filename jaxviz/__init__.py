@@ -6,6 +6,7 @@ The pipeline, one module per stage: :mod:`~jaxviz.data` → :mod:`~jaxviz.stats`
 """
 
 from jaxviz import (  # noqa: F401  (modules are part of the public API)
+    cache,
     data,
     hardware,
     objectives,
@@ -18,6 +19,7 @@ from jaxviz import (  # noqa: F401  (modules are part of the public API)
     transforms,
     views,
 )
+from jaxviz.cache import enable_compile_cache
 from jaxviz.errors import (
     ImageError,
     JaxvizError,

@@ -13,7 +13,6 @@ from typing import Any
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from jaxviz.errors import CheckpointMismatchError, OutputError, UsageError
 from jaxviz.files import atomic_write_json, to_json
@@ -80,10 +79,12 @@ class RunStore:
                     "use another --checkpoint-dir or delete it")
         else:
             atomic_write_json(path, meta, sort_keys=True)
-        self._managers: dict[str, ocp.CheckpointManager] = {}
+        self._managers: dict = {}
 
-    def _manager(self, launch_id: str) -> ocp.CheckpointManager:
+    def _manager(self, launch_id: str):
         if launch_id not in self._managers:
+            import orbax.checkpoint as ocp  # imported when a run checkpoints: ~0.2 s of every start otherwise
+
             options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False)
             self._managers[launch_id] = ocp.CheckpointManager(
                 os.path.join(self.directory, launch_id), options=options)
@@ -91,6 +92,8 @@ class RunStore:
 
     def save(self, launch_id: str, step: int, state, log: np.ndarray) -> None:
         """Saves ``(state, log)`` at ``step`` (only called with finite values)."""
+        import orbax.checkpoint as ocp
+
         manager = self._manager(launch_id)
         # flat leaves: the template's treedef rebuilds any NamedTuple/optax state on restore
         leaves = {f"{i:05d}": leaf for i, leaf in enumerate(jax.tree.leaves(state))}
@@ -115,6 +118,8 @@ class RunStore:
 
         leaves, treedef = jax.tree.flatten(state_template)
         template = {"state": {f"{i:05d}": abstract(x) for i, x in enumerate(leaves)}, "log": log_template}
+        import orbax.checkpoint as ocp
+
         try:
             restored = manager.restore(step, args=ocp.args.StandardRestore(template))
         except Exception as e:  # noqa: BLE001 - a damaged checkpoint: orbax/tensorstore raise many types

@@ -27,6 +27,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxviz import hardware, stats, views
+from jaxviz.cache import enable_compile_cache
 from jaxviz.errors import JaxvizError, UsageError
 from jaxviz.files import to_json
 from jaxviz.progress import progress_bar
@@ -135,6 +136,7 @@ def collect_stats(model, layers: Sequence[str], source, *, view="pixel", batch_s
     Raises:
       UnknownLayerError, UsageError, CheckpointMismatchError.
     """
+    enable_compile_cache()  # compiled steps persist across processes (JAXVIZ_COMPILE_CACHE=0: off)
     view = views.parse_view(view)
     layers = list(model.check_layers(list(layers)))
     if not layers:

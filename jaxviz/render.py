@@ -254,7 +254,9 @@ def render(model, targets: Sequence, *, key: jax.Array | None = None, config: Re
       CheckpointMismatchError: the checkpoint belongs to another run.
     """
     from jaxviz import checkpoint as ckpt_lib
+    from jaxviz.cache import enable_compile_cache
 
+    enable_compile_cache()  # compiled steps persist across processes (JAXVIZ_COMPILE_CACHE=0: off)
     prior = registry.resolve("prior", prior or "none", argument="prior", protocol=priors_lib.Prior)
     _check_inputs(model, targets, config, prior, seeded=init_images is not None)
     parameterization = registry.resolve("parameterization", parameterization or config.param,

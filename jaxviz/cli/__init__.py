@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -14,11 +15,16 @@ _COMMANDS = ("layers", "classify", "stats", "visualize", "demo", "attribute", "o
 
 def build_parser() -> Parser:
     parser = Parser(prog="jaxviz", description="Feature visualization for JAX/Flax networks.")
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="do not keep compiled programs on disk (also: JAXVIZ_COMPILE_CACHE=0)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     import importlib
 
     for name in _COMMANDS:
         importlib.import_module(f"jaxviz.cli.{name}").register(sub)
+    for command in sub.choices.values():  # accepted after the sub-command too
+        command.add_argument("--no-compile-cache", action="store_true", default=argparse.SUPPRESS,
+                             help="do not keep compiled programs on disk (also: JAXVIZ_COMPILE_CACHE=0)")
     return parser
 
 
@@ -29,9 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2, already printed on one line)
         return e.code if isinstance(e.code, int) else 2
-    from jaxviz import hardware
+    from jaxviz import cache, hardware
 
     hardware.use_cpu_cores()  # one CPU device per core, unless the user set a count
+    if args.no_compile_cache:
+        os.environ["JAXVIZ_COMPILE_CACHE"] = "0"  # the library entry points check it too
+    cache.enable_compile_cache()  # compiled programs are reused by the next run (README, "Start-up")
     try:
         return int(args.run(args) or 0)
     except JaxvizError as e:

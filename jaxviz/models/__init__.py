@@ -7,6 +7,7 @@ import functools
 import glob
 import hashlib
 import importlib.util
+import json
 import os
 
 import jax
@@ -75,6 +76,40 @@ def _load_params(name: str, width: float, depth: float, path: str) -> dict:
 
 
 @functools.lru_cache(maxsize=1)
+def _architecture_digest() -> str:
+    """Digest of the code that decides layer names and shapes (a stored table is stale when it changes)."""
+    import flax
+
+    from jaxviz import features
+    from jaxviz.models import activations, efficientnet_lite, layers
+
+    digest = hashlib.sha1(f"{_CACHE_VERSION}|{flax.__version__}".encode())
+    for module in (efficientnet_lite, layers, activations, features):
+        with open(module.__file__, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:12]
+
+
+def _cached_layer_shapes(name: str, apply, params, input_shape) -> dict[str, tuple[int, ...]]:
+    """:func:`jaxviz.features.layer_shapes`, kept on disk: tracing the whole model costs ~0.5 s per start."""
+    from jaxviz.cache import cache_dir
+
+    path = os.path.join(cache_dir(), f"{name}-layers-{_architecture_digest()}.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return {str(k): tuple(int(d) for d in v) for k, v in json.load(f)["layers"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # absent or damaged: traced again below
+    shapes = layer_shapes(apply, params, input_shape)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write(path, json.dumps({"layers": [[k, list(v)] for k, v in shapes.items()]}))
+    except OSError:
+        pass  # caching is an optimization; a read-only home must not break loading
+    return shapes
+
+
+@functools.lru_cache(maxsize=1)
 def imagenet_classes() -> tuple[str, ...]:
     """The 1000 ImageNet class names (first WordNet lemma of each synset), by class index."""
     path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "imagenet_classes.tsv")
@@ -120,7 +155,7 @@ def load_model(name: str = "efficientnet_lite0", *, pretrained: bool = True, imp
     else:
         dummy = jnp.zeros((1, resolution, resolution, 3), jnp.float32)
         params = module.init(jax.random.key(seed), dummy)["params"]
-    params = jax.tree.map(jnp.asarray, params)
+    params = jax.device_put(params)  # one transfer; jnp.asarray per leaf compiled a copy per shape (~0.4 s)
 
     def apply(params, x, names):
         return module.apply({"params": params}, x, names)
@@ -134,7 +169,7 @@ def load_model(name: str = "efficientnet_lite0", *, pretrained: bool = True, imp
         ruled = EfficientNetLite(width=width, depth=depth, impl=impl, rule=rule)
         return lambda params, x, names: ruled.apply({"params": params}, x, names)
 
-    shapes = layer_shapes(apply, params, (resolution, resolution, 3))
+    shapes = _cached_layer_shapes(f"{key}-{impl}-{resolution}", apply, params, (resolution, resolution, 3))
     public = {k: v for k, v in shapes.items() if not k.endswith(".bn")}
     hidden = {k: v for k, v in shapes.items() if k.endswith(".bn")}
     return Model(
