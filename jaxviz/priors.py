@@ -108,6 +108,11 @@ class OutlierPrior:
       every: steps between re-selections (K).
       warmup: steps of plain DeepDream before suppression starts.
       quantile: χ²(dim) quantile above which a position is an outlier.
+      penalty: what is pushed down for the selected neurons: ``activation`` (their standardized
+        activation ``relu(z_i)``, the default) or ``contribution`` (their positive share of the
+        Mahalanobis distance, ``relu(c_i)``, so a neuron stops counting once it fits the others).
+      scope: where the penalty acts: ``image`` (every position; the default) or ``outliers`` (only
+        at the positions that are outliers at this step).
     """
 
     trace_name = "d2"  # what apply's trace is: mean D² at the stats layers
@@ -119,6 +124,8 @@ class OutlierPrior:
     every: int = 16
     warmup: int = 32
     quantile: float = 0.99
+    penalty: str = "activation"
+    scope: str = "image"
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -126,6 +133,16 @@ class OutlierPrior:
 
     def _samples(self, features, layer):
         return _view(self.view, features[layer])
+
+    def _penalty(self, x, m: LayerMoments, mask, outlier):
+        if self.penalty == "contribution":
+            per_neuron = jax.nn.relu(outliers_lib.contributions(x, m.mean, m.precision))
+        else:
+            per_neuron = jax.nn.relu((x - m.mean) / m.std)
+        per_position = jnp.sum(mask * per_neuron, axis=-1)
+        if self.scope == "outliers":
+            per_position = per_position * jax.lax.stop_gradient(outlier).astype(per_position.dtype)
+        return jnp.mean(per_position)
 
     def init(self, features):
         zeros = {l: jnp.zeros_like(m.mean) for l, m in self.stats.items()}
@@ -146,8 +163,7 @@ class OutlierPrior:
             chosen = jnp.zeros_like(sel.mask).at[sel.neurons].set(sel.score)
             score[layer] = state.score[layer] + refresh * chosen
             maps[layer] = state.outlier_map[layer] + refresh * sel.outlier
-            z = (x - m.mean) / m.std
-            penalty = penalty + jnp.mean(jnp.sum(mask[layer] * jax.nn.relu(z), axis=-1))
+            penalty = penalty + self._penalty(x, m, mask[layer], sel.outlier)
             trace = trace + jnp.mean(sel.d2) / len(self.stats)
         active = jnp.asarray(step >= self.warmup, penalty.dtype)
         state = _OutlierState(mask, times, score, maps, state.rounds + refresh)
@@ -166,8 +182,10 @@ class OutlierPrior:
         return out
 
     def __repr__(self):
+        extra = "".join(f", {name}={getattr(self, name)}" for name, default in
+                        (("penalty", "activation"), ("scope", "image")) if getattr(self, name) != default)
         return (f"outliers(layers={list(self.layers)}, view={self.view}, weight={self.weight}, k={self.k}, "
-                f"every={self.every}, warmup={self.warmup}, quantile={self.quantile})")
+                f"every={self.every}, warmup={self.warmup}, quantile={self.quantile}{extra})")
 
 
 def _view(name, activation):
@@ -335,8 +353,10 @@ def _stats_moments(stats, model, layers, view):
             view or "pixel")
 
 
-def _check_options(name, cls=None, *, weight=None, k=None, every=None, warmup=None, quantile=None, **unknown):
-    given = {k_: v for k_, v in dict(k=k, every=every, warmup=warmup, quantile=quantile).items() if v is not None}
+def _check_options(name, cls=None, *, weight=None, k=None, every=None, warmup=None, quantile=None, penalty=None,
+                   scope=None, **unknown):
+    given = {k_: v for k_, v in dict(k=k, every=every, warmup=warmup, quantile=quantile, penalty=penalty,
+                                     scope=scope).items() if v is not None}
     fields = {f.name for f in dataclasses.fields(cls)} if cls else {"weight"}
     bad = sorted(set(unknown) | (set(given) - fields))
     if bad:
@@ -352,6 +372,10 @@ def _check_options(name, cls=None, *, weight=None, k=None, every=None, warmup=No
     whole(warmup, "warmup", 0)
     if weight is not None and not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
         raise UsageError(f"{name}: weight must be a finite number ≥ 0, got {weight!r}")
+    if penalty is not None and penalty not in ("activation", "contribution"):
+        raise UsageError(f"{name}: penalty must be 'activation' or 'contribution', got {penalty!r}")
+    if scope is not None and scope not in ("image", "outliers"):
+        raise UsageError(f"{name}: scope must be 'image' or 'outliers', got {scope!r}")
     if quantile is not None and not (isinstance(quantile, (int, float)) and 0 < quantile < 1):
         raise UsageError(f"{name}: quantile must be strictly between 0 and 1, got {quantile!r}")
 

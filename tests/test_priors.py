@@ -51,6 +51,33 @@ def test_outlier_prior_suppresses_the_planted_neuron():
     assert report["outlier_map"].shape == (6, 6) and float(report["outlier_map"][:3, :3].min()) == 1.0
 
 
+def test_contribution_penalty_and_outlier_scope_match_float64():
+    rng = np.random.default_rng(3)
+    dim, planted = 12, 4
+    mean, cov = _toy_stats(rng, dim)
+    act = _natural(rng, mean, cov, 5, 5)
+    act[:2, :2, planted] += 12 * np.sqrt(cov[planted, planted])
+    features = {"layer": jnp.asarray(act, jnp.float32)}
+    x = act.reshape(-1, dim) - mean
+    precision = np.linalg.inv(cov)
+    c = x * (x @ precision)  # per-neuron contributions, float64
+    d2 = c.sum(1)
+    outlier = d2 > outliers.chi2_threshold(dim, 0.99)
+    z = x / np.sqrt(np.diag(cov))
+    expected = {
+        ("contribution", "image"): np.maximum(c[:, planted], 0).mean(),
+        ("activation", "outliers"): (np.maximum(z[:, planted], 0) * outlier).mean(),
+        ("contribution", "outliers"): (np.maximum(c[:, planted], 0) * outlier).mean(),
+    }
+    for (penalty, scope), value in expected.items():
+        prior = priors.outliers({"layer": _moments(mean, cov)}, k=1, warmup=0, weight=1.0, penalty=penalty,
+                                scope=scope)
+        state = prior.apply(features, prior.init(features), 0)[1]  # step 0 selects the planted neuron
+        assert float(state.mask["layer"][planted]) == 1.0
+        np.testing.assert_allclose(float(prior.apply(features, state, 1)[0]), value, rtol=1e-3)
+    assert outlier.sum() >= 4 and not outlier.all()
+
+
 def test_mahalanobis_prior_is_mean_d2_over_dim():
     rng = np.random.default_rng(1)
     dim = 16
