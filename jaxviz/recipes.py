@@ -28,9 +28,10 @@ What each recipe keeps from its source and what it scales down:
   warm-up and cosine decay (DeepInversion's ``setting_id`` 0/1), pixels clipped to the valid range
   after each step. Its units are torchvision's normalized ones (1 unit = 0.226 of the ``[0, 1]``
   range), so lr 0.25 and init ``N(0, 1)`` become 0.0565 and ``N(0.5, 0.226)`` here. Scaled down:
-  2,000 steps (``setting_id`` 1) → 512, warm-up 100 → 5 % of the steps. Its loss is the cross
-  entropy of a batch of 84+ images whose BN moments are pooled over the batch; here the target
-  (e.g. a logit) and per-image moments.
+  2,000 steps (``setting_id`` 1) → 512, warm-up 100 → 5 % of the steps. Its class objective is
+  the cross entropy (:func:`class_log_probability`, ``Recipe.target``): unlike a logit, it stops
+  pushing once the class is certain, and the priors then clean the image. DeepInversion pools the
+  BN moments over a batch of 84+ images; here they are per image.
 """
 
 from __future__ import annotations
@@ -43,10 +44,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxviz import param, priors, transforms
+from flax import struct
+
+from jaxviz import objectives, param, priors, transforms
 from jaxviz.errors import UsageError
 
 __all__ = ["Recipe", "NAMES", "RECIPES", "get", "lucid", "maco", "deepinversion", "project_box",
+           "ClassLogProbability", "class_log_probability",
            "total_variation_l2", "l2_norm", "deepinversion_penalty", "TORCHVISION_MEAN", "TORCHVISION_STD"]
 
 # torchvision's input normalization, the units DeepInversion's coefficients are given in
@@ -71,6 +75,8 @@ class Recipe:
       image_penalty: ``image_penalty(model) -> f(image [S,S,3] in [0,1]) -> scalar``, or ``None``.
       crops_per_step: forward-backward passes averaged into one update.
       notes: what is faithful to the source and what is scaled down.
+      objective: ``objective(class_index) -> Objective``, the source's class objective
+        (``None``: :func:`jaxviz.objectives.class_logit`), see :meth:`target`.
     """
 
     name: str
@@ -83,6 +89,11 @@ class Recipe:
     image_penalty: Callable[[Any], Callable] | None = None
     crops_per_step: int = 1
     notes: str = ""
+    objective: Callable[[int], Any] | None = None
+
+    def target(self, class_index: int):
+        """The objective this recipe's source maximizes for ImageNet class ``class_index``."""
+        return (self.objective or objectives.class_logit)(class_index)
 
     @property
     def passes(self) -> int:
@@ -121,6 +132,30 @@ class Recipe:
 
 class _Empty(NamedTuple):
     pass
+
+
+@struct.dataclass
+class ClassLogProbability(objectives.Objective):
+    """``log softmax(logits)[index]``: minus the cross entropy of the class (DeepInversion's loss)."""
+
+    index: Any
+    layer: str = struct.field(pytree_node=False, default="logits")
+
+    @property
+    def layers(self):
+        return (self.layer,)
+
+    def __call__(self, features):
+        logits = features[self.layer]
+        return jnp.take(jax.nn.log_softmax(logits, axis=-1), self.index, axis=-1).mean()
+
+    def __repr__(self):
+        return f"class_log_probability({self.index})"
+
+
+def class_log_probability(index: int, layer: str = "logits") -> ClassLogProbability:
+    """A :class:`ClassLogProbability` objective."""
+    return ClassLogProbability(index, layer)
 
 
 def project_box(low: float = 0.0, high: float = 1.0) -> optax.GradientTransformation:
@@ -207,9 +242,10 @@ def deepinversion() -> Recipe:
         steps=512, size=224,
         prior=lambda model: priors.batchnorm_prior(model, weight=0.01, first_weight=10.0),
         image_penalty=lambda model: deepinversion_penalty(tv_l2=1e-4, l2=1e-5),
+        objective=class_log_probability,
         notes="DeepInversion imagenet_inversion.py (README command): r_feature 0.01, first BN x10, tv_l2 1e-4, "
               "l2 1e-5, jitter 30 (roll) + flip, Adam(0.5, 0.9) lr 0.25 cosine with warm-up, clip to the valid "
-              "range. Scaled: 2000 steps -> 512; per-image BN moments; the target replaces cross-entropy.")
+              "range, cross-entropy objective (Recipe.target). Scaled: 2000 steps -> 512; per-image BN moments.")
 
 
 RECIPES: dict[str, Callable[[], Recipe]] = {"lucid": lucid, "maco": maco, "deepinversion": deepinversion}

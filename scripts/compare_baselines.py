@@ -6,7 +6,8 @@ Render (one variant per process, so the former code can run from another checkou
 Score every rendered variant with the held-out judge and print a table:
     PYTHONPATH=. python scripts/compare_baselines.py score --out /tmp/baselines
 
-Variants: recipes (``lucid``, ``maco``, ``deepinversion``, at ``--passes`` forward-backward passes)
+Variants: recipes (``lucid``, ``maco``, ``deepinversion``, at ``--passes`` forward-backward passes;
+``maco@1`` overrides the crops per step)
 and the plain render settings ``fourier`` / ``maco-param`` (128 px, default transforms, Adam 0.05).
 """
 
@@ -35,7 +36,14 @@ def render_variant(name: str, out: str, passes: int, seed: int) -> None:
     else:
         from jaxviz import recipes
 
-        recipe = recipes.get(name).at_budget(passes)
+        import dataclasses
+
+        base, _, crops = name.partition("@")  # e.g. maco@1: the recipe with 1 crop per step
+        recipe = recipes.get(base)
+        if crops:
+            recipe = dataclasses.replace(recipe, crops_per_step=int(crops))
+        recipe = recipe.at_budget(passes)
+        targets = [recipe.target(c) for c in CLASSES]
         config = recipe.config(batch_size=len(CLASSES), seed=seed)
         kwargs = recipe.parts(model)
     start = time.time()

@@ -204,3 +204,13 @@ def test_recipes_render_on_lite0_and_climb(lite0, name):
     assert 0.0 <= result.images.min() and result.images.max() <= 1.0
     assert result.history.shape == (1, recipe.passes)
     assert result.history[0, -4:].mean() > result.history[0, :4].mean()  # the target's logit rises
+
+
+def test_class_log_probability_is_minus_cross_entropy():
+    logits = np.random.default_rng(0).normal(size=(1000,)) * 3
+    expected = logits[207] - np.log(np.exp(logits - logits.max()).sum()) - logits.max()
+    obj = recipes.class_log_probability(207)
+    np.testing.assert_allclose(obj({"logits": jnp.asarray(logits, jnp.float32)}), expected, rtol=1e-5)
+    assert obj.layers == ("logits",) and repr(obj) == "class_log_probability(207)"
+    assert recipes.get("deepinversion").target(5) == recipes.class_log_probability(5)
+    assert repr(recipes.get("lucid").target(5)) == "class_logit(5)"
