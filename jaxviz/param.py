@@ -6,7 +6,7 @@ float32 in ``[0, 1]`` (jittable, differentiable; the size is read from the param
 Vmap them for batches. The built-in ones are frozen dataclasses, so they compare and print by value
 (their ``repr`` identifies a run in checkpoints); a user's own is just another such object.
 
-- :func:`pixel`: one logit per pixel and channel, squashed by a sigmoid.
+- :func:`pixel`: one value per pixel and channel, squashed by a sigmoid (or clipped, DeepInversion).
 - :func:`fourier`: Lucid-style. Real/imaginary parts of an ``rfft2`` spectrum, scaled by
   ``1 / f^decay`` so that every frequency band moves at a similar speed under gradient steps, then
   ``irfft2``, colour decorrelation and a sigmoid. By default the scale is normalized to unit RMS;
@@ -41,7 +41,8 @@ Why the magnitude is the *RMS* spectrum of photos resized whole to the size: by 
 with that magnitude and any phase has exactly the photos' mean contrast (per-pixel variance). The
 earlier asset, the *mean* magnitude of the 10 embedded photos over native-resolution corner crops,
 gave images with a third of the photos' contrast (pixel std 0.078 vs 0.22) around their brown mean
-colour (0.46, 0.36, 0.32): the uniformly brown, low-contrast MaCo images of design note §6.
+colour (0.46, 0.36, 0.32): the uniformly brown, low-contrast MaCo images of earlier versions. The
+decorrelated spectra depend on ``COLOR_SQRT`` (recorded in the asset): rerun the script if it changes.
 """
 
 from __future__ import annotations

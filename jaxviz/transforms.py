@@ -460,7 +460,7 @@ class RandomCrop:
     image. Not fused with its neighbours (its zoom depends on the input size).
     """
 
-    side: tuple[float, float] = (0.3, 0.6)
+    side: tuple[float, float] = (0.6, 1.0)
     out: int | None = None
     centre_sd: float = 0.15
 
@@ -533,7 +533,7 @@ def _fraction_pair(side) -> tuple[float, float]:
     return low, high
 
 
-def random_crop(side=(0.3, 0.6), *, out: int | None = None, centre_sd: float = 0.15) -> RandomCrop:
+def random_crop(side=(0.6, 1.0), *, out: int | None = None, centre_sd: float = 0.15) -> RandomCrop:
     """A :class:`RandomCrop`: side fraction uniform in ``side``, resized to ``out`` (default: input side)."""
     if out is not None and _count(out, "out") == 0:
         raise UsageError("out must be positive")
@@ -580,7 +580,7 @@ def lucid(*, upsample: int | None = 224) -> Chain:
     return chain(*parts)
 
 
-def maco(*, side=(0.3, 0.6), out: int | None = 224, sd: float = 0.04) -> Chain:
+def maco(*, side=(0.6, 1.0), out: int | None = 224, sd: float = 0.04) -> Chain:
     """One MaCo crop per forward pass: :func:`random_crop` resized to ``out``, then :func:`noise`.
 
     Xplique's MaCo adds noise 0.08 in ``[-1, 1]`` model units, i.e. 0.04 in ``[0, 1]``.
