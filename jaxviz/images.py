@@ -171,7 +171,9 @@ def resize_center_crop01(image: np.ndarray, size: int) -> np.ndarray:
         return np.ascontiguousarray(image[top:top + size, left:left + size])
     out = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c]))
                       .resize((new_w, new_h), Image.BICUBIC)) for c in range(image.shape[-1])]
-    return np.stack(out, axis=-1)[top:top + size, left:left + size].astype(np.float32)
+    out = np.stack(out, axis=-1)[top:top + size, left:left + size]
+    # bicubic overshoots at edges; the uint8 path clips to 0..255, this one to the input's own range
+    return np.clip(out, image.min(), image.max()).astype(np.float32)
 
 
 def resize_batch01(images: np.ndarray, size: int) -> np.ndarray:

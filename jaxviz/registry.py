@@ -25,7 +25,8 @@ def _parameterizations() -> dict[str, Callable]:
 def _transforms() -> dict[str, Callable]:
     from jaxviz import transforms
 
-    return {"default": transforms.default, "none": transforms.identity}
+    return {"default": transforms.default, "none": transforms.identity, "lucid": transforms.lucid,
+            "maco": transforms.maco, "deepinversion": transforms.deepinversion}
 
 
 def _priors() -> dict[str, Callable]:
@@ -35,8 +36,14 @@ def _priors() -> dict[str, Callable]:
             "bn": priors.batchnorm_prior}
 
 
+def _recipes() -> dict[str, Callable]:
+    from jaxviz import recipes
+
+    return dict(recipes.RECIPES)
+
+
 KINDS: dict[str, Callable[[], dict[str, Callable]]] = {
-    "parameterization": _parameterizations, "transform": _transforms, "prior": _priors,
+    "parameterization": _parameterizations, "transform": _transforms, "prior": _priors, "recipe": _recipes,
 }
 _EXTRA: dict[str, dict[str, Callable]] = {kind: {} for kind in KINDS}
 

@@ -360,8 +360,12 @@ def seed_images(images, n_targets: int, size: int) -> np.ndarray:
     Raises:
       UsageError: wrong shape, count or value range.
     """
-    from jaxviz.images import resize_batch01
+    from jaxviz.images import as_uint8_batch, resize_batch01
 
+    if isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim in (3, 4):
+        # uint8 photos take the same resize as everywhere else (Pillow's 8-bit path)
+        images = as_uint8_batch(images, size)
+        images = images[0] if len(images) == 1 else images
     if isinstance(images, (list, tuple)):
         images = [np.asarray(im) for im in images]
         if len({im.shape for im in images}) > 1:  # mixed sizes: bring each to the size first

@@ -14,6 +14,11 @@ Sizes: :func:`pad` grows the image by ``2 n``, :func:`jitter` shrinks it by ``d`
 :func:`random_scale` and :func:`random_rotate` keep it. :func:`default` therefore maps an
 ``S × S`` image to ``(S + 12) × (S + 12)``; the models are fully convolutional with global pooling,
 so any size works (use :func:`crop_or_resize_to` when a fixed size is needed).
+
+Presets of the anchors (see :mod:`jaxviz.recipes`): :func:`lucid` (Lucid/Lucent's standard
+transforms, then Lucent's upsampling of small images to 224), :func:`maco` (one random
+crop-and-resize plus noise per forward pass, as Xplique's MaCo does for each of its crops) and
+:func:`deepinversion` (circular shift by up to 30 px and a random horizontal flip).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from jaxviz.errors import UsageError
 __all__ = [
     "Transform", "GeometricTransform", "Identity", "identity", "Pad", "Jitter", "RandomScale", "RandomRotate", "Chain", "CropOrResize",
     "pad", "jitter", "random_scale", "random_rotate", "chain", "crop_or_resize_to", "default",
+    "RandomCrop", "Noise", "RandomFlip", "Roll", "Upsample", "random_crop", "noise", "random_flip", "roll",
+    "upsample_to", "lucid", "maco", "deepinversion",
 ]
 
 @runtime_checkable
@@ -439,3 +446,148 @@ def default() -> Chain:
         random_rotate(5.0),
         jitter(4),
     )
+
+
+# ------------------------------------------------------------------ the anchors' transforms
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomCrop:
+    """Random square crop, resized (bilinear) to ``out`` × ``out`` (``None``: the input side).
+
+    The crop side is a fraction of the image side drawn uniformly from ``side``; its centre is
+    ``0.5 + N(0, centre_sd)`` of the image in each axis, clipped so the crop stays inside the
+    image. Not fused with its neighbours (its zoom depends on the input size).
+    """
+
+    side: tuple[float, float] = (0.6, 1.0)
+    out: int | None = None
+    centre_sd: float = 0.15
+
+    affine = False  # not fusable: see the class docstring
+
+    def __call__(self, image, *, key):
+        h, w = image.shape[:2]
+        out = self.out or h
+        k_side, k_centre = jax.random.split(key)
+        side = jax.random.uniform(k_side, (), jnp.float32, *self.side)
+        centre = jnp.clip(0.5 + self.centre_sd * jax.random.normal(k_centre, (2,)), side / 2, 1 - side / 2)
+        # output pixel q samples the input at top-left + (q + 0.5) * step - 0.5 (pixel centres)
+        step = side * jnp.asarray([h, w], jnp.float32) / out
+        t = (centre - side / 2) * jnp.asarray([h, w], jnp.float32) + 0.5 * step - 0.5
+        M = jnp.diag(step)
+        return _bilinear(image, jax.lax.stop_gradient(M), jax.lax.stop_gradient(t), (out, out), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Noise:
+    """Adds ``N(0, sd)`` and ``U(-sd/2, sd/2)`` noise to every pixel (Xplique's MaCo)."""
+
+    sd: float
+
+    def __call__(self, image, *, key):
+        k_normal, k_uniform = jax.random.split(key)
+        return (image + self.sd * jax.random.normal(k_normal, image.shape, image.dtype)
+                + jax.random.uniform(k_uniform, image.shape, image.dtype, -self.sd / 2, self.sd / 2))
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomFlip:
+    """Mirrors the image left-right with probability 1/2."""
+
+    def __call__(self, image, *, key):
+        return jnp.where(jax.random.bernoulli(key), image[:, ::-1], image)
+
+
+@dataclasses.dataclass(frozen=True)
+class Roll:
+    """Circular shift by ``-d..d`` pixels in each direction (DeepInversion's ``torch.roll``); same shape."""
+
+    d: int
+
+    def __call__(self, image, *, key):
+        dy, dx = jax.random.randint(key, (2,), -self.d, self.d + 1)
+        return jnp.roll(image, (dy, dx), axis=(0, 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Upsample:
+    """Bilinear resize to ``size`` × ``size`` of an image smaller than that; larger ones pass as they are.
+
+    Lucent's ``render_vis`` does this to every image under 224 px before the model.
+    """
+
+    size: int
+
+    def __call__(self, image, *, key=None):
+        h, w, c = image.shape
+        if h >= self.size and w >= self.size:
+            return image
+        return jax.image.resize(image, (self.size, self.size, c), method="linear")
+
+
+def _fraction_pair(side) -> tuple[float, float]:
+    low, high = (float(v) for v in side)
+    if not 0 < low <= high <= 1:
+        raise UsageError(f"random_crop side must be fractions 0 < low <= high <= 1, got {side}")
+    return low, high
+
+
+def random_crop(side=(0.6, 1.0), *, out: int | None = None, centre_sd: float = 0.15) -> RandomCrop:
+    """A :class:`RandomCrop`: side fraction uniform in ``side``, resized to ``out`` (default: input side)."""
+    if out is not None and _count(out, "out") == 0:
+        raise UsageError("out must be positive")
+    if not centre_sd >= 0:
+        raise UsageError(f"centre_sd must be >= 0, got {centre_sd}")
+    return RandomCrop(_fraction_pair(side), out, float(centre_sd))
+
+
+def noise(sd: float) -> Noise:
+    """A :class:`Noise` of strength ``sd`` (in ``[0, 1]`` image units)."""
+    if not sd >= 0:
+        raise UsageError(f"noise sd must be >= 0, got {sd}")
+    return Noise(float(sd))
+
+
+def random_flip() -> RandomFlip:
+    """A :class:`RandomFlip`."""
+    return RandomFlip()
+
+
+def roll(d: int) -> Roll:
+    """A :class:`Roll` by up to ``d`` pixels."""
+    return Roll(_count(d, "roll"))
+
+
+def upsample_to(size: int) -> Upsample:
+    """An :class:`Upsample` to ``size``."""
+    if _count(size, "size") == 0:
+        raise UsageError("size must be positive")
+    return Upsample(size)
+
+
+def lucid(*, upsample: int | None = 224) -> Chain:
+    """Lucid/Lucent's ``standard_transforms``, then Lucent's upsampling of images under ``upsample`` px.
+
+    Grey pad 12, jitter 8, scale by one of ``1 + (i - 5) / 50`` for ``i = 0..10``, rotate by an
+    integer angle in ``-10..10`` (0 five times more likely: Lucent's list), jitter 4.
+    """
+    angles = tuple(range(-10, 11)) + (0,) * 5
+    parts = [pad(12, "constant", value=0.5), jitter(8), random_scale([1 + (i - 5) / 50 for i in range(11)]),
+             random_rotate(angles), jitter(4)]
+    if upsample:
+        parts.append(upsample_to(upsample))
+    return chain(*parts)
+
+
+def maco(*, side=(0.6, 1.0), out: int | None = 224, sd: float = 0.04) -> Chain:
+    """One MaCo crop per forward pass: :func:`random_crop` resized to ``out``, then :func:`noise`.
+
+    Xplique's MaCo adds noise 0.08 in ``[-1, 1]`` model units, i.e. 0.04 in ``[0, 1]``.
+    """
+    return chain(random_crop(side, out=out), noise(sd))
+
+
+def deepinversion(*, shift: int = 30) -> Chain:
+    """DeepInversion's jitter (circular shift by up to ``shift`` px) and random horizontal flip."""
+    return chain(roll(shift), random_flip())

@@ -14,7 +14,8 @@ from jaxviz.errors import UsageError
 from jaxviz.images import resize_center_crop
 
 PARAMETERIZATIONS = [param.pixel(), param.pixel(decorrelate=True), param.fourier(),
-                     param.fourier(decay=1.5, decorrelate=False), param.maco(), param.maco(decorrelate=False)]
+                     param.fourier(decay=1.5, decorrelate=False), param.maco(), param.maco(decorrelate=False),
+                     param.fourier(normalize=False, gain=0.25, color="lucid"), param.maco(normalize_phase=True)]
 
 
 def _photo(photos, size, name="chelsea"):

@@ -67,20 +67,20 @@ def test_fourier_spectrum_scale():
     assert scale[0, 1] > scale[0, 8] > scale[16, 16]  # low frequencies move faster
 
 
-def test_maco_is_phase_only():
-    size = 32
-    p = param.maco()
+@pytest.mark.parametrize("size,normalize_phase", [(32, False), (33, True), (128, False)])
+def test_maco_keeps_the_given_magnitude(size, normalize_phase):
+    p = param.maco(normalize_phase=normalize_phase)
     magnitude = param.maco_magnitude(size)
     assert param.maco_magnitude(size) is magnitude  # cached per size
     assert magnitude.shape == (size, size // 2 + 1, 3) and magnitude[0, 0].max() == 0
     for seed in range(2):
         image = np.asarray(jax.jit(p.to_image)(p.init(key=jax.random.key(seed), size=size)), np.float64)
-        # undo the soft clip and the colour mixing to get back the phase-only signal
-        rgb = np.log(image / (1 - image)) / 4 + 0.5 - param.COLOR_MEAN
+        # undo the soft clip, the mean colour and the colour mixing: the pre-sigmoid phase-only signal
+        rgb = np.log(image / (1 - image)) / 4 + 0.5 - param.maco_mean()
         z = rgb @ np.linalg.inv(param.COLOR_SQRT.astype(np.float64)).T
         spectrum = np.abs(np.fft.rfft2(z, axes=(0, 1), norm="ortho"))
         # columns 1..n/2-1 have no Hermitian partner inside the rfft grid, so they survive exactly
-        inner = slice(1, size // 2)
+        inner = slice(1, (size + 1) // 2)
         np.testing.assert_allclose(spectrum[:, inner], magnitude[:, inner], rtol=2e-3, atol=2e-3 * magnitude.max())
 
 
@@ -89,6 +89,47 @@ def test_maco_magnitude_falls_with_frequency():
     f = param._frequencies(32)
     low, high = magnitude[(f > 0) & (f < 0.1)].mean(), magnitude[f > 0.35].mean()
     assert low > 5 * high  # natural images: roughly 1/f amplitude
+
+
+def test_photo_spectrum_of_a_known_sinusoid():
+    size = 32
+    x = np.arange(size)
+    # 3 cycles across, sampled half a pixel off so that the first and last columns are equal: no border
+    # jump, so the periodic component is the image itself
+    wave = 0.5 + 0.2 * np.cos(2 * np.pi * 3 * (x + 0.5) / size)
+    photo = np.round(255 * np.broadcast_to(wave[None, :, None], (size, size, 3))).astype(np.uint8)
+    magnitude, mean = param.photo_spectrum([photo, photo], size, decorrelate=False)
+    # ortho units: a 0.2-amplitude cosine puts 0.2 * size² / 2 / size at its bin; exactly, the 2-D
+    # ortho transform of identical rows is the 1-D unnormalized transform of one row (uint8 values)
+    row = photo[0, :, 0] / 255.0
+    np.testing.assert_allclose(magnitude[0, 3], np.abs(np.fft.rfft(row))[3], rtol=1e-9)
+    np.testing.assert_allclose(magnitude[0, 3], 0.1 * size, rtol=0.01)
+    rest = magnitude.copy()
+    rest[0, 3] = 0
+    assert rest.max() < 0.01 * magnitude[0, 3].min()
+    np.testing.assert_allclose(mean, photo[0, :, 0].mean() / 255.0, atol=1e-12)
+
+
+def test_maco_contrast_and_colour_are_the_photos():
+    """A random-phase MaCo image has the photos' mean colour and (Parseval) their mean pixel variance."""
+    mean = param.maco_mean()
+    assert np.all(np.abs(mean - 0.46) < 0.06) and mean.max() - mean.min() < 0.1  # near-neutral, not brown
+    size = 128
+    magnitude = param.maco_magnitude(size, decorrelate=False).astype(np.float64)
+    # full-grid energy: interior columns count twice (their Hermitian partners), DC and Nyquist once
+    energy = (magnitude**2).sum((0, 1)) * 2 - (magnitude[:, 0] ** 2).sum(0) - (magnitude[:, -1] ** 2).sum(0)
+    std = np.sqrt(energy) / size
+    assert np.all((std > 0.18) & (std < 0.25))  # ImageNet photos: ~0.21 per channel at 128 px
+
+
+def test_maco_magnitude_at_unstored_sizes_follows_cycles_per_image():
+    stored = param.maco_magnitude(128).astype(np.float64)
+    half = param.maco_magnitude(64).astype(np.float64)
+    ky = np.rint(np.fft.fftfreq(64) * 64).astype(int)  # signed cycles per image (row 32 is -32)
+    np.testing.assert_allclose(half[:, 1:33], stored[ky % 128, 1:33] * 0.5, rtol=1e-6)
+    big = param.maco_magnitude(300)
+    assert big.shape == (300, 151, 3) and np.all(np.isfinite(big)) and big[0, 0].max() == 0
+    assert big[0, 140].mean() < big[0, 100].mean() < big[0, 10].mean()
 
 
 def test_get_errors():
