@@ -46,7 +46,7 @@ METRICS = (
     ("efficientnet_lite2/top_blob_share", "top-blob share", True),
     ("colourfulness", "colourfulness", None),
     ("slope", "spectrum slope", None),
-    ("activation", "Lite0 target logit", True),
+    ("activation", "objective (Lite0)", True),
 )
 
 
@@ -63,10 +63,11 @@ def tune_classes(n: int, avoid: list[int]) -> list[int]:
 
 
 def method_parts(name: str, model, *, passes: int, size: int):
-    """``(RenderConfig, render kwargs, description)`` of method ``name`` at ``passes`` passes per image.
+    """``(RenderConfig, render kwargs, description, target)`` of method ``name`` at ``passes`` passes per image.
 
     Names: a recipe of :mod:`jaxviz.recipes` (``lucid``, ``maco``, ``deepinversion``, ``jaxviz``,
-    ``outliers``...), optionally with ``@key=value,...`` overrides of the outlier prior's options.
+    ``outliers``...), optionally with ``@key=value,...`` options of the recipe (values are JSON, or
+    lists written ``a+b``), e.g. ``outliers@view=patch3,layers=blocks.5+blocks.8,weight=30``.
     """
     from jaxviz import recipes
 
@@ -74,9 +75,12 @@ def method_parts(name: str, model, *, passes: int, size: int):
     options = {}
     for item in filter(None, extra.split(",")):
         key, _, value = item.partition("=")
-        options[key] = json.loads(value)
-    recipe = recipes.get(base, **options).at_budget(passes).at_size(size)
-    return recipe.config(batch_size=64, chunk_steps=16), recipe.parts(model), recipe.notes
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value.split("+") if "+" in value else value
+    recipe = recipes.get(base, size=size, **options).at_budget(passes)
+    return recipe.config(batch_size=64, chunk_steps=16), recipe.parts(model), recipe.notes, recipe.target
 
 
 def _signature(name, cfg, classes, seed) -> str:
@@ -88,7 +92,7 @@ def render_method(name, model, cfg, classes, seed, run_dir, quiet):
     """Images ``[N,S,S,3]`` and final target logits of one method and seed (cached on disk)."""
     import jax
 
-    from jaxviz import objectives, render
+    from jaxviz import render
     from jaxviz.files import atomic_write
     from jaxviz.progress import progress_bar
 
@@ -98,8 +102,8 @@ def render_method(name, model, cfg, classes, seed, run_dir, quiet):
         with np.load(path) as f:
             if str(f["signature"]) == signature:
                 return f["images"], f["activation"], float(f["seconds"])
-    config, parts, _ = method_parts(name, model, passes=cfg["passes"], size=cfg["size"])
-    targets = [objectives.class_logit(c) for c in classes]
+    config, parts, _, target = method_parts(name, model, passes=cfg["passes"], size=cfg["size"])
+    targets = [target(c) for c in classes]
     update, close = progress_bar(f"{name} seed {seed}", quiet=quiet)
     t = time.perf_counter()
     try:
@@ -170,20 +174,22 @@ def write_grid(run_dir, images_by_method, real_images, classes, class_names, n_r
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m experiments.realism", description=__doc__.split("\n\n")[0])
-    p.add_argument("--methods", default="lucid,maco,deepinversion,jaxviz,outliers",
-                   help="comma-separated recipes (name[@key=value,...])")
+    p.add_argument("--methods", nargs="+", default=["lucid", "maco", "deepinversion", "jaxviz", "outliers"],
+                   help="recipes, space-separated (name[@key=value,...]); default: every anchor, ours and the method")
     p.add_argument("--against", default=None, help="method the paired tests compare to (default: the first)")
     p.add_argument("--classes", type=int, default=64, help="number of evaluation classes (default 64)")
+    p.add_argument("--class-list", default=None,
+                   help="explicit classes, comma-separated, or 'tune' for the tuning classes (overrides --classes)")
     p.add_argument("--seeds", type=int, default=2, help="seeds per class (default 2)")
     p.add_argument("--passes", type=int, default=512, help="forward-backward passes per image (default 512)")
     p.add_argument("--size", type=int, default=224, help="side of what the model sees, px (default 224)")
     p.add_argument("--real", default=None, help="real photos: a folder (sorted file i = class i) or tfds:NAME")
     p.add_argument("--out", default=None, help="run folder (default experiments/results/realism-<date>)")
-    p.add_argument("--quick", action="store_true", help="4 classes, 1 seed, 16 passes, 64 px")
+    p.add_argument("--quick", action="store_true", help="4 classes, 1 seed, 16 passes, 112 px")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
-        args.classes, args.seeds, args.passes, args.size = 4, 1, 16, 64
+        args.classes, args.seeds, args.passes, args.size = 4, 1, 16, 112
     return args
 
 
@@ -197,12 +203,17 @@ def main(argv=None) -> int:
     from jaxviz.files import atomic_write, atomic_write_json
 
     try:
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        methods = [m.strip() for m in args.methods if m.strip()]
         real = args.real or realism.default_real()
         if real is None:
             raise JaxvizError("no real photos: pass --real DIR (a folder whose sorted file i is class i)")
         classes = eval_classes(args.classes)
-        cfg = {"methods": methods, "classes": classes, "tune_classes": tune_classes(8, classes), "seeds": args.seeds,
+        tuning = tune_classes(8, eval_classes(64))
+        if args.class_list == "tune":
+            classes = tuning
+        elif args.class_list:
+            classes = [int(c) for c in args.class_list.split(",")]
+        cfg = {"methods": methods, "classes": classes, "tune_classes": tuning, "seeds": args.seeds,
                "passes": args.passes, "size": args.size, "real": os.path.abspath(real) if os.path.isdir(real) else real,
                "judges": list(realism.DEFAULT_JUDGES), "base_seed": BASE_SEED}
         run_dir = args.out or os.path.join(HERE, "results", f"realism-{_dt.date.today().isoformat()}"
@@ -211,6 +222,7 @@ def main(argv=None) -> int:
         atomic_write(os.path.join(run_dir, "command.txt"),
                      "python -m experiments.realism " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])) + "\n")
         model = jaxviz.load_model("efficientnet_lite0")
+        cache = os.path.join(jaxviz.cache.cache_dir(), "realism")  # judges' features of the real photos
         descriptions = {m: method_parts(m, model, passes=args.passes, size=args.size)[2] for m in methods}
         atomic_write_json(os.path.join(run_dir, "config.json"), {**cfg, "descriptions": descriptions})
         images, per_method, seconds = {}, {}, {}
@@ -219,11 +231,11 @@ def main(argv=None) -> int:
             parts = [render_method(m, model, cfg, classes, s, run_dir, args.quiet) for s in range(args.seeds)]
             images[m] = np.concatenate([p[0] for p in parts])
             seconds[m] = sum(p[2] for p in parts)
-            scores = realism.score(images[m], all_classes, real=real)
+            scores = realism.score(images[m], all_classes, real=real, cache_dir=cache)
             per_method[m] = {**scores.per_image, "activation": np.concatenate([p[1] for p in parts])}
             per_method[m]["_sets"] = scores.per_set
             print(f"{m}: rendered in {seconds[m]:.0f} s, scored", file=sys.stderr)
-        reference = realism.score_real(classes, size=args.size, real=real)
+        reference = realism.score_real(classes, size=args.size, real=real, cache_dir=cache)
         real_row = dict(reference.per_image)
         sets = {m: per_method[m].pop("_sets") for m in methods}
         sets["real photos (reference)"] = reference.per_set

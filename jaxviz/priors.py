@@ -303,7 +303,7 @@ def batchnorm_prior(model, *, weight: float = 0.01, first_weight: float = 1.0) -
     Raises:
       UsageError: the model declares no BatchNorm layers, or a weight is not a finite number ≥ 0.
     """
-    _check_options("bn", BatchNormPrior, weight=weight)
+    check_options("bn", BatchNormPrior, weight=weight)
     if isinstance(first_weight, bool) or not (isinstance(first_weight, (int, float)) and math.isfinite(first_weight)
                                               and first_weight >= 0):
         raise UsageError(f"bn: first_weight must be a finite number ≥ 0, got {first_weight!r}")
@@ -363,8 +363,9 @@ def _stats_moments(stats, model, layers, view):
             view or "pixel")
 
 
-def _check_options(name, cls=None, *, weight=None, k=None, every=None, warmup=None, quantile=None, penalty=None,
-                   scope=None, **unknown):
+def check_options(name, cls=None, *, weight=None, k=None, every=None, warmup=None, quantile=None, penalty=None,
+                  scope=None, **unknown):
+    """Raises :class:`UsageError` (prefixed by ``name``) for options ``cls`` does not take or cannot use."""
     given = {k_: v for k_, v in dict(k=k, every=every, warmup=warmup, quantile=quantile, penalty=penalty,
                                      scope=scope).items() if v is not None}
     fields = {f.name for f in dataclasses.fields(cls)} if cls else {"weight"}
@@ -403,14 +404,14 @@ def outliers(stats, *, model=None, layers=None, view: str | None = None, **optio
     Raises:
       UsageError: bad options or statistics.
     """
-    _check_options("outliers", OutlierPrior, **options)
+    check_options("outliers", OutlierPrior, **options)
     stats_moments, stats_view = _stats_moments(stats, model, layers, view)
     return OutlierPrior(stats_moments, view=stats_view, **options)
 
 
 def mahalanobis(stats, *, model=None, layers=None, view: str | None = None, **options) -> MahalanobisPrior:
     """Ablation: penalize the whole Mahalanobis distance (arguments as :func:`outliers`)."""
-    _check_options("mahalanobis", MahalanobisPrior, **options)
+    check_options("mahalanobis", MahalanobisPrior, **options)
     stats_moments, stats_view = _stats_moments(stats, model, layers, view)
     return MahalanobisPrior(stats_moments, view=stats_view, **options)
 

@@ -40,7 +40,8 @@ What each recipe keeps from its source and what it scales down:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+import inspect
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -210,39 +211,49 @@ def _deepinversion_optimizer(steps: int, lr: float) -> optax.GradientTransformat
 # ---------------------------------------------------------------------------------- recipes
 
 
-def lucid() -> Recipe:
-    """Lucid/Lucent's ``render_vis(model, objective)`` defaults (see the module docstring)."""
+def _canvas(size: int, native: int) -> int:
+    return max(16, int(round(native * size / 224)))
+
+
+def lucid(*, size: int = 224) -> Recipe:
+    """Lucid/Lucent's ``render_vis(model, objective)`` defaults (see the module docstring).
+
+    Args:
+      size: side of what the model sees (Lucent: a 128 px image upsampled to 224); the canvas
+        keeps Lucent's ratio, ``128/224`` of it.
+    """
     return Recipe(
         name="lucid",
         parameterization=param.fourier(normalize=False, gain=0.25, color="lucid", sd=0.01),
-        transform=transforms.lucid(upsample=224),
+        transform=transforms.lucid(upsample=size),
         optimizer=lambda steps: optax.adam(0.05),
-        steps=512, size=128,
-        notes="Lucent render_vis defaults: param.image(128) (fft, decorrelate, sigmoid), standard_transforms, "
-              "upsample to 224, Adam 0.05, 512 steps. Exact.")
+        steps=512, size=_canvas(size, 128),
+        notes=f"Lucent render_vis defaults: param.image(128) (fft, decorrelate, sigmoid), standard_transforms, "
+              f"upsample to 224, Adam 0.05, 512 steps. Exact at size 224 (here: {_canvas(size, 128)} px upsampled "
+              f"to {size}).")
 
 
-def maco() -> Recipe:
-    """Xplique's MaCo, scaled to 512 passes (see the module docstring)."""
+def maco(*, size: int = 224) -> Recipe:
+    """Xplique's MaCo, scaled to 512 passes (see the module docstring); ``size``: canvas and crop side."""
     return Recipe(
         name="maco",
         parameterization=param.maco(normalize_phase=True),
-        transform=transforms.maco(side=(0.6, 1.0), out=224, sd=0.04),
+        transform=transforms.maco(side=(0.6, 1.0), out=size, sd=0.04),
         optimizer=lambda steps: optax.nadam(1.0, eps=1e-7),
-        steps=128, size=224, crops_per_step=4,
-        notes="Xplique maco(): phase-only with real photos' magnitude, standardized phase, NAdam 1.0, crops "
-              "resized to 224 + noise 0.04. Scaled: 256 steps x 32 crops on 512^2 -> 128 x 4 on 224^2; crop side "
-              "uniform 0.6-1.0 instead of 0.5 -> 0.05 over the steps (measured better at this budget).")
+        steps=128, size=size, crops_per_step=4,
+        notes=f"Xplique maco(): phase-only with real photos' magnitude, standardized phase, NAdam 1.0, crops "
+              f"resized to the model side + noise 0.04. Scaled: 256 steps x 32 crops on 512^2 -> 128 x 4 on {size}^2; "
+              f"crop side uniform 0.6-1.0 instead of 0.5 -> 0.05 over the steps (measured better at this budget).")
 
 
-def deepinversion() -> Recipe:
+def deepinversion(*, size: int = 224) -> Recipe:
     """DeepInversion's ImageNet inversion, scaled to 512 steps (see the module docstring)."""
     return Recipe(
         name="deepinversion",
         parameterization=param.pixel(sd=_TORCHVISION_UNIT, squash="clip"),
-        transform=transforms.deepinversion(shift=30),
+        transform=transforms.deepinversion(shift=_canvas(size, 30)),
         optimizer=lambda steps: _deepinversion_optimizer(steps, 0.25 * _TORCHVISION_UNIT),
-        steps=512, size=224,
+        steps=512, size=size,
         prior=lambda model: priors.batchnorm_prior(model, weight=0.01, first_weight=10.0),
         image_penalty=lambda model: deepinversion_penalty(tv_l2=1e-4, l2=1e-5),
         objective=class_log_probability,
@@ -251,16 +262,62 @@ def deepinversion() -> Recipe:
               "range, cross-entropy objective (Recipe.target). Scaled: 2000 steps -> 512; per-image BN moments.")
 
 
-RECIPES: dict[str, Callable[[], Recipe]] = {"lucid": lucid, "maco": maco, "deepinversion": deepinversion}
+def jaxviz(*, size: int = 224) -> Recipe:
+    """jaxviz's own defaults: unit-RMS Fourier with the photos' colour matrix, default transforms, Adam 0.05."""
+    return Recipe(
+        name="jaxviz", parameterization=param.fourier(), transform=transforms.default(),
+        optimizer=lambda steps: optax.adam(0.05), steps=512, size=size,
+        notes="jaxviz visualize defaults (fourier, default transforms, Adam 0.05), no prior.")
+
+
+def outliers(*, size: int = 224, base: str = "lucid", stats: str | None = None, view: str = "pixel",
+             layers: Sequence[str] | None = None, **prior_options) -> Recipe:
+    """The method: ``base``'s recipe plus the outlier prior.
+
+    Args:
+      size: as the base recipe.
+      base: the recipe whose parameterization, transforms and optimizer are used.
+      stats: a ``jaxviz stats`` folder; default the statistics shipped for the model and ``view``.
+      view: ``pixel``, ``patch3`` or ``pooled`` (which shipped statistics to use).
+      layers: the statistics' layers to use (default: the shipped default for ``pixel``, else all).
+      **prior_options: :class:`jaxviz.priors.OutlierPrior` options (``weight``, ``k``, ``penalty``...).
+    """
+    if base not in RECIPES or base == "outliers":
+        raise UsageError(f"unknown base recipe '{base}' (choose {', '.join(n for n in RECIPES if n != 'outliers')})")
+    recipe = RECIPES[base](size=size)
+    priors.check_options("outliers", priors.OutlierPrior, **prior_options)
+
+    def prior(model):
+        from jaxviz import stats_store
+
+        folder = stats or stats_store.shipped_stats_dir(model.name, view)
+        if folder is None:
+            raise UsageError(f"no {view} statistics ship for {model.name}; pass stats=")
+        chosen = list(layers) if layers else (list(stats_store.SHIPPED_PRIOR_LAYERS)
+                                              if stats is None and view == "pixel" else None)
+        return priors.outliers(folder, model=model, layers=chosen, **prior_options)
+
+    described = ", ".join(f"{k}={v}" for k, v in
+                          {"view": view, "layers": list(layers) if layers else "default", **prior_options}.items())
+    return dataclasses.replace(recipe, name="outliers", prior=prior,
+                               notes=f"{base} recipe + outlier prior ({described}).")
+
+
+RECIPES: dict[str, Callable[..., Recipe]] = {"lucid": lucid, "maco": maco, "deepinversion": deepinversion,
+                                             "jaxviz": jaxviz, "outliers": outliers}
 NAMES: tuple[str, ...] = tuple(RECIPES)
 
 
-def get(name: str) -> Recipe:
-    """The recipe called ``name`` (one of :data:`NAMES`).
+def get(name: str, **options) -> Recipe:
+    """The recipe called ``name`` (one of :data:`NAMES`) built with ``options`` (e.g. ``size=160``).
 
     Raises:
-      UsageError: unknown name.
+      UsageError: unknown name or options.
     """
     if name not in RECIPES:
         raise UsageError(f"unknown recipe '{name}' (choose {', '.join(NAMES)})")
-    return RECIPES[name]()
+    try:
+        inspect.signature(RECIPES[name]).bind(**options)
+    except TypeError as e:
+        raise UsageError(f"bad options for recipe '{name}': {e}") from None
+    return RECIPES[name](**options)
