@@ -18,8 +18,8 @@ import tempfile
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from jaxviz.data import DataError, FolderScan, scan_folder
-from jaxviz.errors import UsageError
+from jaxviz.errors import DataError, UsageError
+from jaxviz.folders import FolderScan, scan_folder
 from jaxviz.images import read_image
 
 __all__ = ["BuiltDataset", "build_tfds_from_folder", "parse_name", "resolve_data_dir", "open_split"]
