@@ -129,6 +129,7 @@ def test_missing_weight_package_names_it(monkeypatch):
         jaxviz.load_model("efficientnet_lite1")
 
 
+@pytest.mark.slow
 def test_variants_without_published_weights():
     with pytest.raises(jaxviz.MissingWeightsError, match="pretrained=False"):
         jaxviz.load_model("efficientnet_lite4")

@@ -43,6 +43,7 @@ def _report(capsys, *argv):
     return out
 
 
+@pytest.mark.slow
 def test_photo_is_much_less_of_an_outlier_than_deepdream(setup, capsys):
     root, stats, chelsea, dream = setup
     out_dir = root / "report"

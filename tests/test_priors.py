@@ -105,6 +105,7 @@ def test_batchnorm_prior_matches_deepinversion_formula():
     np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_batchnorm_prior_on_lite0_prefers_photos_to_noise(lite0, photos):
     prior = priors.build("bn", model=lite0)
     assert "blocks.3.depthwise.bn" in prior.layers and "blocks.3.project" in prior.layers
@@ -136,6 +137,7 @@ def test_positions_beyond_the_chi2_quantile_are_the_outliers():
     assert int(sel.neurons[0]) == 0 and float(sel.score[0]) == pytest.approx(threshold + 0.05, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_priors_end_to_end_through_the_cli(tmp_path, capsys):
     import json
 

@@ -21,6 +21,7 @@ def _targets(model, specs):
     return [objectives.parse_target(s, model.layers) for s in specs]
 
 
+@pytest.mark.slow
 def test_one_device_equals_eight_devices(lite0):
     assert len(jax.devices()) == 8
     targets = _targets(lite0, ["logits:1", "blocks.12:5", "logits:500"])
@@ -49,6 +50,7 @@ def test_objective_rises_for_each_parameterization(lite0):
         assert 0.0 <= result.images.min() and result.images.max() <= 1.0
 
 
+@pytest.mark.slow
 def test_resume_after_kill_is_bit_identical(tmp_path):
     base = [sys.executable, "-m", "jaxviz", "visualize", "--target", "logits:281", "--target", "blocks.10:7",
             "--size", "64", "--steps", "40", "--checkpoint-every", "8", "--quiet"]
