@@ -16,11 +16,13 @@ from jaxviz import render as render_lib
 from jaxviz.errors import UsageError
 from jaxviz.progress import progress_bar
 
-__all__ = ["expand_targets", "target_label", "build_prior", "visualize", "demo", "check_demo", "DEMO_TARGETS"]
+__all__ = ["expand_targets", "target_label", "build_prior", "visualize", "demo", "check_demo", "DEMO_TARGETS", "DEMO_RUNS"]
 
 DEMO_TARGETS = ("logits:207", "logits:281", "logits:947", "logits:980")  # retriever, tabby, mushroom, volcano
-DEMO_STATS_LAYERS = ("blocks.2", "blocks.3", "blocks.4", "blocks.5")
-DEMO_METHOD_LAYERS = ("blocks.2", "blocks.4")  # the method sees these; blocks.3 and blocks.5 are held out
+DEMO_RUNS = {"lucid": "Lucid recipe (no prior)", "outliers": "Lucid recipe + outlier suppression (the method)"}
+DEMO_PASSES = 256  # forward-backward passes per image
+DEMO_SIZE = 160  # side of what the model sees
+DEMO_JUDGE = "efficientnet_lite2"  # held out: the optimization never sees it
 
 
 def expand_targets(specs: Sequence[str], layers: Mapping[str, Sequence[int]]) -> list[str]:
@@ -106,7 +108,7 @@ def _visualize(model, targets, out, *, config, prior, stats, checkpoint_dir, qui
     return metrics, result
 
 
-def check_demo(*, steps: int = 128, size: int = 128, targets: Sequence[str] | None = None) -> None:
+def check_demo(*, steps: int = DEMO_PASSES, size: int = DEMO_SIZE, targets: Sequence[str] | None = None) -> None:
     """Raises :class:`UsageError` for :func:`demo` arguments that cannot run (before any work)."""
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= render_lib.MAX_SIZE:
         raise UsageError(f"size= must be an integer between 1 and {render_lib.MAX_SIZE}, got {size!r}")
@@ -117,68 +119,112 @@ def check_demo(*, steps: int = 128, size: int = 128, targets: Sequence[str] | No
         raise UsageError(f"steps= must exceed the outlier prior's warmup ({warmup}), got {steps}")
 
 
-def demo(model, out: str, *, steps: int = 128, size: int = 128, targets: Sequence[str] | None = None,
-         quiet: bool = False) -> tuple[str, dict]:
-    """The method next to plain activation maximization on a few classes, in one gallery.
+def demo(model, out: str, *, steps: int = DEMO_PASSES, size: int = DEMO_SIZE, targets: Sequence[str] | None = None,
+         quiet: bool = False, judge: str | None = DEMO_JUDGE, real: str | None = None) -> tuple[str, dict]:
+    """The method next to its base recipe on a few classes, in one gallery, with a held-out verdict.
 
-    Statistics of shallow layers over the embedded photos are computed once and cached; then
-    every target is rendered with ``prior none`` and with ``prior outliers`` (the method sees
-    ``DEMO_METHOD_LAYERS``), and each image gets its mean D²/dim at the method's layers and at the
-    held-out ones.
+    Every target is rendered with the ``lucid`` recipe (Lucid/Lucent's settings) and with the
+    ``outliers`` recipe (the same plus the outlier prior on the statistics of real photos that ship
+    with jaxviz), both at ``steps`` forward-backward passes with the model seeing ``size`` px.
+    Then a judge the optimization never saw (EfficientNet-Lite2) gives its top-5 classes for each
+    image and, when real photos are available (:func:`jaxviz.realism.default_real`), the
+    plausibility rank of the target class (see :mod:`jaxviz.realism`).
+
+    Args:
+      model: a :class:`jaxviz.Model`.
+      out: output folder (``lucid/``, ``outliers/`` and a side-by-side ``index.html``).
+      steps: passes per image (the recipes' optimizer steps; ``lucid`` takes one pass per step).
+      size: side of what the model sees (the canvas is ``128/224`` of it, as in Lucent).
+      targets: target specs (default :data:`DEMO_TARGETS`).
+      quiet: no progress output.
+      judge: held-out judge model name, or ``None`` for no verdict.
+      real: real photos for plausibility (a folder or ``tfds:...``; default :func:`jaxviz.realism.default_real`).
 
     Returns:
-      ``(path of index.html, {"none": metrics, "outliers": metrics})``.
+      ``(path of index.html, {"lucid": metrics, "outliers": metrics})``.
     """
+    from jaxviz import recipes
     from jaxviz.checkpoint import check_writable_dir
-    from jaxviz.collect import collect_to_dir
-    from jaxviz.errors import CheckpointMismatchError, StatsMismatchError, StatsNotFoundError
     from jaxviz.files import lock_dir
-    from jaxviz.models import cache_dir
 
     check_demo(steps=steps, size=size, targets=targets)
+    low = render_lib.min_size(model)
+    if recipes.get("lucid", size=size).size < low:  # the canvas, 128/224 of the side, is what render checks
+        need = next(s for s in range(size, render_lib.MAX_SIZE + 1) if recipes.get("lucid", size=s).size >= low)
+        raise UsageError(f"size= must be at least {need} for {model.name} (the demo's canvas is 128/224 of it and "
+                         f"must be at least {low} px), got {size}")
     out = check_writable_dir(out, "out=")
-    stats_dir = os.path.join(cache_dir(), "stats", f"{model.name}-photos-{'+'.join(DEMO_STATS_LAYERS)}")
-    if not quiet:
-        print(f"statistics of {', '.join(DEMO_STATS_LAYERS)} over the embedded photos → {stats_dir}", file=sys.stderr)
-    try:
-        collect_to_dir(model, list(DEMO_STATS_LAYERS), "photos", stats_dir, quiet=quiet)
-    except (StatsNotFoundError, StatsMismatchError, CheckpointMismatchError):  # a damaged cache: rebuild it
-        if not quiet:
-            print(f"jaxviz: note: the cached statistics in {stats_dir} are damaged; rebuilding them", file=sys.stderr)
-        collect_to_dir(model, list(DEMO_STATS_LAYERS), "photos", stats_dir, quiet=quiet, force=True)
     with lock_dir(out, what="out="):
-        return _demo(model, out, stats_dir, steps=steps, size=size, targets=targets, quiet=quiet)
+        return _demo(model, out, steps=steps, size=size, targets=targets, quiet=quiet, judge=judge, real=real)
 
 
-def _demo(model, out, stats_dir, *, steps, size, targets, quiet):
+def _demo(model, out, *, steps, size, targets, quiet, judge, real):
+    from jaxviz import recipes
     from jaxviz.report import write_comparison
+    from jaxviz.stats_store import shipped_stats_dir
 
     specs = list(targets or DEMO_TARGETS)
-    config = render_lib.RenderConfig(size=size, steps=steps, batch_size=len(specs))
-    runs = {}
-    for name in ("none", "outliers"):
-        prior = build_prior(model, name, stats=stats_dir, layers=DEMO_METHOD_LAYERS) if name != "none" else None
-        runs[name], _ = visualize(model, specs, os.path.join(out, name), config=config, prior=prior,
-                                  stats=stats_dir if prior else None, quiet=quiet, title=f"jaxviz demo, prior {name}")
-    _add_naturalness(model, stats_dir, runs, out)
-    page = write_comparison(out, runs, title=f"jaxviz demo: DeepDream (none) vs outlier suppression, {model.name}")
+    runs, titles = {}, {}
+    for name in DEMO_RUNS:
+        recipe = recipes.get(name, size=size).at_budget(steps)
+        parts = recipe.parts(model)
+        prior = parts.pop("prior")
+        titles[name] = f"jaxviz demo, {DEMO_RUNS[name]}"
+        runs[name], _ = visualize(model, specs, os.path.join(out, name), config=recipe.config(batch_size=len(specs)),
+                                  prior=prior, stats=shipped_stats_dir(model.name, "pixel") if prior else None,
+                                  quiet=quiet, title=titles[name], **parts)
+        runs[name]["config"]["recipe"] = recipe.notes
+    if judge:
+        _add_verdict(model, runs, out, judge=judge, real=real, titles=titles, quiet=quiet)
+    intro = (f"Each target rendered with Lucid's recipe (left) and with the method, the same recipe plus outlier "
+             f"suppression (right), {steps} passes, {model.name} seeing {size} px. Under each image: the objective "
+             f"over the steps, where the image was an outlier of natural-image statistics, the neurons suppressed"
+             + (f", and the top 5 of {judge}, a model the optimization never saw." if judge else "."))
+    page = write_comparison(out, runs, title=f"jaxviz demo: {model.name}", headers=DEMO_RUNS, intro=intro)
     return page, runs
 
 
-def _add_naturalness(model, stats_dir, runs, out) -> None:
-    """Mean D²/dim of every image at the method's layers and at held-out layers (both runs)."""
+def _add_verdict(model, runs, out, *, judge, real, titles, quiet) -> None:
+    """Adds the held-out judge's verdict (top 5, p(target), plausibility) to every record and page."""
     import numpy as np
 
-    from jaxviz.files import atomic_write_json
-    from jaxviz.metrics import heldout_naturalness
-    from jaxviz.stats_store import load_stats
+    from jaxviz import realism
+    from jaxviz.cache import cache_dir
+    from jaxviz.report import write_page
 
-    bundle = load_stats(stats_dir, model=model)
-    moments = {l: (np.asarray(s.mean), np.asarray(s.precision)) for l, s in bundle.layers.items()}
+    j = realism.load_judge(judge)
+    names = j.model.class_names or model.class_names or ()
+    real = real or realism.default_real()
+    if not real and not quiet:
+        print("jaxviz: note: no real photos found (set JAXVIZ_REAL_DIR): plausibility is left out", file=sys.stderr)
     for name, metrics in runs.items():
         images = np.load(os.path.join(out, name, "images.npy"))
-        d2 = heldout_naturalness(model, images, moments)
-        for i, entry in enumerate(metrics["targets"]):
-            entry["d2_used"] = float(np.mean([d2[l][i] for l in DEMO_METHOD_LAYERS]))
-            entry["d2_heldout"] = float(np.mean([d2[l][i] for l in moments if l not in DEMO_METHOD_LAYERS]))
-        atomic_write_json(os.path.join(out, name, "metrics.json"), metrics)
+        logits = np.asarray(realism.judge_features(j, images).logits, np.float64)
+        p = np.exp(logits - logits.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        entries = metrics["targets"]
+        classes = [_class_index(e["target"], p.shape[-1]) for e in entries]
+        for e, probs, c in zip(entries, p, classes):
+            top = np.argsort(-probs)[:5]
+            e["judge"] = {"model": j.name, "top5": [{"class": int(k), "label": names[k] if k < len(names) else "",
+                                                     "p": round(float(probs[k]), 4)} for k in top]}
+            if c is not None:
+                e["judge"].update(target_class=c, p_target=round(float(probs[c]), 4), top5_hit=bool(c in top))
+        known = [i for i, c in enumerate(classes) if c is not None]
+        if real and known:
+            scores = realism.score(images[known], [classes[i] for i in known], judges=[j], real=real,
+                                   cache_dir=os.path.join(cache_dir(), "realism"))
+            reference = realism.reference_features(j, real, cache_dir=os.path.join(cache_dir(), "realism"))
+            for row, i in enumerate(known):
+                entries[i]["judge"].update(
+                    plausibility_rank=float(scores.per_image[f"{j.name}/rank"][row]) + 1,
+                    plausibility_of=int(len(np.unique(reference.classes))),
+                    cos_own=round(float(scores.per_image[f"{j.name}/cos_own"][row]), 4))
+        write_page(os.path.join(out, name), metrics, title=titles[name])
+
+
+def _class_index(spec: str, classes: int) -> int | None:
+    layer, _, channel = spec.rpartition(":")
+    if layer == "logits" and channel.isascii() and channel.isdigit() and int(channel) < classes:
+        return int(channel)
+    return None
