@@ -168,7 +168,10 @@ def svg_colorbar(vmax: float, *, label: str, height: int = 112, width: int = 62)
                      f'fill="rgb({r},{g},{b})"/>')
     parts.append(f'<rect x="1" y="{top}" width="{bar_w}" height="{bar_h}" fill="none" stroke="#444"/>')
     vmax = float(vmax) if vmax and math.isfinite(vmax) and vmax > 0 else 1.0
-    for t in nice_ticks(0.0, vmax, count=3):
+    ticks = nice_ticks(0.0, vmax, count=3)
+    if vmax - ticks[-1] > 0.2 * vmax:  # label the top too (e.g. 14 rounds) when no round tick is near it
+        ticks.append(vmax)
+    for t in ticks:
         y = top + bar_h - t / vmax * bar_h
         parts.append(f'<path d="M{1 + bar_w},{y:.1f}h3" stroke="#444"/>'
                      f'<text x="{bar_w + 6}" y="{y + 3:.1f}">{_fmt(t)}</text>')

@@ -66,6 +66,7 @@ def test_heat_map_colour_is_the_share_of_rounds(tmp_path):
     assert tuple(heat[-1, -1]) == DARK            # never
     bar = report.svg_colorbar(6, label="rounds")
     assert [float(t) for t in re.findall(r">([\d.]+)</text>", bar)] == [0.0, 2.0, 4.0, 6.0]
+    assert [float(t) for t in re.findall(r">([\d.]+)</text>", report.svg_colorbar(14, label="r"))] == [0, 5, 10, 14]
     fills = re.findall(r'fill="rgb\((\d+),(\d+),(\d+)\)"', bar)
     assert tuple(map(int, fills[0])) != tuple(map(int, fills[-1]))
     # bands are the map's colours at their centres: the top one at 63/64 of the way, between the last two anchors
