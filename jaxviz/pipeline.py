@@ -19,7 +19,8 @@ from jaxviz.progress import progress_bar
 __all__ = ["expand_targets", "target_label", "build_prior", "visualize", "demo", "check_demo", "DEMO_TARGETS", "DEMO_RUNS"]
 
 DEMO_TARGETS = ("logits:207", "logits:281", "logits:947", "logits:980")  # retriever, tabby, mushroom, volcano
-DEMO_RUNS = {"lucid": "Lucid recipe (no prior)", "outliers": "Lucid recipe + outlier suppression (the method)"}
+DEMO_RUNS = {"maco": "MaCo recipe (no prior)", "outliers": "MaCo recipe + outlier suppression (the method)"}
+DEMO_BASE = "maco"  # the method's base recipe (README "Experiments": the best baseline of the study)
 DEMO_PASSES = 256  # forward-backward passes per image
 DEMO_SIZE = 160  # side of what the model sees
 DEMO_JUDGE = "efficientnet_lite2"  # held out: the optimization never sees it
@@ -123,7 +124,7 @@ def demo(model, out: str, *, steps: int = DEMO_PASSES, size: int = DEMO_SIZE, ta
          quiet: bool = False, judge: str | None = DEMO_JUDGE, real: str | None = None) -> tuple[str, dict]:
     """The method next to its base recipe on a few classes, in one gallery, with a held-out verdict.
 
-    Every target is rendered with the ``lucid`` recipe (Lucid/Lucent's settings) and with the
+    Every target is rendered with the ``maco`` recipe (MaCo's settings, scaled) and with the
     ``outliers`` recipe (the same plus the outlier prior on the statistics of real photos that ship
     with jaxviz), both at ``steps`` forward-backward passes with the model seeing ``size`` px.
     Then a judge the optimization never saw (EfficientNet-Lite2) gives its top-5 classes for each
@@ -132,16 +133,16 @@ def demo(model, out: str, *, steps: int = DEMO_PASSES, size: int = DEMO_SIZE, ta
 
     Args:
       model: a :class:`jaxviz.Model`.
-      out: output folder (``lucid/``, ``outliers/`` and a side-by-side ``index.html``).
-      steps: passes per image (the recipes' optimizer steps; ``lucid`` takes one pass per step).
-      size: side of what the model sees (the canvas is ``128/224`` of it, as in Lucent).
+      out: output folder (``maco/``, ``outliers/`` and a side-by-side ``index.html``).
+      steps: forward-backward passes per image (MaCo takes 4 crops, so 4 passes, per optimizer step).
+      size: side of what the model sees.
       targets: target specs (default :data:`DEMO_TARGETS`).
       quiet: no progress output.
       judge: held-out judge model name, or ``None`` for no verdict.
       real: real photos for plausibility (a folder or ``tfds:...``; default :func:`jaxviz.realism.default_real`).
 
     Returns:
-      ``(path of index.html, {"lucid": metrics, "outliers": metrics})``.
+      ``(path of index.html, {"maco": metrics, "outliers": metrics})``.
     """
     from jaxviz import recipes
     from jaxviz.checkpoint import check_writable_dir
@@ -149,10 +150,10 @@ def demo(model, out: str, *, steps: int = DEMO_PASSES, size: int = DEMO_SIZE, ta
 
     check_demo(steps=steps, size=size, targets=targets)
     low = render_lib.min_size(model)
-    if recipes.get("lucid", size=size).size < low:  # the canvas, 128/224 of the side, is what render checks
-        need = next(s for s in range(size, render_lib.MAX_SIZE + 1) if recipes.get("lucid", size=s).size >= low)
-        raise UsageError(f"size= must be at least {need} for {model.name} (the demo's canvas is 128/224 of it and "
-                         f"must be at least {low} px), got {size}")
+    if recipes.get(DEMO_BASE, size=size).size < low:  # the canvas is what render checks
+        need = next(s for s in range(size, render_lib.MAX_SIZE + 1) if recipes.get(DEMO_BASE, size=s).size >= low)
+        raise UsageError(f"size= must be at least {need} for {model.name} (the demo's canvas must be at least "
+                         f"{low} px), got {size}")
     out = check_writable_dir(out, "out=")
     with lock_dir(out, what="out="):
         return _demo(model, out, steps=steps, size=size, targets=targets, quiet=quiet, judge=judge, real=real)
@@ -176,7 +177,7 @@ def _demo(model, out, *, steps, size, targets, quiet, judge, real):
         runs[name]["config"]["recipe"] = recipe.notes
     if judge:
         _add_verdict(model, runs, out, judge=judge, real=real, titles=titles, quiet=quiet)
-    intro = (f"Each target rendered with Lucid's recipe (left) and with the method, the same recipe plus outlier "
+    intro = (f"Each target rendered with MaCo's recipe (left) and with the method, the same recipe plus outlier "
              f"suppression (right), {steps} passes, {model.name} seeing {size} px. Under each image: the objective "
              f"over the steps, where the image was an outlier of natural-image statistics, the neurons suppressed"
              + (f", and the top 5 of {judge}, a model the optimization never saw." if judge else "."))

@@ -111,8 +111,9 @@ class OutlierPrior:
       penalty: what is pushed down for the selected neurons: ``activation`` (their standardized
         activation ``relu(z_i)``, the default) or ``contribution`` (their positive share of the
         Mahalanobis distance, ``relu(c_i)``, so a neuron stops counting once it fits the others).
-      scope: where the penalty acts: ``image`` (every position; the default) or ``outliers`` (only
-        at the positions that are outliers at this step).
+      scope: where the penalty acts: ``outliers`` (only at the positions that are outliers at this
+        step; the default, chosen by the method study in README "Experiments") or ``image`` (every
+        position).
     """
 
     trace_name = "d2"  # what apply's trace is: mean D² at the stats layers
@@ -125,7 +126,7 @@ class OutlierPrior:
     warmup: int = 32
     quantile: float = 0.99
     penalty: str = "activation"
-    scope: str = "image"
+    scope: str = "outliers"
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -183,7 +184,7 @@ class OutlierPrior:
 
     def __repr__(self):
         extra = "".join(f", {name}={getattr(self, name)}" for name, default in
-                        (("penalty", "activation"), ("scope", "image")) if getattr(self, name) != default)
+                        (("penalty", "activation"), ("scope", "outliers")) if getattr(self, name) != default)
         return (f"outliers(layers={list(self.layers)}, view={self.view}, weight={self.weight}, k={self.k}, "
                 f"every={self.every}, warmup={self.warmup}, quantile={self.quantile}{extra})")
 

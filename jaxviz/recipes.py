@@ -270,13 +270,14 @@ def jaxviz(*, size: int = 224) -> Recipe:
         notes="jaxviz visualize defaults (fourier, default transforms, Adam 0.05), no prior.")
 
 
-def outliers(*, size: int = 224, base: str = "lucid", stats: str | None = None, view: str = "pixel",
+def outliers(*, size: int = 224, base: str = "maco", stats: str | None = None, view: str = "pixel",
              layers: Sequence[str] | None = None, **prior_options) -> Recipe:
     """The method: ``base``'s recipe plus the outlier prior.
 
     Args:
       size: as the base recipe.
-      base: the recipe whose parameterization, transforms and optimizer are used.
+      base: the recipe whose parameterization, transforms and optimizer are used (default ``maco``,
+        chosen by the method study in README "Experiments").
       stats: a ``jaxviz stats`` folder; default the statistics shipped for the model and ``view``.
       view: ``pixel``, ``patch3`` or ``pooled`` (which shipped statistics to use).
       layers: the statistics' layers to use (default: the shipped default for ``pixel``, else all).

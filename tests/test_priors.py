@@ -31,7 +31,7 @@ def test_outlier_prior_suppresses_the_planted_neuron():
     act = _natural(rng, mean, cov, 6, 6)
     act[:3, :3, planted] += 10 * np.sqrt(cov[planted, planted])
     features = {"layer": jnp.asarray(act, jnp.float32)}
-    prior = priors.OutlierPrior({"layer": _moments(mean, cov)}, k=1, every=4, warmup=2, weight=1.0)
+    prior = priors.OutlierPrior({"layer": _moments(mean, cov)}, k=1, every=4, warmup=2, weight=1.0, scope="image")
     state = prior.init(features)
     for step in range(2):  # warm-up: DeepDream, no penalty, nothing selected yet
         penalty, state, trace = prior.apply(features, state, step)

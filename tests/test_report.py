@@ -149,7 +149,7 @@ def test_demo_gallery_end_to_end(lite0, tmp_path):
         assert os.path.exists(tmp_path / src), src
     method = runs["outliers"]["targets"][0]
     assert method["outlier_map"]["layer"] == "blocks.2" and method["suppressed"]
-    assert "outlier_map" not in runs["lucid"]["targets"][0]
+    assert "outlier_map" not in runs["maco"]["targets"][0]
     for run in runs.values():
         for entry in run["targets"]:
             top = entry["judge"]["top5"]
@@ -158,5 +158,5 @@ def test_demo_gallery_end_to_end(lite0, tmp_path):
         first, channel = run["targets"]
         assert first["judge"]["top5_hit"] == (1 in [c["class"] for c in first["judge"]["top5"]])
         assert "target_class" not in channel["judge"]  # a channel has no class to find
-    with pytest.raises(UsageError, match="at least 112"):
-        pipeline.demo(lite0, str(tmp_path / "small"), steps=40, size=100)
+    with pytest.raises(UsageError, match="at least 64"):
+        pipeline.demo(lite0, str(tmp_path / "small"), steps=40, size=48)
