@@ -139,7 +139,7 @@ def test_crops_per_step_average_gradients_before_one_update():
 
 
 def test_recipe_budget_and_names():
-    assert recipes.NAMES == ("lucid", "maco", "deepinversion")
+    assert recipes.NAMES == ("lucid", "maco", "deepinversion", "jaxviz", "outliers")
     assert registry.names("recipe") == recipes.NAMES
     lucid = registry.build("recipe", "lucid")
     assert lucid.steps == 512 and lucid.size == 128 and lucid.passes == 512
@@ -147,6 +147,14 @@ def test_recipe_budget_and_names():
     assert recipes.get("deepinversion").config().steps == 512
     with pytest.raises(UsageError, match="choose lucid, maco, deepinversion"):
         recipes.get("vital")
+    with pytest.raises(UsageError, match="bad options for recipe 'lucid'"):
+        recipes.get("lucid", wobble=1)
+    # the method is its base recipe plus the prior: same parts otherwise
+    method, base = recipes.get("outliers", size=160), recipes.get("maco", size=160)
+    assert method.prior is not None and base.prior is None
+    assert (method.parameterization, method.transform, method.size, method.crops_per_step) == \
+        (base.parameterization, base.transform, base.size, base.crops_per_step)
+    assert recipes.get("lucid", size=160).size == 91 and recipes.get("maco", size=160).size == 160
     with pytest.raises(UsageError, match="below one step"):
         recipes.get("maco").at_budget(3)
 
