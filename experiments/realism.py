@@ -159,7 +159,8 @@ def write_grid(run_dir, images_by_method, real_images, classes, class_names, n_r
     columns = ["photo", *images_by_method]
     tiles, labels = [], []
     for i in range(min(n_rows, len(classes))):
-        tiles.append(report.to_uint8(real_images[i]))
+        photo = np.asarray(real_images[i])
+        tiles.append(photo if photo.dtype == np.uint8 else report.to_uint8(photo))
         labels.append(f"{classes[i]} {class_names[classes[i]][:14]}")
         for name in images_by_method:
             tiles.append(report.to_uint8(images_by_method[name][i]))
