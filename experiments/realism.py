@@ -83,8 +83,10 @@ def method_parts(name: str, model, *, passes: int, size: int):
     return recipe.config(batch_size=64, chunk_steps=16), recipe.parts(model), recipe.notes, recipe.target
 
 
-def _signature(name, cfg, classes, seed) -> str:
-    data = {"method": name, "classes": classes, "seed": seed, **{k: cfg[k] for k in ("passes", "size")}}
+def _signature(name, cfg, classes, seed, described: str) -> str:
+    # the recipe's full description, not just its name: changing a default re-renders
+    data = {"method": name, "classes": classes, "seed": seed, "described": described,
+            **{k: cfg[k] for k in ("passes", "size")}}
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -97,12 +99,14 @@ def render_method(name, model, cfg, classes, seed, run_dir, quiet):
     from jaxviz.progress import progress_bar
 
     path = os.path.join(run_dir, "runs", name.replace("/", "_"), f"seed{seed}.npz")
-    signature = _signature(name, cfg, classes, seed)
+    config, parts, notes, target = method_parts(name, model, passes=cfg["passes"], size=cfg["size"])
+    described = f"{notes} | {config.numbers()} | " + " | ".join(
+        f"{k}={render.fingerprint(v)}" for k, v in sorted(parts.items()) if k != "optimizer")
+    signature = _signature(name, cfg, classes, seed, described)
     if os.path.exists(path):
         with np.load(path) as f:
             if str(f["signature"]) == signature:
                 return f["images"], f["activation"], float(f["seconds"])
-    config, parts, _, target = method_parts(name, model, passes=cfg["passes"], size=cfg["size"])
     targets = [target(c) for c in classes]
     update, close = progress_bar(f"{name} seed {seed}", quiet=quiet)
     t = time.perf_counter()

@@ -183,10 +183,9 @@ class OutlierPrior:
         return out
 
     def __repr__(self):
-        extra = "".join(f", {name}={getattr(self, name)}" for name, default in
-                        (("penalty", "activation"), ("scope", "outliers")) if getattr(self, name) != default)
         return (f"outliers(layers={list(self.layers)}, view={self.view}, weight={self.weight}, k={self.k}, "
-                f"every={self.every}, warmup={self.warmup}, quantile={self.quantile}{extra})")
+                f"every={self.every}, warmup={self.warmup}, quantile={self.quantile}, penalty={self.penalty}, "
+                f"scope={self.scope})")
 
 
 def _view(name, activation):

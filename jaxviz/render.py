@@ -150,7 +150,8 @@ class RenderResult(NamedTuple):
         return report.write_result(directory, self, labels=labels, config=config, title=title)
 
 
-def _fingerprint(obj: Any) -> str:
+def fingerprint(obj: Any) -> str:
+    """A description of ``obj`` that is stable across processes (its ``repr`` without object addresses)."""
     # object addresses change between processes; everything else in a repr identifies the object
     text = re.sub(r" at 0x[0-9a-f]+", "", repr(obj))
     digest = _content_digest(obj)
@@ -286,12 +287,12 @@ def render(model, targets: Sequence, *, key: jax.Array | None = None, config: Re
     store = None
     if checkpoint_dir:
         identity = dict(config=config, model=model.name, targets=[repr(t) for t in targets],
-                        prior=_fingerprint(prior), parameterization=_fingerprint(parameterization),
-                        transform=_fingerprint(transform), launch=_launch_size(config.batch_size, len(devices)))
+                        prior=fingerprint(prior), parameterization=fingerprint(parameterization),
+                        transform=fingerprint(transform), launch=_launch_size(config.batch_size, len(devices)))
         if explicit_key:
             identity["key"] = np.asarray(jax.random.key_data(key)).tolist()
         if image_penalty is not None:
-            identity["image_penalty"] = _fingerprint(image_penalty)
+            identity["image_penalty"] = fingerprint(image_penalty)
         if init_images is not None:
             identity["init_images"] = hashlib.sha1(init_images.tobytes()).hexdigest()
         if custom_optimizer:  # an optax transformation has no stable description: only its use is recorded
