@@ -158,22 +158,27 @@ def make_table(per_method: dict[str, dict], real: dict, against: str | None) -> 
 
 
 def write_grid(run_dir, images_by_method, real_images, classes, class_names, n_rows=8):
-    from jaxviz import report
+    """Contact sheet: one row per class, one column per method (and the photo when ``real_images`` is given).
 
-    columns = ["photo", *images_by_method]
-    tiles, labels = [], []
-    for i in range(min(n_rows, len(classes))):
-        photo = np.asarray(real_images[i])
-        tiles.append(photo if photo.dtype == np.uint8 else report.to_uint8(photo))
-        labels.append(f"{classes[i]} {class_names[classes[i]][:14]}")
-        for name in images_by_method:
-            tiles.append(report.to_uint8(images_by_method[name][i]))
-            labels.append(name[:22])
-    sheet = report.contact_sheet(tiles, labels, columns=len(columns), tile=160)
+    The real photos are research-use data that must not be copied into the repository, so the committed
+    sheet leaves them out (``--photos-in-grid`` puts them in for a local look).
+    """
     from PIL import Image
 
+    from jaxviz import report
     from jaxviz.files import atomic_write
 
+    columns = ([] if real_images is None else ["photo"]) + list(images_by_method)
+    tiles, labels = [], []
+    for i in range(min(n_rows, len(classes))):
+        if real_images is not None:
+            photo = np.asarray(real_images[i])
+            tiles.append(photo if photo.dtype == np.uint8 else report.to_uint8(photo))
+            labels.append(f"{classes[i]} {class_names[classes[i]][:14]}")
+        for name in images_by_method:
+            tiles.append(report.to_uint8(images_by_method[name][i]))
+            labels.append(f"{name[:12]} {classes[i]} {class_names[classes[i]][:10]}")
+    sheet = report.contact_sheet(tiles, labels, columns=len(columns), tile=160)
     atomic_write(os.path.join(run_dir, "grid.png"), lambda f: Image.fromarray(sheet).save(f, format="PNG"))
 
 
@@ -191,6 +196,8 @@ def parse_args(argv=None):
     p.add_argument("--real", default=None, help="real photos: a folder (sorted file i = class i) or tfds:NAME")
     p.add_argument("--out", default=None, help="run folder (default experiments/results/realism-<date>)")
     p.add_argument("--quick", action="store_true", help="4 classes, 1 seed, 16 passes, 112 px")
+    p.add_argument("--photos-in-grid", action="store_true",
+                   help="put the real photos in grid.png (for a local look; never commit them)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
@@ -264,7 +271,7 @@ def main(argv=None) -> int:
         atomic_write(os.path.join(run_dir, "table.md"),
                      f"{len(classes)} classes x {args.seeds} seeds, {args.passes} passes, {args.size} px; judges "
                      f"Lite1/Lite2; p: paired Wilcoxon vs {args.against or methods[0]}\n\n{table}\n\nSets (Lite2): {kid}\n")
-        real_images = realism.load_real(classes, size=args.size, real=real)
+        real_images = realism.load_real(classes, size=args.size, real=real) if args.photos_in_grid else None
         write_grid(run_dir, images, real_images, classes, model.class_names)
         print(table)
         print(os.path.abspath(run_dir))
