@@ -15,7 +15,7 @@ The rules swap the model's activation, so they need a model that offers them
 
 **Outlier report** (``jaxviz outliers``): for one image and natural-image statistics of shallow
 layers, the squared Mahalanobis distance of every position and the over-activated neurons with the
-largest contributions at the outlier positions (:func:`jaxviz.outliers.select`; README, "The method").
+largest contributions at the outlier positions (:func:`jaxviz.stats.outliers.select`; README, "The method").
 
 Everything is written for one image and vmapped; images are ``[H, W, 3]`` float in ``[0, 1]``.
 """
@@ -30,9 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxviz import objectives as objectives_lib
-from jaxviz import outliers as outliers_lib
-from jaxviz import views
-from jaxviz.errors import UsageError
+from jaxviz.stats import outliers as outliers_lib
+from jaxviz.stats import views
+from jaxviz.common.errors import UsageError
 
 __all__ = ["RULES", "rule_apply", "input_gradient", "saliency", "heat", "overlay", "LayerOutliers",
            "layer_outliers", "image_outliers"]
@@ -143,7 +143,7 @@ class LayerOutliers(NamedTuple):
     """Why one image is (or is not) an outlier at one layer.
 
     Attributes:
-      selection: :class:`jaxviz.outliers.Selection` (neurons, score, count, mask, outlier, d2).
+      selection: :class:`jaxviz.stats.outliers.Selection` (neurons, score, count, mask, outlier, d2).
       d2_map: ``[h, w]`` squared Mahalanobis distance per position of the view.
       threshold: the χ²(dim) quantile above which a position is an outlier.
       dim: feature dimension.

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxviz import outliers, priors
+from jaxviz import priors
+from jaxviz.stats import outliers
 
 
 def _toy_stats(rng, dim):

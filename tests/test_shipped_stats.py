@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxviz import priors, stats_store
-from jaxviz.errors import UsageError
-from jaxviz.images import resize_center_crop
+from jaxviz import priors
+from jaxviz.stats import store as stats_store
+from jaxviz.common.errors import UsageError
+from jaxviz.common.images import resize_center_crop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LITE0_VIEWS = {

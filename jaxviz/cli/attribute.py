@@ -28,13 +28,13 @@ def run(args) -> int:
     from PIL import Image
 
     from jaxviz import attribution, objectives
-    from jaxviz.checkpoint import check_writable_dir
-    from jaxviz.errors import UsageError
-    from jaxviz.files import atomic_write, npy_bytes
-    from jaxviz.images import as_uint8_batch, read_image
+    from jaxviz.common.files import check_writable_dir
+    from jaxviz.common.errors import UsageError
+    from jaxviz.common.files import atomic_write, npy_bytes
+    from jaxviz.common.images import as_uint8_batch, read_image
     from jaxviz.models import load_model
     from jaxviz.pipeline import expand_targets, target_label
-    from jaxviz.report import image_filename
+    from jaxviz.report.gallery import image_filename
 
     if args.size is not None and not 32 <= args.size <= 2048:
         raise UsageError("--size must be between 32 and 2048")
