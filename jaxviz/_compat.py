@@ -37,6 +37,9 @@ def resolve(name: str):
 
 
 class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def __init__(self):
+        self._specs = {}
+
     def find_spec(self, fullname, path=None, target=None):
         head, _, tail = fullname.partition(".")
         if head == "jaxviz" and tail in {**MOVED, **STABLE}:
@@ -44,10 +47,12 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return None
 
     def create_module(self, spec):
-        return resolve(spec.name.partition(".")[2])
+        module = resolve(spec.name.partition(".")[2])
+        self._specs[spec.name] = module.__spec__  # the import system overwrites it; exec_module puts it back
+        return module
 
     def exec_module(self, module):  # the module is already executed: it is the new one
-        pass
+        module.__spec__ = self._specs.pop(module.__spec__.name, module.__spec__)
 
 
 def install() -> None:

@@ -11,10 +11,10 @@ that maps a name to the factory building such an object; :func:`resolve` accepts
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable
 
 from jaxviz.common.errors import UsageError
+from jaxviz.common.factories import build_named
 
 __all__ = ["KINDS", "names", "build", "build_prior", "resolve", "register"]
 
@@ -74,15 +74,7 @@ def build(kind: str, name: str, **options) -> Any:
     Raises:
       UsageError: unknown name, or options the factory does not take.
     """
-    table = _table(kind)
-    if name not in table:
-        raise UsageError(f"unknown {kind} '{name}' (choose {', '.join(table)})")
-    factory = table[name]
-    try:
-        inspect.signature(factory).bind(**options)
-    except TypeError as e:
-        raise UsageError(f"bad options for {kind} '{name}': {e}") from None
-    return factory(**options)
+    return build_named(kind, name, _table(kind), options)
 
 
 def resolve(kind: str, value: Any, *, argument: str, protocol: type | None = None) -> Any:

@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["COLOR_SQRT", "COLOR_MEAN", "LUCID_COLOR", "COLORS", "color_stats", "mix", "mixer", "to_rgb", "decorrelate",
-           "spectrum_to_rgb", "undecorrelate"]
+__all__ = ["COLOR_SQRT", "COLOR_MEAN", "LUCID_COLOR", "COLORS", "color_stats", "mix_channels", "channel_mixer", "to_rgb",
+           "decorrelated_to_rgb", "spectrum_to_rgb", "rgb_to_decorrelated"]
 
 
 # Written by scripts/color_stats.py from jaxviz.data.embedded_photos(); tests/test_param.py
@@ -71,28 +71,28 @@ def color_stats(photos: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return mean, root / np.linalg.norm(root, axis=0).max()
 
 
-def mix(z: jax.Array, matrix: np.ndarray) -> jax.Array:
+def mix_channels(z: jax.Array, matrix: np.ndarray) -> jax.Array:
     """``z @ matrix.T`` over the last axis, as broadcast multiply-adds (fused elementwise code)."""
     return sum(z[..., j : j + 1] * jnp.asarray(matrix[:, j], z.dtype) for j in range(matrix.shape[1]))
 
 
 @functools.lru_cache(maxsize=None)
-def mixer(color: str):
+def channel_mixer(color: str):
     """``z -> z @ COLORS[color].T`` with a hand-written transpose (autodiff would emit reductions)."""
     matrix = COLORS[color]
 
     @jax.custom_vjp
     def mix(z):
-        return mix(z, matrix)
+        return mix_channels(z, matrix)
 
-    mix.defvjp(lambda z: (mix(z, matrix), None), lambda _, g: (mix(g, matrix.T),))
+    mix.defvjp(lambda z: (mix_channels(z, matrix), None), lambda _, g: (mix_channels(g, matrix.T),))
     return mix
 
 
-to_rgb = mixer("photos")
+to_rgb = channel_mixer("photos")
 
 
-def decorrelate(z: jax.Array, on: bool) -> jax.Array:
+def decorrelated_to_rgb(z: jax.Array, on: bool) -> jax.Array:
     """Decorrelated colour -> RGB, on an image ``[..., 3]``."""
     # a [H·W, 3] x [3, 3] dot (slow on XLA-CPU, ~0.6 ms at 224 px) but a fusion barrier: the
     # elementwise mix reads every channel three times, and XLA would fuse the gradient's producers
@@ -108,10 +108,10 @@ def spectrum_to_rgb(real: jax.Array, imag: jax.Array, on: bool, color: str = "ph
     elementwise code.
     """
     if on:
-        real, imag = mixer(color)(real), mixer(color)(imag)
+        real, imag = channel_mixer(color)(real), channel_mixer(color)(imag)
     return jax.lax.complex(real, imag)
 
 
-def undecorrelate(rgb: jax.Array, color: str = "photos") -> jax.Array:
+def rgb_to_decorrelated(rgb: jax.Array, color: str = "photos") -> jax.Array:
     """Inverse of the colour decorrelation map ``z -> z @ COLORS[color].T`` on ``[..., 3]``."""
     return rgb @ jnp.asarray(np.linalg.inv(COLORS[color].astype(np.float64)).T.astype(np.float32))

@@ -32,15 +32,13 @@ values keep the photos' contrast.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 
-from jaxviz.common.errors import UsageError
-from jaxviz.image.color import (COLOR_MEAN, COLOR_SQRT, COLORS, LUCID_COLOR, color_stats, decorrelate, spectrum_to_rgb,
-                                 undecorrelate)
+from jaxviz.image.color import (COLOR_MEAN, COLOR_SQRT, COLORS, LUCID_COLOR, color_stats, decorrelated_to_rgb, spectrum_to_rgb,
+                                 rgb_to_decorrelated)
 from jaxviz.image.spectrum import (MACO_SPECTRUM_PATH, irfft2, maco_magnitude, maco_mean, photo_spectrum,
                                     spectrum_scale)
 
@@ -88,13 +86,13 @@ class Pixel:
         return noise + 0.5 if self.squash == "clip" else noise
 
     def to_image(self, params):
-        x = decorrelate(params, self.decorrelate)
+        x = decorrelated_to_rgb(params, self.decorrelate)
         return jnp.clip(x, 0.0, 1.0) if self.squash == "clip" else jax.nn.sigmoid(x)
 
     def inverse(self, image):
         """Params whose image is ``image`` ``[size, size, 3]`` in ``[0, 1]`` (within 0.5/255)."""
         logits = _logit(image)
-        return undecorrelate(logits) if self.decorrelate else logits
+        return rgb_to_decorrelated(logits) if self.decorrelate else logits
 
 
 def _choice(value, allowed, what: str) -> str:
@@ -151,7 +149,7 @@ class Fourier:
         spectrum = spectrum / jnp.asarray(scale, jnp.float32)[:, :, None]
         real, imag = jnp.real(spectrum), jnp.imag(spectrum)
         if self.decorrelate:  # the colour mix is real and linear: undo it on both parts
-            real, imag = undecorrelate(real, self.color), undecorrelate(imag, self.color)
+            real, imag = rgb_to_decorrelated(real, self.color), rgb_to_decorrelated(imag, self.color)
         return jnp.stack([real, imag], axis=-1).astype(jnp.float32)
 
 
@@ -206,7 +204,7 @@ class Maco:
         colour included) is kept and fixed, and only its phase is optimized.
         """
         rgb = 0.5 + _logit(image) / 4.0 - jnp.asarray(COLOR_MEAN)
-        z = undecorrelate(rgb) if self.decorrelate else rgb
+        z = rgb_to_decorrelated(rgb) if self.decorrelate else rgb
         spectrum = jnp.fft.rfft2(z, axes=(0, 1), norm="ortho")
         return SeededPhase(jnp.angle(spectrum).astype(jnp.float32), jnp.abs(spectrum).astype(jnp.float32))
 
@@ -251,11 +249,6 @@ def get(name: str, **kwargs) -> Parameterization:
     Raises:
       UsageError: unknown name or options.
     """
-    if name not in PARAMETERIZATIONS:
-        raise UsageError(f"unknown parameterization '{name}' (choose {', '.join(PARAMETERIZATIONS)})")
-    factory = PARAMETERIZATIONS[name]
-    try:
-        inspect.signature(factory).bind(**kwargs)
-    except TypeError as e:
-        raise UsageError(f"bad options for parameterization '{name}': {e}") from None
-    return factory(**kwargs)
+    from jaxviz.common.factories import build_named
+
+    return build_named("parameterization", name, PARAMETERIZATIONS, kwargs)
