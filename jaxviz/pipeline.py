@@ -55,7 +55,7 @@ def target_label(model, spec: str) -> str:
 
 def build_prior(model, name: str = "none", *, stats: str | None = None, layers: Sequence[str] | None = None,
                 **options):
-    """The prior called ``name`` for ``model`` (see :func:`jaxviz.priors.build`)."""
+    """The prior called ``name`` for ``model`` (see :func:`jaxviz.registry.build_prior`)."""
     return registry.build_prior(name, model=model, stats_dir=stats, layers=list(layers) if layers else None, **options)
 
 
