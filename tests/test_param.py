@@ -152,13 +152,13 @@ def test_vmap_over_keys():
 
 
 def test_colour_mix_and_its_hand_written_gradient_match_float64():
-    from jaxviz.image import param as P
+    from jaxviz.image import color as P
 
     z = np.random.default_rng(0).normal(size=(5, 7, 3)).astype(np.float32)
     g = np.random.default_rng(1).normal(size=(5, 7, 3)).astype(np.float32)
-    out, pullback = jax.vjp(P._to_rgb, jnp.asarray(z))
+    out, pullback = jax.vjp(P.to_rgb, jnp.asarray(z))
     C = P.COLOR_SQRT.astype(np.float64)
     np.testing.assert_allclose(out, z.astype(np.float64) @ C.T, atol=1e-6)
     np.testing.assert_allclose(pullback(jnp.asarray(g))[0], g.astype(np.float64) @ C, atol=1e-6)
     A = np.random.default_rng(2).normal(size=(3, 3)).astype(np.float32)  # not symmetric: index order
-    np.testing.assert_allclose(P._mix(jnp.asarray(z), A), z.astype(np.float64) @ A.T.astype(np.float64), atol=1e-5)
+    np.testing.assert_allclose(P.mix_channels(jnp.asarray(z), A), z.astype(np.float64) @ A.T.astype(np.float64), atol=1e-5)
