@@ -271,7 +271,7 @@ def open_source(spec: str, *, size: int, data_dir: str | None = None,
         return FolderSource(scan.root, scan.files, size, seed, len(scan.skipped), len(scan.converted),
                             len(scan.ignored), crop_fraction)
     if kind == "tfds" and arg:
-        from jaxviz import tfds_folder  # imports tensorflow_datasets: only when asked for
+        from jaxviz.data import tfds as tfds_folder  # imports tensorflow_datasets: only when asked for
 
         name, split = tfds_folder.parse_name(arg)
         root = tfds_folder.resolve_data_dir(data_dir)
