@@ -1,5 +1,16 @@
 """jaxviz: feature visualization for JAX/Flax networks with outlier-neuron suppression.
 
+Start here (runs on a CPU in about a minute; in Jupyter the result shows itself as a gallery)::
+
+    import jaxviz
+    model = jaxviz.load_model("efficientnet_lite0")         # real ImageNet weights, no torch
+    result = jaxviz.visualize(model, "logits:207", size=128, steps=64)   # golden retriever
+    result.show()                                           # inline, or a temporary HTML page
+    result.save("out/")                                     # PNGs, index.html, metrics.json
+
+``visualize`` uses the best measured recipe (:data:`jaxviz.recipes.DEFAULT`); targets are strings
+(``logits:207``, ``blocks.10:7``, ``blocks.7`` for a whole layer) or :mod:`~jaxviz.objectives`.
+
 The pipeline, one module per stage (docs/design.md §2): :mod:`~jaxviz.data` → :mod:`~jaxviz.stats`
 (+ :mod:`~jaxviz.views`, :mod:`~jaxviz.collect`, :mod:`~jaxviz.stats_store`) → :mod:`~jaxviz.outliers` →
 :mod:`~jaxviz.objectives` / :mod:`~jaxviz.priors` → :mod:`~jaxviz.param` / :mod:`~jaxviz.transforms` →
@@ -9,8 +20,11 @@ of the CLI, :mod:`~jaxviz.recipes` holds the anchors' full settings, :mod:`~jaxv
 """
 
 from jaxviz import (
+    api,
     attribution,
     cache,
+    diverse,
+    display,
     collect,
     data,
     errors,
@@ -31,6 +45,7 @@ from jaxviz import (
     transforms,
     views,
 )
+from jaxviz.api import visualize
 from jaxviz.cache import enable_compile_cache
 from jaxviz.errors import (
     CheckpointMismatchError,
@@ -63,7 +78,7 @@ __all__ = [
     # models
     "Model", "MODELS", "load_model", "from_linen", "from_nnx", "imagenet_classes", "read_image",
     # running
-    "RenderConfig", "RenderResult", "render_images", "use_cpu_cores", "enable_compile_cache",
+    "visualize", "RenderConfig", "RenderResult", "render_images", "use_cpu_cores", "enable_compile_cache",
     # errors
     "JaxvizError", "UsageError", "ImageError", "DataError", "UnknownLayerError", "UnknownModelError",
     "MissingWeightsError", "WeightFileError", "UnsafeWeightsError", "StatsMismatchError", "StatsNotFoundError",

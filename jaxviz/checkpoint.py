@@ -57,7 +57,7 @@ class RunStore:
     """
 
     def __init__(self, directory: str, **metadata):
-        self.directory = check_writable_dir(directory, "--checkpoint-dir")
+        self.directory = check_writable_dir(directory, "checkpoint_dir=")
         meta = {k: (v.numbers() if hasattr(v, "numbers") else v) for k, v in metadata.items()}
         meta = to_json(meta, sort_keys=True)
         path = os.path.join(self.directory, "run.json")

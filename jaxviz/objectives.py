@@ -37,7 +37,7 @@ from jaxviz.errors import UnknownLayerError, UsageError
 __all__ = [
     "Objective", "Neuron", "Channel", "Layer", "ClassLogit", "Direction", "Diversity", "Sum",
     "neuron", "channel", "layer", "class_logit", "direction", "diversity",
-    "parse_target", "split_target", "check_indices", "stack", "batch_value",
+    "parse_target", "split_target", "check_indices", "stack", "batch_value", "as_targets", "target_name",
 ]
 
 _NUMBER = (int, float, np.number)
@@ -369,18 +369,21 @@ def split_target(spec: str) -> tuple[str, int]:
 
 
 def parse_target(spec: str, model_layers: Mapping[str, Sequence[int]]) -> Objective:
-    """Parses a command-line target ``LAYER:CHANNEL``.
+    """Parses a target string: ``LAYER:CHANNEL``, or ``LAYER`` for the whole layer.
 
     Args:
-      spec: e.g. ``logits:285`` (a class logit) or ``blocks.10:7`` (a channel objective).
+      spec: e.g. ``logits:285`` (a class logit), ``blocks.10:7`` (a channel objective) or
+        ``blocks.7`` (:func:`layer`, DeepDream on the whole layer).
       model_layers: ``{name: shape without batch}`` (``Model.layers``).
 
     Returns:
-      :func:`class_logit` for ``logits``, else :func:`channel`.
+      :func:`class_logit` for ``logits``, else :func:`channel`; :func:`layer` for a bare layer name.
 
     Raises:
       UsageError: malformed spec or channel out of range; UnknownLayerError: no such layer.
     """
+    if isinstance(spec, str) and spec.strip() in model_layers:
+        return layer(spec.strip())
     name, index = split_target(spec)
     if name not in model_layers:
         close = difflib.get_close_matches(name, list(model_layers), n=3, cutoff=0.5)
@@ -465,3 +468,46 @@ def stack(objectives: Sequence[Objective]) -> Objective:
 def batch_value(obj: Objective, features: Mapping[str, jax.Array]) -> jax.Array:
     """Value of ``obj`` on a batch: ``obj(features)`` if batched, else the sum of per-image values."""
     return obj(features) if obj.batched else jax.vmap(obj)(features).sum()
+
+
+def as_targets(targets, model_layers: Mapping[str, Sequence[int]]) -> list[Objective]:
+    """Render targets as a list of objectives.
+
+    Args:
+      targets: one :class:`Objective` or target string, or a sequence of them; strings are read by
+        :func:`parse_target` after ``LAYER:all`` / ``LAYER:A-B`` expand to one target per channel.
+      model_layers: ``Model.layers``.
+
+    Raises:
+      UsageError: anything else (naming the item), malformed strings; UnknownLayerError.
+    """
+    from jaxviz.pipeline import expand_targets
+
+    if isinstance(targets, (Objective, str)):
+        targets = [targets]
+    if not isinstance(targets, (list, tuple)):
+        raise UsageError(f"targets must be an objective, a target string or a list of them, "
+                         f"got {type(targets).__name__}")
+    out = []
+    for i, target in enumerate(targets):
+        if isinstance(target, str):
+            out.extend(parse_target(spec, model_layers) for spec in expand_targets([target], model_layers))
+        elif isinstance(target, Objective):
+            out.append(target)
+        else:
+            raise UsageError(f"targets[{i}] must be a jaxviz.objectives objective or a string like 'logits:207', "
+                             f"got {type(target).__name__}")
+    return out
+
+
+def target_name(objective: Objective) -> str:
+    """The target string of an objective where it has one (``logits:207``, ``blocks.10:7``,
+    ``blocks.7``, as :func:`parse_target` reads them), else its ``repr``."""
+    index = _leaf_int(getattr(objective, "index", getattr(objective, "channel", None)))
+    if type(objective) is ClassLogit and index is not None:
+        return f"{objective.layer}:{index}"
+    if type(objective) is Channel and index is not None:
+        return f"{objective.layer}:{index}"
+    if type(objective) is Layer:
+        return objective.layer
+    return repr(objective)

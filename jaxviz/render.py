@@ -56,11 +56,11 @@ class RenderConfig:
     Attributes:
       size: image side in pixels.
       steps: optimization steps per target (0 only with ``init_images``: the photos themselves).
-      param: parameterization name (``pixel``, ``fourier``, ``maco``) used when ``render`` is not
-        given a parameterization object.
-      transforms: ``default`` (Lucid-like robustness transforms) or ``none``, used when ``render``
-        is not given a transform object.
-      learning_rate: Adam step size (ignored when an optimizer is passed to :func:`render`).
+      param: parameterization name (``pixel``, ``fourier``, ``maco``) replacing the recipe's when
+        ``render`` is not given a parameterization object; ``None``: the recipe's.
+      transforms: a transform name (``default``, ``none``...) replacing the recipe's, as ``param``.
+      learning_rate: replaces the recipe optimizer's learning rate (``None``: the recipe's; not
+        used when an optimizer is passed to :func:`render`).
       batch_size: targets optimized together per launch.
       chunk_steps: steps per compiled chunk between host syncs (progress, NaN check, checkpoints).
       checkpoint_every: steps between Orbax checkpoints (rounded up to whole chunks).
@@ -73,9 +73,9 @@ class RenderConfig:
 
     size: int = 224
     steps: int = 256
-    param: str = "fourier"
-    transforms: str = "default"
-    learning_rate: float = 0.05
+    param: str | None = None
+    transforms: str | None = None
+    learning_rate: float | None = None
     batch_size: int = 8
     chunk_steps: int = 16
     checkpoint_every: int = 64
@@ -92,7 +92,7 @@ class RenderConfig:
             fields.pop("compute_dtype")
         if not fields["redirect_steps"]:
             fields.pop("redirect_steps")
-        return fields
+        return {k: v for k, v in fields.items() if v is not None}  # unset parts are the recipe's
 
     def check(self) -> None:
         """Raises :class:`UsageError` (naming the field) for values that cannot run."""
@@ -109,7 +109,8 @@ class RenderConfig:
         whole("checkpoint_every", 1)
         whole("redirect_steps", 0, self.steps if isinstance(self.steps, int) else MAX_STEPS)
         whole("seed", 0, 2**32 - 1)
-        if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
+        if self.learning_rate is not None and not (
+                isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
                 and self.learning_rate > 0):
             raise UsageError(f"RenderConfig.learning_rate must be a finite number > 0, got {self.learning_rate!r}")
         if self.compute_dtype not in COMPUTE_DTYPES:
@@ -128,6 +129,10 @@ class RenderResult(NamedTuple):
       prior: ``{name: [T, ...]}`` prior diagnostics (e.g. suppressed neurons), possibly empty.
       targets: the targets' descriptions (``repr`` of the objectives).
       trace_name: what ``trace`` holds (``d2``, ``bn``...), or ``None`` for no prior.
+      record: the run's settings: the recipe and every part (``metrics.json``'s ``config``).
+
+    In a notebook a result shows itself as a compact gallery (``_repr_html_``); elsewhere
+    :meth:`show` writes that gallery to a temporary HTML file and prints its path.
     """
 
     images: np.ndarray
@@ -137,17 +142,41 @@ class RenderResult(NamedTuple):
     prior: dict
     targets: tuple = ()
     trace_name: str | None = None
+    record: dict | None = None
 
     def save(self, directory: str, *, labels: Sequence[str] | None = None, config: dict | None = None,
              title: str = "jaxviz") -> dict:
         """Writes the same gallery as ``jaxviz visualize`` (PNGs, grid, index.html, metrics.json).
 
-        Returns:
-          The metrics dict written to ``metrics.json``.
+        ``config`` defaults to :attr:`record`. Returns the metrics dict written to ``metrics.json``.
         """
         from jaxviz import report
 
-        return report.write_result(directory, self, labels=labels, config=config, title=title)
+        return report.write_result(directory, self, labels=labels, config=self.record if config is None else config,
+                                   title=title)
+
+    @classmethod
+    def load(cls, directory: str) -> "RenderResult":
+        """The result :meth:`save` (or ``jaxviz visualize``) wrote to ``directory``."""
+        from jaxviz.display import load_result
+
+        return load_result(directory)
+
+    def show(self, **options):
+        """Displays the gallery (see :func:`jaxviz.display.show`)."""
+        from jaxviz.display import show
+
+        return show(self, **options)
+
+    def _repr_html_(self):
+        from jaxviz.display import result_html
+
+        return result_html(self)
+
+    def __repr__(self):
+        from jaxviz.display import result_repr
+
+        return result_repr(self)
 
 
 def fingerprint(obj: Any) -> str:
@@ -212,40 +241,53 @@ def _check_inputs(model, targets, config, prior, seeded=False):
     if config.redirect_steps and model.apply_redirected is None:
         raise UsageError(f"redirect_steps needs a model with redirected ReLUs; {model.name} has none")
     if any(getattr(t, "batched", False) for t in targets):
-        raise UsageError("batch-level objectives (diversity) cannot be a per-image render target")
+        raise UsageError("a batch objective (diversity) needs images_per_target >= 2")
     warmup = getattr(prior, "warmup", 0)
     if isinstance(warmup, int) and warmup >= config.steps > 0 and not isinstance(prior, priors_lib.NoPrior):
         raise UsageError(f"the prior's warmup ({warmup}) is not below steps ({config.steps}): it would never act; "
                          "lower warmup or raise steps")
 
 
-def render(model, targets: Sequence, *, key: jax.Array | None = None, config: RenderConfig = RenderConfig(),
-           parameterization=None, transform=None, optimizer: optax.GradientTransformation | None = None,
+def render(model, targets, *, key: jax.Array | None = None, config: RenderConfig | None = None,
+           recipe=None, parameterization=None, transform=None, optimizer: optax.GradientTransformation | None = None,
            prior=None, image_penalty: Callable | None = None, checkpoint_dir: str | None = None,
-           progress: Callable | None = None, devices: Sequence[jax.Device] | None = None,
-           init_images=None) -> RenderResult:
-    """Optimizes one image per target.
+           progress: Callable | bool | None = None, devices: Sequence[jax.Device] | None = None,
+           init_images=None, images_per_target: int = 1) -> RenderResult:
+    """Optimizes one image per target (``images_per_target`` images with a batch objective).
+
+    Every part not given comes from ``recipe``: by default :data:`jaxviz.recipes.DEFAULT`, the
+    best recipe measured (README "Experiments").
 
     Args:
       model: a :class:`jaxviz.Model`.
-      targets: objectives (see :mod:`jaxviz.objectives`); targets with the same structure share
-        one compiled step.
+      targets: one objective, a target string (``logits:207``, ``blocks.10:7``, ``blocks.7`` for a
+        whole layer), or a list of them (see :func:`jaxviz.objectives.as_targets`); targets with
+        the same structure share one compiled step.
       key: PRNG key; default ``jax.random.key(config.seed)``.
-      config: a :class:`RenderConfig`.
+      config: a :class:`RenderConfig`; default ``recipe.config()`` (its size and passes).
+      recipe: a :class:`jaxviz.recipes.Recipe` or its name (built at ``config.size``); default
+        :data:`jaxviz.recipes.DEFAULT`.
       parameterization: a :class:`jaxviz.param.Parameterization` object or name; default
-        ``config.param``.
-      transform: a :class:`jaxviz.transforms.Transform` object or name; default ``config.transforms``.
-      optimizer: any optax transformation; default ``optax.adam(config.learning_rate)``.
-      prior: a :class:`jaxviz.priors.Prior` subtracted from the objective (default none).
-      image_penalty: ``f(image [S,S,3]) -> scalar`` subtracted from the objective (default none).
+        ``config.param``, else the recipe's.
+      transform: a :class:`jaxviz.transforms.Transform` object or name; default ``config.transforms``,
+        else the recipe's.
+      optimizer: any optax transformation; default the recipe's (``config.learning_rate`` replaces
+        its learning rate).
+      prior: a :class:`jaxviz.priors.Prior` (or name) subtracted from the objective; default the
+        recipe's (``"none"``: no prior).
+      image_penalty: ``f(image [S,S,3]) -> scalar`` subtracted from the objective; default the recipe's.
       checkpoint_dir: Orbax checkpoints every ``config.checkpoint_every`` steps; an existing one
         with the same settings is resumed.
-      progress: ``callback(done_steps, total_steps, mean_value)`` after each chunk.
+      progress: ``None`` (default): a ``tqdm.auto`` bar (a widget in Jupyter); ``False``: none;
+        or ``callback(done_steps, total_steps, mean_value)`` after each chunk.
       devices: devices to shard the targets over (default: all local devices).
       init_images: start from photos instead of noise: one image ``[H, W, 3]`` for every target or
         one per target ``[T, H, W, 3]`` (float in ``[0, 1]`` or uint8; resized and centre-cropped to
         ``config.size``); the params start at ``parameterization.inverse(image)``, so with
         ``config.steps = 0`` the result is the photos (within 1/255).
+      images_per_target: optimize this many images per target together, so that a batch objective
+        such as ``channel(...) - 100 * objectives.diversity(layer)`` (Lucid's diversity) compares
+        them (see :mod:`jaxviz.diverse`). Rows are target-major.
 
     Returns:
       A :class:`RenderResult` in the order of ``targets``.
@@ -257,23 +299,80 @@ def render(model, targets: Sequence, *, key: jax.Array | None = None, config: Re
     from jaxviz import checkpoint as ckpt_lib
     from jaxviz.cache import enable_compile_cache
 
+    from jaxviz import recipes as recipes_lib
+    from jaxviz.progress import progress_bar
+
     enable_compile_cache()  # compiled steps persist across processes (JAXVIZ_COMPILE_CACHE=0: off)
+    targets = objectives_lib.as_targets(targets, model.layers)
+    recipe = recipes_lib.resolve(recipe, size=None if config is None else config.size)
+    config = recipe.config() if config is None else config
+    config.check()
+    if prior is None and recipe.prior is not None:
+        prior = recipe.prior(model)
+    if image_penalty is None and recipe.image_penalty is not None:
+        image_penalty = recipe.image_penalty(model)
+    parameterization = parameterization or config.param or recipe.parameterization
+    transform = transform or config.transforms or recipe.transform
+    custom_optimizer = optimizer is not None
+    if optimizer is None:
+        optimizer = recipe.override(learning_rate=config.learning_rate).make_optimizer(config.steps)
+        optimizer_text = repr(recipe.override(learning_rate=config.learning_rate).optimizer) + (
+            f" over {recipe.crops_per_step} passes (optax.MultiSteps)" if recipe.crops_per_step > 1 else "")
+    else:
+        optimizer_text = f"custom {type(optimizer).__name__}"
+    if progress is None or progress is True:
+        bar, close_bar = progress_bar("jaxviz render")
+    else:
+        bar, close_bar = (progress or None), (lambda: None)
+    try:
+        if images_per_target != 1 or any(getattr(t, "batched", False) for t in targets):
+            from jaxviz import diverse
+
+            result = diverse.render_groups(
+                model, targets, images_per_target, key=key, config=config, parameterization=parameterization,
+                transform=transform, optimizer=optimizer, prior=prior, image_penalty=image_penalty,
+                progress=bar, checkpoint_dir=checkpoint_dir, init_images=init_images, devices=devices)
+        else:
+            result = _render(model, targets, key=key, config=config, parameterization=parameterization,
+                             transform=transform, optimizer=optimizer, prior=prior, image_penalty=image_penalty,
+                             checkpoint_dir=checkpoint_dir, progress=bar, devices=devices, init_images=init_images,
+                             custom_optimizer=custom_optimizer)
+    finally:
+        close_bar()
+    record = {"recipe": recipe.name, "model": model.name,
+              **{k: v for k, v in config.numbers().items() if k not in ("param", "transforms", "learning_rate")},
+              "parameterization": repr(registry.resolve("parameterization", parameterization,
+                                                        argument="parameterization")),
+              "transform": repr(registry.resolve("transform", transform, argument="transform")),
+              "optimizer": optimizer_text, "prior": repr(result_prior(prior)),
+              "image_penalty": None if image_penalty is None else fingerprint(image_penalty)}
+    if images_per_target != 1:
+        record["images_per_target"] = images_per_target
+    return result._replace(record=record)
+
+
+def result_prior(prior):
+    """The prior object a render used (``None`` → :func:`jaxviz.priors.none`)."""
+    return registry.resolve("prior", prior or "none", argument="prior", protocol=priors_lib.Prior)
+
+
+def _render(model, targets, *, key, config, parameterization, transform, optimizer, prior, image_penalty,
+            checkpoint_dir, progress, devices, init_images, custom_optimizer) -> RenderResult:
+    """:func:`render` once the parts are chosen: one image per per-image target."""
     prior = registry.resolve("prior", prior or "none", argument="prior", protocol=priors_lib.Prior)
     _check_inputs(model, targets, config, prior, seeded=init_images is not None)
-    parameterization = registry.resolve("parameterization", parameterization or config.param,
+    parameterization = registry.resolve("parameterization", parameterization,
                                         argument="parameterization", protocol=param_lib.Parameterization)
     if init_images is not None:
         init_images = seed_images(init_images, len(targets), config.size)
         if not callable(getattr(parameterization, "inverse", None)):
             raise UsageError(f"init_images needs a parameterization with an inverse; {parameterization!r} has none")
-    transform = registry.resolve("transform", transform or config.transforms, argument="transform",
+    transform = registry.resolve("transform", transform, argument="transform",
                                  protocol=transforms_lib.Transform)
     if image_penalty is not None and not callable(image_penalty):
         raise UsageError(f"image_penalty must be a function of the image, got {type(image_penalty).__name__}")
     explicit_key = key is not None
     key = key if explicit_key else jax.random.key(config.seed)
-    custom_optimizer = optimizer is not None
-    optimizer = optimizer or optax.adam(config.learning_rate)
     devices = list(devices or jax.local_devices())
     placements: dict = {}  # devices used -> (mesh, batch sharding, replicated model params)
 
@@ -347,8 +446,8 @@ def render(model, targets: Sequence, *, key: jax.Array | None = None, config: Re
                 prior_info[name][chunk] = value[keep]
     if store:
         store.close()
-    return RenderResult(images, activation, history, trace, prior_info, tuple(repr(t) for t in targets),
-                        getattr(prior, "trace_name", None))
+    return RenderResult(images, activation, history, trace, prior_info,
+                        tuple(objectives_lib.target_name(t) for t in targets), getattr(prior, "trace_name", None))
 
 
 def seed_images(images, n_targets: int, size: int) -> np.ndarray:

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     from jaxviz import cache, hardware
 
-    hardware.use_cpu_cores()  # one CPU device per core, unless the user set a count
+    hardware.use_cpu_cores(quiet=True)  # one CPU device per core, unless the user set a count
     if args.no_compile_cache:
         os.environ["JAXVIZ_COMPILE_CACHE"] = "0"  # the library entry points check it too
     cache.enable_compile_cache()  # compiled programs are reused by the next run (README, "Start-up")

@@ -6,7 +6,7 @@ import argparse
 import re
 import sys
 
-from jaxviz.models import MODELS
+from jaxviz.models import PRETRAINED
 
 # The library's checks name Python arguments (``RenderConfig.steps``, ``batch_size=``); the CLI
 # shows the same messages with the flag the user typed. Longest names first.
@@ -19,6 +19,8 @@ FLAG_NAMES = {
     "RenderConfig.steps": "--steps",
     "RenderConfig.seed": "--seed",
     "checkpoint_every=": "--checkpoint-every",
+    "checkpoint_dir=": "--checkpoint-dir",
+    "prior='bn'": "--prior bn",
     "max_images=": "--max-images",
     "batch_size=": "--batch-size",
     "force=True": "--force",
@@ -60,8 +62,16 @@ def number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+def model_name(text: str) -> str:
+    """``type=`` of ``--model``: only the models with published weights (those the CLI can load)."""
+    key = text.strip().lower().replace("-", "_")
+    if key not in PRETRAINED:
+        raise argparse.ArgumentTypeError(f"model {text[:40]!r} is not available (choose {', '.join(PRETRAINED)})")
+    return key
+
+
 def add_model_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", default="efficientnet_lite0", metavar="M",
-        help=f"model name ({', '.join(MODELS)}; default efficientnet_lite0)",
+        "--model", default="efficientnet_lite0", metavar="M", type=model_name,
+        help=f"model name ({', '.join(PRETRAINED)}; default efficientnet_lite0)",
     )
