@@ -1,7 +1,7 @@
 """Several images per target, optimized together: Lucid's batch diversity objective.
 
-Lucid/Lucent render a batch of images for one objective, ``channel(...) - w · diversity(layer)``,
-where the diversity term compares the images' Gram matrices so that they differ
+Lucid/Lucent render a batch of images for one objective, ``channel(...) - w · diversity(layer)`` as a
+loss; jaxviz maximizes, so it is ``channel(...) + w * diversity(layer)`` here. The diversity term compares the images' Gram matrices so that they differ
 (:class:`jaxviz.objectives.Diversity`). :func:`render_groups` does that for each target: its
 ``n`` images share one optimizer state over the stacked parameters and one batched forward pass;
 per-image terms are summed over the group (:func:`jaxviz.objectives.batch_value`), the prior and
@@ -118,7 +118,7 @@ def render_groups(model, targets, n: int, *, key, config, parameterization, tran
 
 
 def _group_name(objective) -> str:
-    """``blocks.10:7`` for ``channel('blocks.10', 7) - w * diversity(...)`` (its per-image target), else the repr."""
+    """``blocks.10:7`` for ``channel('blocks.10', 7) + w * diversity(...)`` (its per-image target), else the repr."""
     own = per_image_part(objective)
     terms, weights = getattr(own, "terms", None), getattr(own, "weights", None)
     if terms is not None and len(terms) == 1 and float(np.asarray(weights[0])) == 1.0:

@@ -286,7 +286,7 @@ def render(model, targets, *, key: jax.Array | None = None, config: RenderConfig
         ``config.size``); the params start at ``parameterization.inverse(image)``, so with
         ``config.steps = 0`` the result is the photos (within 1/255).
       images_per_target: optimize this many images per target together, so that a batch objective
-        such as ``channel(...) - 100 * objectives.diversity(layer)`` (Lucid's diversity) compares
+        such as ``channel(...) + 100 * objectives.diversity(layer)`` (Lucid's diversity) compares
         them (see :mod:`jaxviz.diverse`). Rows are target-major.
 
     Returns:
