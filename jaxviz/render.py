@@ -296,7 +296,6 @@ def render(model, targets, *, key: jax.Array | None = None, config: RenderConfig
       UsageError: bad arguments; NonFiniteLossError: NaN/Inf loss (last good checkpoint kept);
       CheckpointMismatchError: the checkpoint belongs to another run.
     """
-    from jaxviz import checkpoint as ckpt_lib
     from jaxviz.cache import enable_compile_cache
 
     from jaxviz import recipes as recipes_lib
@@ -311,6 +310,7 @@ def render(model, targets, *, key: jax.Array | None = None, config: RenderConfig
         prior = recipe.prior(model)
     if image_penalty is None and recipe.image_penalty is not None:
         image_penalty = recipe.image_penalty(model)
+    own_parts = not (parameterization or config.param) or not (transform or config.transforms) or optimizer is None
     parameterization = parameterization or config.param or recipe.parameterization
     transform = transform or config.transforms or recipe.transform
     custom_optimizer = optimizer is not None
@@ -339,7 +339,7 @@ def render(model, targets, *, key: jax.Array | None = None, config: RenderConfig
                              custom_optimizer=custom_optimizer)
     finally:
         close_bar()
-    record = {"recipe": recipe.name, "model": model.name,
+    record = {"recipe": recipe.name if own_parts else "custom", "model": model.name,
               **{k: v for k, v in config.numbers().items() if k not in ("param", "transforms", "learning_rate")},
               "parameterization": repr(registry.resolve("parameterization", parameterization,
                                                         argument="parameterization")),
@@ -359,6 +359,8 @@ def result_prior(prior):
 def _render(model, targets, *, key, config, parameterization, transform, optimizer, prior, image_penalty,
             checkpoint_dir, progress, devices, init_images, custom_optimizer) -> RenderResult:
     """:func:`render` once the parts are chosen: one image per per-image target."""
+    from jaxviz import checkpoint as ckpt_lib
+
     prior = registry.resolve("prior", prior or "none", argument="prior", protocol=priors_lib.Prior)
     _check_inputs(model, targets, config, prior, seeded=init_images is not None)
     parameterization = registry.resolve("parameterization", parameterization,
