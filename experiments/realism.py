@@ -112,7 +112,7 @@ def render_method(name, model, cfg, classes, seed, run_dir, quiet):
     t = time.perf_counter()
     try:
         result = render.render(model, targets, key=jax.random.key(BASE_SEED + seed), config=config,
-                               progress=update, **parts)
+                               progress=update or False, **parts)
     finally:
         close()
     seconds = time.perf_counter() - t

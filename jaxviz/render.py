@@ -336,7 +336,7 @@ def render(model, targets, *, key: jax.Array | None = None, config: RenderConfig
             result = _render(model, targets, key=key, config=config, parameterization=parameterization,
                              transform=transform, optimizer=optimizer, prior=prior, image_penalty=image_penalty,
                              checkpoint_dir=checkpoint_dir, progress=bar, devices=devices, init_images=init_images,
-                             custom_optimizer=custom_optimizer)
+                             custom_optimizer=custom_optimizer, optimizer_text=optimizer_text)
     finally:
         close_bar()
     record = {"recipe": recipe.name if own_parts else "custom", "model": model.name,
@@ -357,7 +357,7 @@ def result_prior(prior):
 
 
 def _render(model, targets, *, key, config, parameterization, transform, optimizer, prior, image_penalty,
-            checkpoint_dir, progress, devices, init_images, custom_optimizer) -> RenderResult:
+            checkpoint_dir, progress, devices, init_images, custom_optimizer, optimizer_text=None) -> RenderResult:
     """:func:`render` once the parts are chosen: one image per per-image target."""
     from jaxviz import checkpoint as ckpt_lib
 
@@ -398,6 +398,8 @@ def _render(model, targets, *, key, config, parameterization, transform, optimiz
             identity["init_images"] = hashlib.sha1(init_images.tobytes()).hexdigest()
         if custom_optimizer:  # an optax transformation has no stable description: only its use is recorded
             identity["optimizer"] = "custom"
+        elif optimizer_text:  # the recipe's optimizer, with its hyperparameters
+            identity["optimizer"] = optimizer_text
         store = ckpt_lib.RunStore(checkpoint_dir, **identity)
 
     n = len(targets)
