@@ -222,14 +222,27 @@ def test_use_cpu_cores_after_jax_started_says_so():
     assert "use_cpu_cores() had no effect" in done.stderr and "before anything uses JAX" in done.stderr
 
 
-def test_help_opens_with_a_runnable_example():
+def _help_example() -> str:
     doc = jaxviz.__doc__
+    assert doc.index("jaxviz.visualize(") < 600  # help(jaxviz) opens with it
     block = doc[doc.index("::") + 2: doc.index("``visualize`` uses")]
-    assert doc.index("jaxviz.visualize(") < 600
-    code = "\n".join(line[4:] for line in block.splitlines())
+    return "\n".join(line[4:] for line in block.splitlines())
+
+
+def test_help_opens_with_a_runnable_example():
+    code = _help_example()
     compile(code, "help(jaxviz)", "exec")  # valid Python; every name it uses exists:
     for name in re.findall(r"jaxviz\.(\w+)", code):
         assert hasattr(jaxviz, name), name
+
+
+@pytest.mark.slow
+def test_help_example_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    exec(_help_example(), {})
+    assert (tmp_path / "out" / "logits_207.png").exists()
+    page = capsys.readouterr().out.strip().splitlines()[-1]
+    assert page.endswith("index.html") and os.path.isfile(page)
 
 
 # ------------------------------------------------------------------ 10. distribution, short path
