@@ -89,15 +89,16 @@ def render_config(args, model=None):
     return config
 
 
-def check_targets(specs) -> None:
-    """Checks the syntax of target strings before the model is loaded (layers are checked later)."""
+def check_targets(specs, *, whole_layers: bool = True) -> None:
+    """Checks the syntax of target strings before the model is loaded (layers are checked later);
+    ``whole_layers``: a bare ``LAYER`` (DeepDream on the whole layer) is allowed."""
     from jaxviz.objectives import split_target
 
     for spec in specs:
         layer, _, channels = spec.rpartition(":")
         if layer and (channels == "all" or re.fullmatch(r"[0-9]{1,18}-[0-9]{1,18}", channels, flags=re.ASCII)):
             continue
-        if ":" not in spec and re.fullmatch(r"[A-Za-z0-9_.\-/]{1,200}", spec.strip(), flags=re.ASCII):
+        if whole_layers and ":" not in spec and re.fullmatch(r"[A-Za-z0-9_.\-/]{1,200}", spec.strip(), flags=re.ASCII):
             continue  # a whole layer (DeepDream); the model checks the name
         split_target(spec)
 
