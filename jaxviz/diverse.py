@@ -56,7 +56,7 @@ def render_groups(model, targets, n: int, *, key, config, parameterization, tran
     Raises:
       UsageError: ``n < 1``, a batch objective with ``n < 2``, or an option this path lacks.
     """
-    from jaxviz.render import RenderResult, _check_inputs
+    from jaxviz.render import RenderResult
 
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 1024:
         raise UsageError(f"images_per_target must be an integer between 1 and 1024, got {n!r}")
@@ -68,7 +68,7 @@ def render_groups(model, targets, n: int, *, key, config, parameterization, tran
     if config.redirect_steps or config.compute_dtype != "float32":
         raise UsageError("RenderConfig.redirect_steps and compute_dtype are not supported with images_per_target > 1")
     prior = registry.resolve("prior", prior or "none", argument="prior", protocol=priors_lib.Prior)
-    _check_group_inputs(model, targets, config, prior, _check_inputs)
+    _check_group_inputs(model, targets, config)
     parameterization = registry.resolve("parameterization", parameterization, argument="parameterization",
                                         protocol=param_lib.Parameterization)
     transform = registry.resolve("transform", transform, argument="transform", protocol=transforms_lib.Transform)
@@ -126,16 +126,21 @@ def _group_name(objective) -> str:
     return objectives_lib.target_name(own) if own is not None else repr(objective)
 
 
-def _check_group_inputs(model, targets, config, prior, check):
-    # render's checks, on the per-image terms (the batch terms' layers are checked here)
+def _check_group_inputs(model, targets, config):
+    """The checks of :func:`jaxviz.render.render` that apply here (steps, size, layers, indices)."""
+    from jaxviz.render import MAX_SIZE, min_size
+
+    config.check()
+    if config.steps < 1:
+        raise UsageError("RenderConfig.steps must be at least 1")
+    low = min_size(model)
+    if isinstance(config.size, bool) or not isinstance(config.size, (int, np.integer)) or not (
+            low <= config.size <= MAX_SIZE):
+        raise UsageError(f"size {config.size!r} is outside {low}..{MAX_SIZE} px for {model.name}")
+    if not targets:
+        raise UsageError("targets is empty")
     for t in targets:
-        for name in t.layers:
-            model.check_layers([name])
-    check(model, [per_image_part(t) or _first_layer_objective(t) for t in targets], config, prior)
-
-
-def _first_layer_objective(objective):
-    return objectives_lib.layer(objective.layers[0])
+        objectives_lib.check_indices(t, model.layers)
 
 
 def _programs(model, objective, parameterization, transform, optimizer, prior, image_penalty, size):
