@@ -178,7 +178,7 @@ def _worker_step(args) -> dict:
     n_channels = model.layers[args.layer][-1]
     targets = [objectives.channel(args.layer, i % n_channels) for i in range(batch)]
     config = render.RenderConfig(size=args.size, steps=args.steps, batch_size=batch, param="fourier",
-                                 transforms="default", chunk_steps=args.steps)
+                                 transforms="default", learning_rate=0.05, chunk_steps=args.steps)
     parameterization = param_lib.get(config.param)  # fourier: 1/f scaling + colour decorrelation
     transform = transforms.default()
     optimizer = optax.adam(config.learning_rate)

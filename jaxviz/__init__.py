@@ -1,12 +1,15 @@
 """jaxviz: feature visualization for JAX/Flax networks, with outlier-neuron suppression.
 
-A class of ImageNet, in a few lines (real EfficientNet-Lite0 weights, no download)::
+Start here (runs on a CPU in about a minute; in Jupyter the result shows itself as a gallery)::
 
     import jaxviz
-    model = jaxviz.load_model("efficientnet_lite0")
-    result = jaxviz.render_images(model, [jaxviz.objectives.class_logit(207)],
-                                  config=jaxviz.RenderConfig(size=128, steps=64))
-    result.save("out")                      # PNGs, grid.png, index.html, metrics.json
+    model = jaxviz.load_model("efficientnet_lite0")         # real ImageNet weights, no torch
+    result = jaxviz.visualize(model, "logits:207", size=128, steps=64)   # golden retriever
+    result.show()                                           # inline, or a temporary HTML page
+    result.save("out/")                                     # PNGs, index.html, metrics.json
+
+``visualize`` uses the best measured recipe (:data:`jaxviz.recipes.DEFAULT`); targets are strings
+(``logits:207``, ``blocks.10:7``, ``blocks.7`` for a whole layer) or :mod:`~jaxviz.objectives`.
 
 The folders follow the data (docs/design.md §2): :mod:`~jaxviz.data` (image sources) →
 :mod:`~jaxviz.stats` (moments, views, the pass over data, the store, outliers) →
@@ -41,13 +44,13 @@ from jaxviz.common.errors import (
 
 _compat.install()
 
-_SUBMODULES = ("attribution", "cli", "common", "data", "image", "models", "objectives", "pipeline", "priors",
+_SUBMODULES = ("api", "attribution", "cli", "common", "data", "image", "models", "objectives", "pipeline", "priors",
                "realism", "recipes", "registry", "render", "report", "stats")
 _NAMES = {  # public name -> the module defining it
     "Model": "jaxviz.models.model", "from_linen": "jaxviz.models.model", "from_nnx": "jaxviz.models.model",
     "MODELS": "jaxviz.models", "load_model": "jaxviz.models", "imagenet_classes": "jaxviz.models",
     "read_image": "jaxviz.common.images", "use_cpu_cores": "jaxviz.common.hardware",
-    "enable_compile_cache": "jaxviz.common.cache", "RenderConfig": "jaxviz.recipes.config",
+    "enable_compile_cache": "jaxviz.common.cache", "visualize": "jaxviz.api", "RenderConfig": "jaxviz.recipes.config",
     "RenderResult": "jaxviz.report.result", "render_images": "jaxviz.render.loop",
 }
 
@@ -56,7 +59,7 @@ __all__ = [
     *_SUBMODULES, "outliers",
     # models and running
     "Model", "MODELS", "load_model", "from_linen", "from_nnx", "imagenet_classes", "read_image",
-    "RenderConfig", "RenderResult", "render_images", "use_cpu_cores", "enable_compile_cache",
+    "visualize", "RenderConfig", "RenderResult", "render_images", "use_cpu_cores", "enable_compile_cache",
     # errors
     "JaxvizError", "UsageError", "ImageError", "DataError", "UnknownLayerError", "UnknownModelError",
     "MissingWeightsError", "WeightFileError", "UnsafeWeightsError", "StatsMismatchError", "StatsNotFoundError",

@@ -7,14 +7,14 @@ too, so a user, a script and the CLI all get the same run, gallery and ``metrics
 from __future__ import annotations
 
 import os
-import re
 import sys
-from typing import Mapping, Sequence
+from typing import Sequence
 
 from jaxviz import priors as priors_lib
 from jaxviz import registry
 from jaxviz import render as render_lib
 from jaxviz.common.errors import UsageError
+from jaxviz.objectives.targets import expand_targets
 from jaxviz.common.progress import progress_bar
 
 __all__ = ["expand_targets", "target_label", "build_prior", "visualize", "demo", "check_demo", "DEMO_TARGETS", "DEMO_RUNS"]
@@ -25,23 +25,6 @@ DEMO_BASE = "maco"  # the method's base recipe (README "Experiments": the best b
 DEMO_PASSES = 256  # forward-backward passes per image
 DEMO_SIZE = 160  # side of what the model sees
 DEMO_JUDGE = "efficientnet_lite2"  # held out: the optimization never sees it
-
-
-def expand_targets(specs: Sequence[str], layers: Mapping[str, Sequence[int]]) -> list[str]:
-    """Expands ``LAYER:all`` and ``LAYER:A-B`` into single ``LAYER:CHANNEL`` specs."""
-    out = []
-    for spec in specs:
-        layer, _, channels = spec.rpartition(":")
-        match = re.fullmatch(r"([0-9]+)-([0-9]+)", channels, flags=re.ASCII)
-        if layer in layers and (channels == "all" or match):
-            n = layers[layer][-1]
-            lo, hi = (0, n - 1) if channels == "all" else (int(match[1]), int(match[2]))
-            if not 0 <= lo <= hi < n:
-                raise UsageError(f"channel range {channels} is outside 0-{n - 1} of layer '{layer}'")
-            out.extend(f"{layer}:{c}" for c in range(lo, hi + 1))
-        else:
-            out.append(spec)
-    return out
 
 
 def target_label(model, spec: str) -> str:
@@ -59,22 +42,24 @@ def build_prior(model, name: str = "none", *, stats: str | None = None, layers: 
     return registry.build_prior(name, model=model, stats_dir=stats, layers=list(layers) if layers else None, **options)
 
 
-def visualize(model, targets: Sequence[str], out: str, *, config: render_lib.RenderConfig, prior=None,
+def visualize(model, targets, out: str, *, config: render_lib.RenderConfig | None = None, prior=None,
               stats: str | None = None, checkpoint_dir: str | None = None, quiet: bool = False,
               title: str | None = None, **render_options):
     """Renders ``LAYER:CHANNEL`` targets and writes the gallery and ``metrics.json`` to ``out``.
 
     Args:
       model: a :class:`jaxviz.Model`.
-      targets: target specs (``logits:207``, ``blocks.10:7``; ``LAYER:all`` / ``LAYER:A-B`` expand).
+      targets: target specs (``logits:207``, ``blocks.10:7``, ``blocks.7``; ``LAYER:all`` /
+        ``LAYER:A-B`` expand) or objectives, one or a list (:func:`jaxviz.objectives.as_targets`).
       out: output directory (created).
-      config: a :class:`jaxviz.render.RenderConfig`.
-      prior: a prior object (e.g. from :func:`build_prior`); default none.
+      config: a :class:`jaxviz.render.RenderConfig`; default the recipe's.
+      prior: a prior object (e.g. from :func:`build_prior`); default the recipe's.
       stats: where the prior's statistics came from (recorded in metrics.json).
       checkpoint_dir: resume / checkpoint here.
       quiet: no progress bar.
       title: page title.
-      **render_options: passed to :func:`jaxviz.render.render_images` (``parameterization``, ``transform``...).
+      **render_options: passed to :func:`jaxviz.render.render` (``recipe``, ``parameterization``,
+        ``transform``...); ``metrics.json``'s ``config`` is the result's record (recipe and every part).
 
     Returns:
       ``(metrics dict, RenderResult)``.
@@ -91,21 +76,18 @@ def visualize(model, targets: Sequence[str], out: str, *, config: render_lib.Ren
 def _visualize(model, targets, out, *, config, prior, stats, checkpoint_dir, quiet, title, **render_options):
     from jaxviz import objectives, report
 
-    specs = expand_targets(targets, model.layers)
-    parsed = [objectives.parse_target(spec, model.layers) for spec in specs]
-    prior = prior or priors_lib.none()
+    parsed = objectives.as_targets(targets, model.layers)
     title = title or f"jaxviz {model.name}"
     update, close = progress_bar(title, quiet=quiet)
     try:
-        result = render_lib.render_images(model, parsed, config=config, prior=prior, checkpoint_dir=checkpoint_dir,
-                                   progress=update, **render_options)
+        result = render_lib.render(model, parsed, config=config, prior=prior, checkpoint_dir=checkpoint_dir,
+                                   progress=update or False, **render_options)
     finally:
         close()
-    run_config = {"model": model.name, "prior": repr(prior), "stats": stats, **config.numbers()}
-    for name in ("parameterization", "transform"):
-        if name in render_options:
-            run_config[name] = repr(render_options[name])
-    metrics = report.write_result(out, result, targets=specs, labels=[target_label(model, s) for s in specs],
+    run_config = {**result.record, "stats": stats}
+    names = list(result.targets)
+    metrics = report.write_result(out, result, targets=names, labels=[target_label(model, s.split("#")[0])
+                                                                      for s in names],
                                   config=run_config, title=title)
     return metrics, result
 
@@ -169,13 +151,11 @@ def _demo(model, out, *, steps, size, targets, quiet, judge, real):
     runs, titles = {}, {}
     for name in DEMO_RUNS:
         recipe = recipes.get(name, size=size).at_budget(steps)
-        parts = recipe.parts(model)
-        prior = parts.pop("prior")
         titles[name] = f"jaxviz demo, {DEMO_RUNS[name]}"
         runs[name], _ = visualize(model, specs, os.path.join(out, name), config=recipe.config(batch_size=len(specs)),
-                                  prior=prior, stats=shipped_stats_dir(model.name, "pixel") if prior else None,
-                                  quiet=quiet, title=titles[name], **parts)
-        runs[name]["config"]["recipe"] = recipe.notes
+                                  recipe=recipe, stats=shipped_stats_dir(model.name, "pixel") if recipe.prior else None,
+                                  quiet=quiet, title=titles[name])
+        runs[name]["config"]["recipe_notes"] = recipe.notes
     if judge:
         _add_verdict(model, runs, out, judge=judge, real=real, titles=titles, quiet=quiet)
     intro = (f"Each target rendered with MaCo's recipe (left) and with the method, the same recipe plus outlier "

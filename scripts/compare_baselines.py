@@ -32,7 +32,7 @@ def render_variant(name: str, out: str, passes: int, seed: int) -> None:
     targets = [objectives.class_logit(c) for c in CLASSES]
     if name in ("fourier", "maco-param"):
         config = render.RenderConfig(size=128, steps=passes, batch_size=len(CLASSES), seed=seed)
-        kwargs = dict(parameterization=name.replace("-param", ""))
+        kwargs = dict(parameterization=name.replace("-param", ""), recipe="jaxviz")  # the old defaults otherwise
     else:
         from jaxviz import recipes
 

@@ -35,7 +35,7 @@ def _cases():
     for flag in ("--weight", "--top-k", "--every", "--warmup", "--quantile"):
         cases += [(vis + [flag, v], "vis") for v in ("nan", "0", "-1", HUGE)]
     cases += [(vis + ["--prior", "outliers"], "vis")]  # needs --stats
-    for target in ["", ":", "logits", "logits:", "logits:²", "logits:٣", "logits:-1", "logits:1.5", "logits:nan",
+    for target in ["", ":", "blocks.99", "logits:", "logits:²", "logits:٣", "logits:-1", "logits:1.5", "logits:nan",
                    f"logits:{HUGE}", f"logits:{LONG}", "x" * 5000, "logits:1:2", "\x00:1"]:
         cases.append((["visualize", "--target", target, "--steps", "2"], "vis"))
     for flag, values in [("--batch-size", POSITIVE), ("--size", [*POSITIVE, "7", "4096"]), ("--seed", NUMBERS),

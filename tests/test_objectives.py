@@ -133,7 +133,8 @@ def test_parse_target():
         O.parse_target("head:1280", LAYERS)
     with pytest.raises(UsageError, match=r"0\.\.999"):
         O.parse_target("logits:1000", LAYERS)
-    for bad in ("blocks.10", "blocks.10:x", ":3", "blocks.10:-1", "blocks.10:", ""):
+    assert O.parse_target("blocks.10", LAYERS) == O.layer("blocks.10")  # a whole layer (DeepDream)
+    for bad in ("blocks.99", "blocks.10:x", ":3", "blocks.10:-1", "blocks.10:", ""):
         with pytest.raises(UsageError, match="malformed target"):
             O.parse_target(bad, LAYERS)
 

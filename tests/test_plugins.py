@@ -69,7 +69,7 @@ class ChannelPenalty:
         return {"applied": state}
 
 
-CONFIG = render.RenderConfig(size=32, steps=12, chunk_steps=6, learning_rate=0.1, transforms="none")
+CONFIG = render.RenderConfig(size=32, steps=12, chunk_steps=6, learning_rate=0.1, param="fourier", transforms="none")
 
 
 def test_custom_parts_satisfy_the_protocols():
@@ -104,9 +104,9 @@ def test_custom_prior_changes_the_result_and_keeps_its_state(toy):
 
 def test_image_penalty_is_subtracted(toy):
     target = [objectives.channel("conv2", 1)]
-    dark = render.render_images(toy, target, config=CONFIG, image_penalty=lambda image: 100.0 * image.mean(),
-                         devices=jax.devices()[:1])
-    free = render.render_images(toy, target, config=CONFIG, devices=jax.devices()[:1])
+    dark = render.render(toy, target, config=CONFIG, image_penalty=lambda image: 100.0 * image.mean(),
+                         devices=jax.devices()[:1], recipe="jaxviz")
+    free = render.render(toy, target, config=CONFIG, devices=jax.devices()[:1], recipe="jaxviz")
     assert dark.images.mean() < free.images.mean() - 0.05
 
 

@@ -147,7 +147,7 @@ def test_priors_end_to_end_through_the_cli(tmp_path, capsys):
     stats_dir = tmp_path / "stats"
     assert main(["stats", "--layers", "blocks.2,blocks.3", "--max-images", "12", "--batch-size", "6",
                  "--out", str(stats_dir), "--quiet"]) == 0
-    common = ["visualize", "--target", "logits:281", "--size", "64", "--steps", "6", "--quiet"]
+    common = ["visualize", "--target", "logits:281", "--size", "64", "--steps", "6", "--quiet", "--recipe", "jaxviz"]
     for prior in ("mahalanobis", "bn"):
         out = tmp_path / prior
         extra = ["--stats", str(stats_dir)] if prior != "bn" else []

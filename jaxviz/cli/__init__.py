@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from jaxviz.cli._common import Parser, as_flags
+from jaxviz.cli._common import Parser, as_flags, check_model
 from jaxviz.common.errors import JaxvizError
 
 # Sub-command modules, in the order `jaxviz --help` lists them.
@@ -38,11 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     from jaxviz.common import cache
     from jaxviz.common import hardware
 
-    hardware.use_cpu_cores()  # one CPU device per core, unless the user set a count
+    hardware.use_cpu_cores(quiet=True)  # one CPU device per core, unless the user set a count
     if args.no_compile_cache:
         os.environ["JAXVIZ_COMPILE_CACHE"] = "0"  # the library entry points check it too
     cache.enable_compile_cache()  # compiled programs are reused by the next run (README, "Start-up")
     try:
+        if isinstance(getattr(args, "model", None), str):
+            args.model = check_model(args.model)  # only models with published weights (README "Using it")
         return int(args.run(args) or 0)
     except JaxvizError as e:
         print(f"jaxviz: error: {as_flags(str(e))}", file=sys.stderr)

@@ -6,7 +6,7 @@ import argparse
 import re
 import sys
 
-from jaxviz.models import MODELS
+from jaxviz.models import MODELS, PRETRAINED
 
 # The library's checks name Python arguments (``RenderConfig.steps``, ``batch_size=``); the CLI
 # shows the same messages with the flag the user typed. Longest names first.
@@ -19,6 +19,9 @@ FLAG_NAMES = {
     "RenderConfig.steps": "--steps",
     "RenderConfig.seed": "--seed",
     "checkpoint_every=": "--checkpoint-every",
+    "checkpoint_dir=": "--checkpoint-dir",
+    "prior='bn'": "--prior bn",
+    "shrinkage='oas'": "--shrinkage oas",
     "max_images=": "--max-images",
     "batch_size=": "--batch-size",
     "force=True": "--force",
@@ -60,8 +63,31 @@ def number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+def check_model(name: str) -> str:
+    """``--model`` among the models with published weights (the only ones the CLI can load).
+
+    Raises:
+      MissingWeightsError: a known model without weights; UnknownModelError: another name.
+    """
+    import difflib
+
+    from jaxviz.common.errors import UnknownModelError
+
+    key = str(name).strip().lower().replace("-", "_")
+    if key in MODELS and key not in PRETRAINED:
+        from jaxviz.common.errors import MissingWeightsError
+
+        raise MissingWeightsError(f"no weights are published for {key} (available: {', '.join(PRETRAINED)}; "
+                                  f"random weights from Python: load_model('{key}', pretrained=False))")
+    if key not in PRETRAINED:
+        close = difflib.get_close_matches(key, PRETRAINED, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UnknownModelError(f"unknown model '{str(name)[:60]}'{hint} (available: {', '.join(PRETRAINED)})")
+    return key
+
+
 def add_model_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default="efficientnet_lite0", metavar="M",
-        help=f"model name ({', '.join(MODELS)}; default efficientnet_lite0)",
+        help=f"model name ({', '.join(PRETRAINED)}; default efficientnet_lite0)",
     )

@@ -35,7 +35,7 @@ def run(args) -> int:
 
     check_demo(steps=args.steps, size=args.size, targets=args.target)
     if args.target:
-        check_targets(args.target)
+        check_targets(args.target, whole_layers=False)  # the demo compares class renders
     model = load_model(args.model)
     page, runs = demo(model, args.out, steps=args.steps, size=args.size, targets=args.target, quiet=args.quiet,
                       judge=None if args.no_judge else DEMO_JUDGE)

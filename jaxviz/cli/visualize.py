@@ -16,7 +16,8 @@ def register(sub) -> None:
     add_model_flag(p)
     add_render_flags(p)
     p.add_argument("--target", action="append", required=True, metavar="T",
-                   help="LAYER:CHANNEL (e.g. logits:285, blocks.10:7); LAYER:all or LAYER:A-B for many; repeatable")
+                   help="LAYER:CHANNEL (e.g. logits:285, blocks.10:7); LAYER:all or LAYER:A-B for many; LAYER alone "
+                        "for the whole layer (DeepDream); repeatable")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--init", metavar="IMAGE", help="start every target from this photo (with --steps 0: the photo)")
     p.add_argument("--init-weight", type=float, default=None, metavar="W",
@@ -25,10 +26,16 @@ def register(sub) -> None:
 
 
 def add_render_flags(p) -> None:
-    """Flags shared by `visualize` and `demo`."""
-    p.add_argument("--param", default="fourier", choices=("pixel", "fourier", "maco"),
-                   help="image parameterization (default fourier)")
-    p.add_argument("--prior", default="none", choices=PRIORS, help="prior against unnatural images (default none)")
+    """The render flags of `visualize`: a recipe, and flags that replace parts of it."""
+    from jaxviz.recipes import DEFAULT, NAMES
+
+    p.add_argument("--recipe", default=DEFAULT, choices=NAMES,
+                   help=f"the full settings to start from (default {DEFAULT}, the best measured: README "
+                        "'Experiments'); the flags below replace parts of it")
+    p.add_argument("--param", default=None, choices=("pixel", "fourier", "maco"),
+                   help="image parameterization (default: the recipe's)")
+    p.add_argument("--prior", default=None, choices=PRIORS,
+                   help="prior against unnatural images (default: the recipe's; none for maco)")
     p.add_argument("--stats", metavar="DIR", help="statistics from `jaxviz stats` (for --prior outliers/mahalanobis; "
                    "default: the shipped ImageNet statistics of the model, layers blocks.2,blocks.4)")
     p.add_argument("--stats-layers", metavar="L1,L2",
@@ -39,12 +46,14 @@ def add_render_flags(p) -> None:
     p.add_argument("--every", type=whole, default=None, help="outliers: steps between re-selections (default 16)")
     p.add_argument("--warmup", type=whole, default=None, help="outliers: DeepDream steps before suppression (default 32)")
     p.add_argument("--quantile", type=number, default=None, help="outliers: χ² quantile of outlier positions (0.99)")
-    p.add_argument("--steps", type=whole, default=256, help="optimization steps (default 256)")
-    p.add_argument("--size", type=whole, default=None, help="image side in px (default: the model's resolution)")
+    p.add_argument("--steps", type=whole, default=None,
+                   help="forward-backward passes per image (default: the recipe's, 512 for maco)")
+    p.add_argument("--size", type=whole, default=None,
+                   help="side in px of what the model sees (default: the model's resolution)")
     p.add_argument("--seed", type=whole, default=0, help="random seed (default 0)")
-    p.add_argument("--lr", type=number, default=0.05, help="Adam learning rate (default 0.05)")
-    p.add_argument("--transforms", default="default", choices=("default", "none"),
-                   help="robustness transforms (default: pad, jitter, scale, rotate)")
+    p.add_argument("--lr", type=number, default=None, help="learning rate of the recipe's optimizer (default: the recipe's)")
+    p.add_argument("--transforms", default=None, choices=("default", "none"),
+                   help="robustness transforms: default (pad, jitter, scale, rotate) or none (default: the recipe's)")
     p.add_argument("--batch-size", type=whole, default=8, help="targets optimized together (default 8)")
     p.add_argument("--checkpoint-dir", metavar="D", help="checkpoint here; rerunning the same command resumes")
     p.add_argument("--checkpoint-every", type=whole, default=64, help="steps between checkpoints (default 64)")
@@ -55,30 +64,51 @@ def add_render_flags(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def render_config(args, model=None):
-    """The :class:`jaxviz.render.RenderConfig` of the render flags (checked; ``model`` gives the default size)."""
-    from jaxviz.render.loop import MAX_SIZE, RenderConfig
+def recipe_from_flags(args, model=None):
+    """The recipe of ``--recipe`` at ``--size`` (``model`` gives the default size)."""
+    from jaxviz.recipes import get
+    from jaxviz.recipes.config import MAX_SIZE
 
     if args.size is not None and not 1 <= args.size <= MAX_SIZE:
         raise UsageError(f"--size must be an integer between 1 and {MAX_SIZE}, got {args.size}")
     default = (getattr(model, "resolution", None) or 224) if model is not None else 224
-    config = RenderConfig(size=args.size if args.size is not None else default, steps=args.steps,
-                          param=args.param, transforms=args.transforms, learning_rate=args.lr,
-                          batch_size=args.batch_size, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                          redirect_steps=args.redirect_steps, compute_dtype=args.precision)
+    return get(args.recipe, size=args.size if args.size is not None else default)
+
+
+def render_config(args, model=None):
+    """The :class:`jaxviz.render.RenderConfig` of the render flags (checked; ``model`` gives the default size).
+
+    The recipe's canvas and pass count, with the flags that replace parts of it (``--param``,
+    ``--transforms``, ``--lr``) as its unset fields."""
+    recipe = recipe_from_flags(args, model)
+    config = recipe.config(steps=args.steps if args.steps is not None else recipe.passes,
+                           param=args.param, transforms=args.transforms, learning_rate=args.lr,
+                           batch_size=args.batch_size, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                           redirect_steps=args.redirect_steps, compute_dtype=args.precision)
     config.check()  # its messages name RenderConfig fields; the CLI shows them as flags
     return config
 
 
-def check_targets(specs) -> None:
-    """Checks the syntax of target strings before the model is loaded (layers are checked later)."""
+def check_targets(specs, *, whole_layers: bool = True) -> None:
+    """Checks the syntax of target strings before the model is loaded (layers are checked later);
+    ``whole_layers``: a bare ``LAYER`` (DeepDream on the whole layer) is allowed."""
     from jaxviz.objectives.targets import split_target
 
     for spec in specs:
         layer, _, channels = spec.rpartition(":")
         if layer and (channels == "all" or re.fullmatch(r"[0-9]{1,18}-[0-9]{1,18}", channels, flags=re.ASCII)):
             continue
+        if whole_layers and ":" not in spec and re.fullmatch(r"[A-Za-z0-9_.\-/]{1,200}", spec.strip(), flags=re.ASCII):
+            continue  # a whole layer (DeepDream); the model checks the name
         split_target(spec)
+
+
+_RECIPE_PRIORS = {"outliers": "outliers", "deepinversion": "bn"}  # the prior each recipe comes with
+
+
+def prior_name(args) -> str:
+    """The prior the run uses: ``--prior``, else the recipe's."""
+    return args.prior or _RECIPE_PRIORS.get(args.recipe, "none")
 
 
 def check_prior_flags(args) -> dict:
@@ -86,20 +116,23 @@ def check_prior_flags(args) -> dict:
     options = {name: getattr(args, flag) for name, flag in
                (("weight", "weight"), ("k", "top_k"), ("every", "every"), ("warmup", "warmup"),
                 ("quantile", "quantile")) if getattr(args, flag) is not None}
-    if args.prior != "outliers" and set(options) - {"weight"}:
+    name = prior_name(args)
+    if name != "outliers" and set(options) - {"weight"}:
         raise UsageError("--top-k, --every, --warmup and --quantile only apply to --prior outliers")
-    if args.prior == "none" and options:
+    if name == "none" and options:
         raise UsageError("--weight needs a --prior other than none")
     return options
 
 
 def prior_from_flags(args, model):
-    """The prior the flags ask for (``--prior`` with its options and ``--stats``)."""
+    """The prior the flags ask for (``--prior`` with its options and ``--stats``), or ``None``: the recipe's."""
     from jaxviz.pipeline import build_prior
 
     options = check_prior_flags(args)
+    if args.prior is None and not options and not args.stats and not args.stats_layers:
+        return None
     layers = [l for l in (args.stats_layers or "").split(",") if l] or None
-    return build_prior(model, args.prior, stats=args.stats, layers=layers, **options)
+    return build_prior(model, prior_name(args), stats=args.stats, layers=layers, **options)
 
 
 def init_from_flags(args, size: int) -> dict:
@@ -132,8 +165,14 @@ def run(args) -> int:
     check_prior_flags(args)
     model = load_model(args.model)
     config = render_config(args, model)
-    metrics, _ = visualize(model, args.target, args.out, config=config,
-                           prior=prior_from_flags(args, model), stats=args.stats, checkpoint_dir=args.checkpoint_dir,
+    prior = prior_from_flags(args, model)
+    stats = args.stats if prior_name(args) in ("outliers", "mahalanobis") else None
+    if stats is None and prior_name(args) in ("outliers", "mahalanobis"):
+        from jaxviz.stats.store import shipped_stats_dir
+
+        stats = shipped_stats_dir(model.name, "pixel")
+    metrics, _ = visualize(model, args.target, args.out, config=config, recipe=recipe_from_flags(args, model),
+                           prior=prior, stats=stats, checkpoint_dir=args.checkpoint_dir,
                            quiet=args.quiet, title=f"jaxviz {model.name}", **init_from_flags(args, config.size))
     for entry in metrics["targets"]:
         print(f"{entry['target']:<16} {entry['label'][:24]:<24} activation {entry['activation']:.3f}")

@@ -40,7 +40,7 @@ class RunStore:
     """
 
     def __init__(self, directory: str, **metadata):
-        self.directory = check_writable_dir(directory, "--checkpoint-dir")
+        self.directory = check_writable_dir(directory, "checkpoint_dir=")
         meta = {k: (v.numbers() if hasattr(v, "numbers") else v) for k, v in metadata.items()}
         meta = to_json(meta, sort_keys=True)
         path = os.path.join(self.directory, "run.json")
@@ -50,7 +50,7 @@ class RunStore:
                     saved = json.load(f)
             except (OSError, ValueError) as e:
                 raise CheckpointMismatchError(f"checkpoint dir {self.directory} has an unreadable run.json "
-                                              f"({type(e).__name__}); use another --checkpoint-dir or delete it") from None
+                                              f"({type(e).__name__}); use another checkpoint_dir= or delete it") from None
             if not isinstance(saved, dict):
                 saved = {"run.json": saved}
             if saved != meta:
@@ -59,7 +59,7 @@ class RunStore:
                           for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
                 raise CheckpointMismatchError(
                     f"checkpoint dir {self.directory} holds another run ({'; '.join(differ[:3])}); "
-                    "use another --checkpoint-dir or delete it")
+                    "use another checkpoint_dir= or delete it")
         else:
             atomic_write_json(path, meta, sort_keys=True)
         self._managers: dict = {}

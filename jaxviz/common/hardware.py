@@ -10,6 +10,7 @@ every core busy with its own images (render step, Lite0 at 224 px, batch 8 on 2 
 from __future__ import annotations
 
 import os
+import warnings
 
 import jax
 
@@ -29,7 +30,7 @@ def _set_by_user() -> bool:
             or jax.config.jax_num_cpu_devices > 0)
 
 
-def use_cpu_cores(n: int | None = None) -> int:
+def use_cpu_cores(n: int | None = None, *, quiet: bool = False) -> int:
     """Gives JAX's CPU backend ``n`` devices (default: one per usable core).
 
     Call it before anything runs on JAX: the device count is fixed when the backend starts.
@@ -39,9 +40,11 @@ def use_cpu_cores(n: int | None = None) -> int:
     Args:
       n: CPU devices to create; default :func:`usable_cores`.
 
+      quiet: no warning when the backend already runs.
+
     Returns:
       The number of CPU devices set, or 0 when nothing changed (set by the user, or the
-      backend already running).
+      backend already running: then a ``RuntimeWarning`` says so).
     """
     if _set_by_user():
         return 0
@@ -51,6 +54,10 @@ def use_cpu_cores(n: int | None = None) -> int:
     try:
         jax.config.update("jax_num_cpu_devices", n)
     except RuntimeError:  # the backend is running: its device count is fixed
+        if not quiet:
+            warnings.warn(f"use_cpu_cores() had no effect: JAX already runs with {jax.device_count('cpu')} CPU "
+                          "device(s); call it before anything uses JAX (e.g. right after `import jaxviz`)",
+                          RuntimeWarning, stacklevel=2)
         return 0
     return n
 

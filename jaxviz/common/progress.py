@@ -1,4 +1,5 @@
-"""One progress bar for every long job (steps, images), on stderr, silent when asked."""
+"""One progress bar for every long job (steps, images): ``tqdm.auto`` (a widget in Jupyter, stderr text
+elsewhere), silent when asked."""
 
 from __future__ import annotations
 
@@ -24,9 +25,14 @@ def progress_bar(desc: str, *, unit: str = "step", quiet: bool = False,
     """
     if quiet:
         return None, lambda: None
-    from tqdm import tqdm
+    from tqdm.auto import tqdm  # a widget in Jupyter, text on stderr elsewhere
 
-    bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False)
+    try:
+        bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False)
+    except ImportError:  # a notebook without ipywidgets: the text bar
+        from tqdm import tqdm as text_tqdm
+
+        bar = text_tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False)
 
     def update(done, total, value=None):
         if bar.n == 0 and bar.initial == 0 and done:  # resumed: measure the rate from here

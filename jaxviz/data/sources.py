@@ -257,7 +257,7 @@ def open_source(spec: str, *, size: int, data_dir: str | None = None,
         raise UsageError(f"image size must be a positive integer, got {size!r}")
     size = side
     if max_images is not None and max_images < 1:
-        raise UsageError(f"--max-images must be >= 1, got {max_images}")
+        raise UsageError(f"max_images= must be >= 1, got {max_images}")
     if seed < 0:
         raise UsageError(f"seed must be >= 0, got {seed}")
     if not 0.0 < crop_fraction <= 1.0:

@@ -62,6 +62,12 @@ class Model:
     apply_redirected: ApplyFn | None = None
     backward_rules: Mapping[str, ApplyFn] = dataclasses.field(default_factory=dict)
 
+    def __repr__(self):  # one line: the params are megabytes (notebook cells, jit's error messages)
+        n = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(self.params))
+        size = f", resolution={self.resolution}" if self.resolution else ""
+        count = f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n:,}"
+        return f"Model('{self.name}', {len(self.layers)} layers, {count} params{size})"
+
     def check_layers(self, names: Sequence[str]) -> tuple[str, ...]:
         """Validates layer names; raises :class:`UnknownLayerError` suggesting close ones."""
         for name in names:

@@ -379,3 +379,5 @@ def stack(objectives: Sequence[Objective]) -> Objective:
 def batch_value(obj: Objective, features: Mapping[str, jax.Array]) -> jax.Array:
     """Value of ``obj`` on a batch: ``obj(features)`` if batched, else the sum of per-image values."""
     return obj(features) if obj.batched else jax.vmap(obj)(features).sum()
+
+

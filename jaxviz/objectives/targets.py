@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from jaxviz.common.errors import UnknownLayerError, UsageError
-from jaxviz.objectives.base import Channel, ClassLogit, Direction, Neuron, Objective, channel, class_logit
+from jaxviz.objectives.base import Channel, ClassLogit, Direction, Layer, Neuron, Objective, channel, class_logit, layer
 
-__all__ = ["split_target", "parse_target", "check_indices"]
+__all__ = ["split_target", "parse_target", "expand_targets", "check_indices", "as_targets", "target_name"]
 
 
 def split_target(spec: str) -> tuple[str, int]:
@@ -30,18 +31,21 @@ def split_target(spec: str) -> tuple[str, int]:
 
 
 def parse_target(spec: str, model_layers: Mapping[str, Sequence[int]]) -> Objective:
-    """Parses a command-line target ``LAYER:CHANNEL``.
+    """Parses a target string: ``LAYER:CHANNEL``, or ``LAYER`` for the whole layer.
 
     Args:
-      spec: e.g. ``logits:285`` (a class logit) or ``blocks.10:7`` (a channel objective).
+      spec: e.g. ``logits:285`` (a class logit), ``blocks.10:7`` (a channel objective) or
+        ``blocks.7`` (:func:`layer`, DeepDream on the whole layer).
       model_layers: ``{name: shape without batch}`` (``Model.layers``).
 
     Returns:
-      :func:`class_logit` for ``logits``, else :func:`channel`.
+      :func:`class_logit` for ``logits``, else :func:`channel`; :func:`layer` for a bare layer name.
 
     Raises:
       UsageError: malformed spec or channel out of range; UnknownLayerError: no such layer.
     """
+    if isinstance(spec, str) and spec.strip() in model_layers:
+        return layer(spec.strip())
     name, index = split_target(spec)
     if name not in model_layers:
         close = difflib.get_close_matches(name, list(model_layers), n=3, cutoff=0.5)
@@ -96,3 +100,61 @@ def check_indices(objective: Objective, model_layers: Mapping[str, Sequence[int]
             i = leaf_int(value)
             if i is not None and not 0 <= i < n:
                 raise UsageError(f"{term!r}: {what} {i} is out of range for layer '{term.layers[0]}' (0..{n - 1})")
+
+
+def as_targets(targets, model_layers: Mapping[str, Sequence[int]]) -> list[Objective]:
+    """Render targets as a list of objectives.
+
+    Args:
+      targets: one :class:`Objective` or target string, or a sequence of them; strings are read by
+        :func:`parse_target` after ``LAYER:all`` / ``LAYER:A-B`` expand to one target per channel.
+      model_layers: ``Model.layers``.
+
+    Raises:
+      UsageError: anything else (naming the item), malformed strings; UnknownLayerError.
+    """
+    if isinstance(targets, (Objective, str)):
+        targets = [targets]
+    if not isinstance(targets, (list, tuple)):
+        raise UsageError(f"targets must be an objective, a target string or a list of them, "
+                         f"got {type(targets).__name__}")
+    out = []
+    for i, target in enumerate(targets):
+        if isinstance(target, str):
+            out.extend(parse_target(spec, model_layers) for spec in expand_targets([target], model_layers))
+        elif isinstance(target, Objective):
+            out.append(target)
+        else:
+            raise UsageError(f"targets[{i}] must be a jaxviz.objectives objective or a string like 'logits:207', "
+                             f"got {type(target).__name__}")
+    return out
+
+
+def target_name(objective: Objective) -> str:
+    """The target string of an objective where it has one (``logits:207``, ``blocks.10:7``,
+    ``blocks.7``, as :func:`parse_target` reads them), else its ``repr``."""
+    index = leaf_int(getattr(objective, "index", getattr(objective, "channel", None)))
+    if type(objective) is ClassLogit and index is not None:
+        return f"{objective.layer}:{index}"
+    if type(objective) is Channel and index is not None:
+        return f"{objective.layer}:{index}"
+    if type(objective) is Layer:
+        return objective.layer
+    return repr(objective)
+
+
+def expand_targets(specs: Sequence[str], layers: Mapping[str, Sequence[int]]) -> list[str]:
+    """Expands ``LAYER:all`` and ``LAYER:A-B`` into single ``LAYER:CHANNEL`` specs."""
+    out = []
+    for spec in specs:
+        layer, _, channels = spec.rpartition(":")
+        match = re.fullmatch(r"([0-9]+)-([0-9]+)", channels, flags=re.ASCII)
+        if layer in layers and (channels == "all" or match):
+            n = layers[layer][-1]
+            lo, hi = (0, n - 1) if channels == "all" else (int(match[1]), int(match[2]))
+            if not 0 <= lo <= hi < n:
+                raise UsageError(f"channel range {channels} is outside 0-{n - 1} of layer '{layer}'")
+            out.extend(f"{layer}:{c}" for c in range(lo, hi + 1))
+        else:
+            out.append(spec)
+    return out

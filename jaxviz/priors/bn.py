@@ -79,7 +79,7 @@ def batchnorm_prior(model, *, weight: float = 0.01, first_weight: float = 1.0) -
                                               and first_weight >= 0):
         raise UsageError(f"bn: first_weight must be a finite number ≥ 0, got {first_weight!r}")
     if not model.batchnorm:
-        raise UsageError(f"--prior bn needs BatchNorm layers; {model.name} declares none")
+        raise UsageError(f"prior='bn' needs BatchNorm layers; {model.name} declares none (Model.batchnorm)")
     bn = {}
     for layer, path in model.batchnorm.items():
         node = model.params

@@ -71,7 +71,8 @@ def second_view(image: np.ndarray, size: int) -> np.ndarray:
 def _real_spec(real: str | None) -> str:
     real = real or default_real()
     if not real:
-        raise DataError("no real photos: pass --real DIR (sorted image i = class i) or tfds:imagenet2012")
+        raise DataError("no real photos: pass real= a folder (sorted image i = class i) or tfds:imagenet2012, "
+                        "or set JAXVIZ_REAL_DIR")
     return real if real.startswith(("folder:", "tfds:")) else f"folder:{real}"
 
 

@@ -55,7 +55,7 @@ from jaxviz.image import param
 from jaxviz.image import transforms
 from jaxviz.common.errors import UsageError
 
-__all__ = ["Recipe", "NAMES", "RECIPES", "get", "lucid", "maco", "deepinversion", "project_box",
+__all__ = ["Recipe", "Optimizer", "DEFAULT", "NAMES", "RECIPES", "get", "resolve", "lucid", "maco", "deepinversion", "project_box",
            "ClassLogProbability", "class_log_probability",
            "total_variation_l2", "l2_norm", "deepinversion_penalty", "TORCHVISION_MEAN", "TORCHVISION_STD"]
 
@@ -63,6 +63,36 @@ __all__ = ["Recipe", "NAMES", "RECIPES", "get", "lucid", "maco", "deepinversion"
 TORCHVISION_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 TORCHVISION_STD = np.array([0.229, 0.224, 0.225], np.float32)
 _TORCHVISION_UNIT = float(TORCHVISION_STD.mean())  # one normalized unit in [0, 1] pixels
+
+# The recipe `render`, `jaxviz.visualize` and `jaxviz visualize` use unless told otherwise: the best
+# one measured in README "Experiments" (the realism table: MaCo leads every baseline on transfer
+# and plausibility; the method on MaCo is within noise of it at 1.1x the cost). Keep README in sync.
+DEFAULT = "maco"
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+    """A recipe's optimizer with its hyperparameters: ``Optimizer(steps) -> optax transformation``.
+
+    Attributes:
+      name: an optax optimizer (``adam``, ``nadam``...), or ``deepinversion`` (Adam(0.5, 0.9)
+        with warm-up and cosine decay, then pixels clipped to ``[0, 1]``).
+      learning_rate: the (peak) step size.
+      options: other keyword arguments of the optax optimizer, as ``((name, value), ...)``.
+    """
+
+    name: str
+    learning_rate: float
+    options: tuple = ()
+
+    def __call__(self, steps: int) -> optax.GradientTransformation:
+        if self.name == "deepinversion":
+            return _deepinversion_optimizer(steps, self.learning_rate)
+        return getattr(optax, self.name)(self.learning_rate, **dict(self.options))
+
+    def __repr__(self):
+        extra = "".join(f", {k}={v!r}" for k, v in self.options)
+        return f"{self.name}(learning_rate={self.learning_rate:.6g}{extra})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,12 +143,17 @@ class Recipe:
                              f"({self.crops_per_step} crops)")
         return dataclasses.replace(self, steps=passes // self.crops_per_step)
 
-    def make_optimizer(self) -> optax.GradientTransformation:
-        """The optimizer ``render`` steps once per pass (crops accumulated by ``optax.MultiSteps``)."""
-        inner = self.optimizer(self.steps)
-        if self.crops_per_step == 1:
+    def make_optimizer(self, passes: int | None = None) -> optax.GradientTransformation:
+        """The optimizer ``render`` steps once per pass (crops accumulated by ``optax.MultiSteps``).
+
+        ``passes``: the run's pass count when it differs from :attr:`passes` (schedules follow it; a
+        budget below one step accumulates all its passes into one update).
+        """
+        crops = self.crops_per_step if passes is None else max(1, min(self.crops_per_step, passes))
+        inner = self.optimizer(self.steps if passes is None else max(1, passes // crops))
+        if crops == 1:
             return inner
-        return optax.MultiSteps(inner, every_k_schedule=self.crops_per_step).gradient_transformation()
+        return optax.MultiSteps(inner, every_k_schedule=crops).gradient_transformation()
 
     def parts(self, model) -> dict:
         """Keyword arguments of :func:`jaxviz.render.render_images` for ``model``."""
@@ -127,10 +162,35 @@ class Recipe:
                     image_penalty=self.image_penalty(model) if self.image_penalty else None)
 
     def config(self, **overrides):
-        """A :class:`jaxviz.render.RenderConfig` with this recipe's size and pass count."""
+        """A :class:`jaxviz.render.RenderConfig` with this recipe's size and pass count (its parts
+        stay the recipe's: ``param``, ``transforms`` and ``learning_rate`` are left unset)."""
         from jaxviz.recipes.config import RenderConfig
 
         return RenderConfig(**{"size": self.size, "steps": self.passes, **overrides})
+
+    def override(self, *, parameterization=None, transform=None, learning_rate: float | None = None,
+                 prior=None) -> "Recipe":
+        """This recipe with some parts replaced (``None`` keeps the recipe's); names are resolved by
+        :mod:`jaxviz.registry` when rendering. ``prior``: a ``Prior`` object (``"none"``: no prior)."""
+        changes: dict = {}
+        if parameterization is not None:
+            changes["parameterization"] = parameterization
+        if transform is not None:
+            changes["transform"] = transform
+        if learning_rate is not None:
+            if not isinstance(self.optimizer, Optimizer):
+                raise UsageError(f"recipe {self.name}: its optimizer has no learning rate to change; "
+                                 "pass an optimizer instead")
+            changes["optimizer"] = dataclasses.replace(self.optimizer, learning_rate=float(learning_rate))
+        if prior is not None:
+            changes["prior"] = None if prior == "none" else (lambda model: prior)
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def describe(self) -> dict:
+        """The recipe's parts as text, for records (``metrics.json``)."""
+        return {"recipe": self.name, "parameterization": repr(self.parameterization),
+                "transform": repr(self.transform), "optimizer": repr(self.optimizer),
+                "optimizer_steps": self.steps, "crops_per_step": self.crops_per_step, "size": self.size}
 
 
 # ---------------------------------------------------------------------------- building blocks
@@ -228,7 +288,7 @@ def lucid(*, size: int = 224) -> Recipe:
         name="lucid",
         parameterization=param.fourier(normalize=False, gain=0.25, color="lucid", sd=0.01),
         transform=transforms.lucid(upsample=size),
-        optimizer=lambda steps: optax.adam(0.05),
+        optimizer=Optimizer("adam", 0.05),
         steps=512, size=_canvas(size, 128),
         notes=f"Lucent render_vis defaults: param.image(128) (fft, decorrelate, sigmoid), standard_transforms, "
               f"upsample to 224, Adam 0.05, 512 steps. Exact at size 224 (here: {_canvas(size, 128)} px upsampled "
@@ -241,7 +301,7 @@ def maco(*, size: int = 224) -> Recipe:
         name="maco",
         parameterization=param.maco(normalize_phase=True),
         transform=transforms.maco(side=(0.6, 1.0), out=size, sd=0.04),
-        optimizer=lambda steps: optax.nadam(1.0, eps=1e-7),
+        optimizer=Optimizer("nadam", 1.0, (("eps", 1e-7),)),
         steps=128, size=size, crops_per_step=4,
         notes=f"Xplique maco(): phase-only with real photos' magnitude, standardized phase, NAdam 1.0, crops "
               f"resized to the model side + noise 0.04. Scaled: 256 steps x 32 crops on 512^2 -> 128 x 4 on {size}^2; "
@@ -254,7 +314,7 @@ def deepinversion(*, size: int = 224) -> Recipe:
         name="deepinversion",
         parameterization=param.pixel(sd=_TORCHVISION_UNIT, squash="clip"),
         transform=transforms.deepinversion(shift=_canvas(size, 30)),
-        optimizer=lambda steps: _deepinversion_optimizer(steps, 0.25 * _TORCHVISION_UNIT),
+        optimizer=Optimizer("deepinversion", 0.25 * _TORCHVISION_UNIT),
         steps=512, size=size,
         prior=lambda model: priors.batchnorm_prior(model, weight=0.01, first_weight=10.0),
         image_penalty=lambda model: deepinversion_penalty(tv_l2=1e-4, l2=1e-5),
@@ -268,7 +328,7 @@ def jaxviz(*, size: int = 224) -> Recipe:
     """jaxviz's own defaults: unit-RMS Fourier with the photos' colour matrix, default transforms, Adam 0.05."""
     return Recipe(
         name="jaxviz", parameterization=param.fourier(), transform=transforms.default(),
-        optimizer=lambda steps: optax.adam(0.05), steps=512, size=size,
+        optimizer=Optimizer("adam", 0.05), steps=512, size=size,
         notes="jaxviz visualize defaults (fourier, default transforms, Adam 0.05), no prior.")
 
 
@@ -324,3 +384,17 @@ def get(name: str, **options) -> Recipe:
     except TypeError as e:
         raise UsageError(f"bad options for recipe '{name}': {e}") from None
     return RECIPES[name](**options)
+
+
+def resolve(recipe=None, *, size: int | None = None) -> Recipe:
+    """A :class:`Recipe` from an object, a name (built at ``size``, default 224) or ``None`` (:data:`DEFAULT`).
+
+    Raises:
+      UsageError: unknown name, or not a recipe.
+    """
+    if isinstance(recipe, Recipe):
+        return recipe
+    if recipe is None or isinstance(recipe, str):
+        return get(recipe or DEFAULT, **({} if size is None else {"size": size}))
+    raise UsageError(f"recipe must be a jaxviz.recipes.Recipe or one of {', '.join(NAMES)}, "
+                     f"got {type(recipe).__name__}")

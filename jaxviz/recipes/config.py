@@ -41,11 +41,11 @@ class RenderConfig:
     Attributes:
       size: image side in pixels.
       steps: optimization steps per target (0 only with ``init_images``: the photos themselves).
-      param: parameterization name (``pixel``, ``fourier``, ``maco``) used when ``render`` is not
-        given a parameterization object.
-      transforms: ``default`` (Lucid-like robustness transforms) or ``none``, used when ``render``
-        is not given a transform object.
-      learning_rate: Adam step size (ignored when an optimizer is passed to :func:`render`).
+      param: parameterization name (``pixel``, ``fourier``, ``maco``) replacing the recipe's when
+        ``render`` is not given a parameterization object; ``None``: the recipe's.
+      transforms: a transform name (``default``, ``none``...) replacing the recipe's, as ``param``.
+      learning_rate: replaces the recipe optimizer's learning rate (``None``: the recipe's; not
+        used when an optimizer is passed to :func:`render`).
       batch_size: targets optimized together per launch.
       chunk_steps: steps per compiled chunk between host syncs (progress, NaN check, checkpoints).
       checkpoint_every: steps between Orbax checkpoints (rounded up to whole chunks).
@@ -58,9 +58,9 @@ class RenderConfig:
 
     size: int = 224
     steps: int = 256
-    param: str = "fourier"
-    transforms: str = "default"
-    learning_rate: float = 0.05
+    param: str | None = None
+    transforms: str | None = None
+    learning_rate: float | None = None
     batch_size: int = 8
     chunk_steps: int = 16
     checkpoint_every: int = 64
@@ -77,7 +77,7 @@ class RenderConfig:
             fields.pop("compute_dtype")
         if not fields["redirect_steps"]:
             fields.pop("redirect_steps")
-        return fields
+        return {k: v for k, v in fields.items() if v is not None}  # unset parts are the recipe's
 
     def check(self) -> None:
         """Raises :class:`UsageError` (naming the field) for values that cannot run."""
@@ -94,7 +94,8 @@ class RenderConfig:
         whole("checkpoint_every", 1)
         whole("redirect_steps", 0, self.steps if isinstance(self.steps, int) else MAX_STEPS)
         whole("seed", 0, 2**32 - 1)
-        if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
+        if self.learning_rate is not None and not (
+                isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
                 and self.learning_rate > 0):
             raise UsageError(f"RenderConfig.learning_rate must be a finite number > 0, got {self.learning_rate!r}")
         if self.compute_dtype not in COMPUTE_DTYPES:

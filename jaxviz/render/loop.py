@@ -77,40 +77,53 @@ def _check_inputs(model, targets, config, prior, seeded=False):
     if config.redirect_steps and model.apply_redirected is None:
         raise UsageError(f"redirect_steps needs a model with redirected ReLUs; {model.name} has none")
     if any(getattr(t, "batched", False) for t in targets):
-        raise UsageError("batch-level objectives (diversity) cannot be a per-image render target")
+        raise UsageError("a batch objective (diversity) needs images_per_target >= 2")
     warmup = getattr(prior, "warmup", 0)
     if isinstance(warmup, int) and warmup >= config.steps > 0 and not isinstance(prior, priors_lib.NoPrior):
         raise UsageError(f"the prior's warmup ({warmup}) is not below steps ({config.steps}): it would never act; "
                          "lower warmup or raise steps")
 
 
-def render_images(model, targets: Sequence, *, key: jax.Array | None = None, config: RenderConfig = RenderConfig(),
-           parameterization=None, transform=None, optimizer: optax.GradientTransformation | None = None,
+def render_images(model, targets, *, key: jax.Array | None = None, config: RenderConfig | None = None,
+           recipe=None, parameterization=None, transform=None, optimizer: optax.GradientTransformation | None = None,
            prior=None, image_penalty: Callable | None = None, checkpoint_dir: str | None = None,
-           progress: Callable | None = None, devices: Sequence[jax.Device] | None = None,
-           init_images=None) -> RenderResult:
-    """Optimizes one image per target.
+           progress: Callable | bool | None = None, devices: Sequence[jax.Device] | None = None,
+           init_images=None, images_per_target: int = 1) -> RenderResult:
+    """Optimizes one image per target (``images_per_target`` images with a batch objective).
+
+    Every part not given comes from ``recipe``: by default :data:`jaxviz.recipes.DEFAULT`, the
+    best recipe measured (README "Experiments").
 
     Args:
       model: a :class:`jaxviz.Model`.
-      targets: objectives (see :mod:`jaxviz.objectives`); targets with the same structure share
-        one compiled step.
+      targets: one objective, a target string (``logits:207``, ``blocks.10:7``, ``blocks.7`` for a
+        whole layer), or a list of them (see :func:`jaxviz.objectives.as_targets`); targets with
+        the same structure share one compiled step.
       key: PRNG key; default ``jax.random.key(config.seed)``.
-      config: a :class:`RenderConfig`.
+      config: a :class:`RenderConfig`; default ``recipe.config()`` (its size and passes).
+      recipe: a :class:`jaxviz.recipes.Recipe` or its name (built at ``config.size``); default
+        :data:`jaxviz.recipes.DEFAULT`.
       parameterization: a :class:`jaxviz.image.param.Parameterization` object or name; default
-        ``config.param``.
-      transform: a :class:`jaxviz.image.transforms.Transform` object or name; default ``config.transforms``.
-      optimizer: any optax transformation; default ``optax.adam(config.learning_rate)``.
-      prior: a :class:`jaxviz.priors.Prior` subtracted from the objective (default none).
-      image_penalty: ``f(image [S,S,3]) -> scalar`` subtracted from the objective (default none).
+        ``config.param``, else the recipe's.
+      transform: a :class:`jaxviz.image.transforms.Transform` object or name; default ``config.transforms``,
+        else the recipe's.
+      optimizer: any optax transformation; default the recipe's (``config.learning_rate`` replaces
+        its learning rate).
+      prior: a :class:`jaxviz.priors.Prior` (or name) subtracted from the objective; default the
+        recipe's (``"none"``: no prior).
+      image_penalty: ``f(image [S,S,3]) -> scalar`` subtracted from the objective; default the recipe's.
       checkpoint_dir: Orbax checkpoints every ``config.checkpoint_every`` steps; an existing one
         with the same settings is resumed.
-      progress: ``callback(done_steps, total_steps, mean_value)`` after each chunk.
+      progress: ``None`` (default): a ``tqdm.auto`` bar (a widget in Jupyter); ``False``: none;
+        or ``callback(done_steps, total_steps, mean_value)`` after each chunk.
       devices: devices to shard the targets over (default: all local devices).
       init_images: start from photos instead of noise: one image ``[H, W, 3]`` for every target or
         one per target ``[T, H, W, 3]`` (float in ``[0, 1]`` or uint8; resized and centre-cropped to
         ``config.size``); the params start at ``parameterization.inverse(image)``, so with
         ``config.steps = 0`` the result is the photos (within 1/255).
+      images_per_target: optimize this many images per target together, so that a batch objective
+        such as ``channel(...) + 100 * objectives.diversity(layer)`` (Lucid's diversity) compares
+        them (see :mod:`jaxviz.render.groups`). Rows are target-major.
 
     Returns:
       A :class:`RenderResult` in the order of ``targets``.
@@ -119,26 +132,85 @@ def render_images(model, targets: Sequence, *, key: jax.Array | None = None, con
       UsageError: bad arguments; NonFiniteLossError: NaN/Inf loss (last good checkpoint kept);
       CheckpointMismatchError: the checkpoint belongs to another run.
     """
-    from jaxviz.common import checkpoint as ckpt_lib
     from jaxviz.common.cache import enable_compile_cache
 
+    from jaxviz import recipes as recipes_lib
+    from jaxviz.common.progress import progress_bar
+
     enable_compile_cache()  # compiled steps persist across processes (JAXVIZ_COMPILE_CACHE=0: off)
+    targets = objectives_lib.as_targets(targets, model.layers)
+    recipe = recipes_lib.resolve(recipe, size=None if config is None else config.size)
+    config = recipe.config() if config is None else config
+    config.check()
+    if prior is None and recipe.prior is not None:
+        prior = recipe.prior(model)
+    if image_penalty is None and recipe.image_penalty is not None:
+        image_penalty = recipe.image_penalty(model)
+    own_parts = not (parameterization or config.param) or not (transform or config.transforms) or optimizer is None
+    parameterization = parameterization or config.param or recipe.parameterization
+    transform = transform or config.transforms or recipe.transform
+    custom_optimizer = optimizer is not None
+    if optimizer is None:
+        optimizer = recipe.override(learning_rate=config.learning_rate).make_optimizer(config.steps)
+        optimizer_text = repr(recipe.override(learning_rate=config.learning_rate).optimizer) + (
+            f" over {recipe.crops_per_step} passes (optax.MultiSteps)" if recipe.crops_per_step > 1 else "")
+    else:
+        optimizer_text = f"custom {type(optimizer).__name__}"
+    if progress is None or progress is True:
+        bar, close_bar = progress_bar("jaxviz render")
+    else:
+        bar, close_bar = (progress or None), (lambda: None)
+    try:
+        if images_per_target != 1 or any(getattr(t, "batched", False) for t in targets):
+            from jaxviz.render import groups as diverse
+
+            result = diverse.render_groups(
+                model, targets, images_per_target, key=key, config=config, parameterization=parameterization,
+                transform=transform, optimizer=optimizer, prior=prior, image_penalty=image_penalty,
+                progress=bar, checkpoint_dir=checkpoint_dir, init_images=init_images, devices=devices)
+        else:
+            result = _render(model, targets, key=key, config=config, parameterization=parameterization,
+                             transform=transform, optimizer=optimizer, prior=prior, image_penalty=image_penalty,
+                             checkpoint_dir=checkpoint_dir, progress=bar, devices=devices, init_images=init_images,
+                             custom_optimizer=custom_optimizer, optimizer_text=optimizer_text)
+    finally:
+        close_bar()
+    record = {"recipe": recipe.name if own_parts else "custom", "model": model.name,
+              **{k: v for k, v in config.numbers().items() if k not in ("param", "transforms", "learning_rate")},
+              "parameterization": repr(registry.resolve("parameterization", parameterization,
+                                                        argument="parameterization")),
+              "transform": repr(registry.resolve("transform", transform, argument="transform")),
+              "optimizer": optimizer_text, "prior": repr(result_prior(prior)),
+              "image_penalty": None if image_penalty is None else fingerprint(image_penalty)}
+    if images_per_target != 1:
+        record["images_per_target"] = images_per_target
+    return result._replace(record=record)
+
+
+def result_prior(prior):
+    """The prior object a render used (``None`` → :func:`jaxviz.priors.none`)."""
+    return registry.resolve("prior", prior or "none", argument="prior", protocol=priors_lib.Prior)
+
+
+def _render(model, targets, *, key, config, parameterization, transform, optimizer, prior, image_penalty,
+            checkpoint_dir, progress, devices, init_images, custom_optimizer, optimizer_text=None) -> RenderResult:
+    """:func:`render` once the parts are chosen: one image per per-image target."""
+    from jaxviz.common import checkpoint as ckpt_lib
+
     prior = registry.resolve("prior", prior or "none", argument="prior", protocol=priors_lib.Prior)
     _check_inputs(model, targets, config, prior, seeded=init_images is not None)
-    parameterization = registry.resolve("parameterization", parameterization or config.param,
+    parameterization = registry.resolve("parameterization", parameterization,
                                         argument="parameterization", protocol=param_lib.Parameterization)
     if init_images is not None:
         init_images = seed_images(init_images, len(targets), config.size)
         if not callable(getattr(parameterization, "inverse", None)):
             raise UsageError(f"init_images needs a parameterization with an inverse; {parameterization!r} has none")
-    transform = registry.resolve("transform", transform or config.transforms, argument="transform",
+    transform = registry.resolve("transform", transform, argument="transform",
                                  protocol=transforms_lib.Transform)
     if image_penalty is not None and not callable(image_penalty):
         raise UsageError(f"image_penalty must be a function of the image, got {type(image_penalty).__name__}")
     explicit_key = key is not None
     key = key if explicit_key else jax.random.key(config.seed)
-    custom_optimizer = optimizer is not None
-    optimizer = optimizer or optax.adam(config.learning_rate)
     devices = list(devices or jax.local_devices())
     placements: dict = {}  # devices used -> (mesh, batch sharding, replicated model params)
 
@@ -162,6 +234,8 @@ def render_images(model, targets: Sequence, *, key: jax.Array | None = None, con
             identity["init_images"] = hashlib.sha1(init_images.tobytes()).hexdigest()
         if custom_optimizer:  # an optax transformation has no stable description: only its use is recorded
             identity["optimizer"] = "custom"
+        elif optimizer_text:  # the recipe's optimizer, with its hyperparameters
+            identity["optimizer"] = optimizer_text
         store = ckpt_lib.RunStore(checkpoint_dir, **identity)
 
     n = len(targets)
@@ -212,8 +286,8 @@ def render_images(model, targets: Sequence, *, key: jax.Array | None = None, con
                 prior_info[name][chunk] = value[keep]
     if store:
         store.close()
-    return RenderResult(images, activation, history, trace, prior_info, tuple(repr(t) for t in targets),
-                        getattr(prior, "trace_name", None))
+    return RenderResult(images, activation, history, trace, prior_info,
+                        tuple(objectives_lib.target_name(t) for t in targets), getattr(prior, "trace_name", None))
 
 
 def seed_images(images, n_targets: int, size: int) -> np.ndarray:

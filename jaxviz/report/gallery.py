@@ -28,7 +28,7 @@ __all__ = ["image_filename", "to_uint8", "write_run", "write_page", "write_resul
            "write_comparison", "contact_sheet", "svg_curve", "svg_colorbar", "colormap", "nice_ticks",
            "is_gallery_file"]
 
-_GALLERY_FILES = ("images.npy", "metrics.json", "index.html")
+_GALLERY_FILES = ("images.npy", "result.npz", "metrics.json", "index.html")
 # a perceptually ordered dark-to-bright ramp (viridis-like), dark = never an outlier
 _RAMP = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], np.float64)
 
@@ -39,8 +39,11 @@ def is_gallery_file(name: str) -> bool:
 
 
 def image_filename(target: str) -> str:
-    """``blocks.10:7`` → ``blocks.10_7.png`` (safe on every filesystem)."""
-    return target.replace(":", "_").replace("/", "_").replace(" ", "") + ".png"
+    """``blocks.10:7`` → ``blocks.10_7.png``, ``blocks.10:7#1`` → ``blocks.10_7-1.png`` (safe on every
+    filesystem and in URLs; other characters become ``_``)."""
+    name = target.replace(" ", "").replace("#", "-")
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_.") or "target"
+    return name[:120] + ".png"
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -285,8 +288,13 @@ def write_run(out: str, *, targets: Sequence[str], labels: Sequence[str], images
     tiles = [to_uint8(im) for im in images]
     heat_layer = heat_layer or _heat_layer(config)
     metrics = {"config": dict(config), "targets": []}
+    used: set = {"grid.png"}
     for i, (target, label, tile, record) in enumerate(zip(targets, labels, tiles, records)):
         name = image_filename(target)
+        stem, k = name[:-4], 1
+        while name in used:  # two targets with one name (e.g. two objectives with one repr) keep both images
+            name, k = f"{stem}-{k}.png", k + 1
+        used.add(name)
         _write_png(os.path.join(out, name), tile)
         entry = {"target": target, "label": label, "image": name, **record}
         if heatmaps is not None:
@@ -346,6 +354,9 @@ def write_result(out: str, result, *, targets: Sequence[str] | None = None, labe
     targets = list(targets or result.targets or [f"target {i}" for i in range(len(result.images))])
     labels = list(labels or [""] * len(targets))
     with replace_dir(out, outputs=is_gallery_file, what="out=") as staging:
+        arrays = {"activation": result.activation, "history": result.history, "trace": result.trace,
+                  **{f"prior/{k}": np.asarray(v) for k, v in result.prior.items()}}
+        atomic_write(os.path.join(staging, "result.npz"), lambda f: np.savez(f, **arrays))  # exact, for load
         return write_run(staging, targets=targets, labels=labels, images=result.images,
                          records=target_records(result), config=dict(config or {}),
                          heatmaps=result.prior.get("outlier_map"), title=title, heat_layer=heat_layer)

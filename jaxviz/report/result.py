@@ -20,6 +20,10 @@ class RenderResult(NamedTuple):
       prior: ``{name: [T, ...]}`` prior diagnostics (e.g. suppressed neurons), possibly empty.
       targets: the targets' descriptions (``repr`` of the objectives).
       trace_name: what ``trace`` holds (``d2``, ``bn``...), or ``None`` for no prior.
+      record: the run's settings: the recipe and every part (``metrics.json``'s ``config``).
+
+    In a notebook a result shows itself as a compact gallery (``_repr_html_``); elsewhere
+    :meth:`show` writes that gallery to a temporary HTML file and prints its path.
     """
 
     images: np.ndarray
@@ -29,14 +33,38 @@ class RenderResult(NamedTuple):
     prior: dict
     targets: tuple = ()
     trace_name: str | None = None
+    record: dict | None = None
 
     def save(self, directory: str, *, labels: Sequence[str] | None = None, config: dict | None = None,
              title: str = "jaxviz") -> dict:
         """Writes the same gallery as ``jaxviz visualize`` (PNGs, grid, index.html, metrics.json).
 
-        Returns:
-          The metrics dict written to ``metrics.json``.
+        ``config`` defaults to :attr:`record`. Returns the metrics dict written to ``metrics.json``.
         """
         from jaxviz.report.gallery import write_result
 
-        return write_result(directory, self, labels=labels, config=config, title=title)
+        return write_result(directory, self, labels=labels, config=self.record if config is None else config,
+                                   title=title)
+
+    @classmethod
+    def load(cls, directory: str) -> "RenderResult":
+        """The result :meth:`save` (or ``jaxviz visualize``) wrote to ``directory``."""
+        from jaxviz.report.notebook import load_result
+
+        return load_result(directory)
+
+    def show(self, **options):
+        """Displays the gallery (see :func:`jaxviz.report.notebook.show`)."""
+        from jaxviz.report.notebook import show
+
+        return show(self, **options)
+
+    def _repr_html_(self):
+        from jaxviz.report.notebook import result_html
+
+        return result_html(self)
+
+    def __repr__(self):
+        from jaxviz.report.notebook import result_repr
+
+        return result_repr(self)

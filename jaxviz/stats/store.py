@@ -81,7 +81,7 @@ def _estimate(state: StatsState, shrinkage, layer: str) -> LayerStats:
         raise UsageError(f"layer {layer} has {float(est.count):g} samples; statistics need at least 2")
     if not np.all(np.isfinite(est.chol)):
         raise UsageError(f"the covariance of layer {layer} is singular (dim {est.dim}, {float(est.count):g} samples); "
-                         "use --shrinkage oas or a positive coefficient")
+                         "use shrinkage='oas' or a positive coefficient")
     return est._replace(shrinkage=float(est.shrinkage), condition=float(est.condition), count=float(est.count),
                         dim=int(est.dim))
 
