@@ -17,7 +17,7 @@ from jaxviz.common.errors import ImageError, UsageError
 # bounds the memory of a thin image (1×15000 px would become 224×3.4M), whatever its pixel count.
 MAX_ASPECT = 32
 
-__all__ = [
+__all__ = ["to_uint8", 
     "MAX_ASPECT", "ImageError", "read_image", "decode_image_bytes", "resize_center_crop", "resize_center_crop01",
     "resize_batch01", "as_uint8_batch", "EVAL_CROP_FRACTION",
 ]
@@ -210,3 +210,8 @@ def as_uint8_batch(images: np.ndarray | Sequence[np.ndarray], size: int, *,
         same = crop_fraction == 1.0 and im.shape[:2] == (size, size)
         out.append(im if same else resize_center_crop(im, size, crop_fraction=crop_fraction))
     return np.stack(out)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """float image in [0, 1] → uint8."""
+    return np.clip(np.round(np.asarray(image, np.float64) * 255.0), 0, 255).astype(np.uint8)

@@ -8,7 +8,7 @@ from jaxviz.data.sources import *  # noqa: F401,F403  (the public names of the s
 from jaxviz.data.sources import __all__ as _sources_all
 from jaxviz.data import folders, sources  # noqa: F401
 
-__all__ = ["folders", "sources", "tfds", *_sources_all]
+__all__ = ["folders", "sources", "tfds", *_sources_all]  # noqa: F405  (tfds loads on first use)
 
 
 def __getattr__(name):
