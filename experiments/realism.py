@@ -111,7 +111,7 @@ def render_method(name, model, cfg, classes, seed, run_dir, quiet):
     update, close = progress_bar(f"{name} seed {seed}", quiet=quiet)
     t = time.perf_counter()
     try:
-        result = render.render(model, targets, key=jax.random.key(BASE_SEED + seed), config=config,
+        result = render.render_images(model, targets, key=jax.random.key(BASE_SEED + seed), config=config,
                                progress=update or False, **parts)
     finally:
         close()

@@ -1,7 +1,7 @@
 """The short path: ``jaxviz.visualize(model, "logits:207")`` → a :class:`jaxviz.render.RenderResult`.
 
 One call with the best measured recipe (:data:`jaxviz.recipes.DEFAULT`, README "Experiments"),
-like Lucent's ``render_vis``; everything else of :func:`jaxviz.render.render` is a keyword away.
+like Lucent's ``render_vis``; everything else of :func:`jaxviz.render.render_images` is a keyword away.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def visualize(model, targets, *, recipe=None, size: int | None = None, steps: in
       seed: PRNG seed.
       batch_size: targets optimized together.
       out: also write the gallery there (:meth:`RenderResult.save`).
-      **render_options: :func:`jaxviz.render.render` keywords (``prior``, ``parameterization``,
+      **render_options: :func:`jaxviz.render.render_images` keywords (``prior``, ``parameterization``,
         ``progress=False``, ``images_per_target``...).
 
     Returns:

@@ -58,7 +58,7 @@ def visualize(model, targets, out: str, *, config: render_lib.RenderConfig | Non
       checkpoint_dir: resume / checkpoint here.
       quiet: no progress bar.
       title: page title.
-      **render_options: passed to :func:`jaxviz.render.render` (``recipe``, ``parameterization``,
+      **render_options: passed to :func:`jaxviz.render.render_images` (``recipe``, ``parameterization``,
         ``transform``...); ``metrics.json``'s ``config`` is the result's record (recipe and every part).
 
     Returns:
@@ -80,7 +80,7 @@ def _visualize(model, targets, out, *, config, prior, stats, checkpoint_dir, qui
     title = title or f"jaxviz {model.name}"
     update, close = progress_bar(title, quiet=quiet)
     try:
-        result = render_lib.render(model, parsed, config=config, prior=prior, checkpoint_dir=checkpoint_dir,
+        result = render_lib.render_images(model, parsed, config=config, prior=prior, checkpoint_dir=checkpoint_dir,
                                    progress=update or False, **render_options)
     finally:
         close()

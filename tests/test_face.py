@@ -48,9 +48,9 @@ def test_recipe_config_carries_no_ignored_fields():
 def test_render_defaults_to_the_best_recipe(toy):
     assert recipes.DEFAULT == "maco"  # README "Experiments": the best measured recipe
     target = objectives.channel("conv2", 1)
-    default = render.render(toy, [target], config=FAST, progress=False)
+    default = render.render_images(toy, [target], config=FAST, progress=False)
     best = recipes.get(recipes.DEFAULT, size=FAST.size)
-    explicit = render.render(toy, [target], config=FAST, progress=False, parameterization=best.parameterization,
+    explicit = render.render_images(toy, [target], config=FAST, progress=False, parameterization=best.parameterization,
                              transform=best.transform, optimizer=best.make_optimizer(FAST.steps))
     np.testing.assert_array_equal(default.images, explicit.images)
     record = default.record
@@ -64,7 +64,7 @@ def test_render_defaults_to_the_best_recipe(toy):
 
 def test_config_fields_replace_parts_of_the_recipe(toy):
     config = render.RenderConfig(size=32, steps=4, param="pixel", transforms="none", learning_rate=0.2)
-    result = render.render(toy, "conv2:0", config=config, recipe="lucid", progress=False)
+    result = render.render_images(toy, "conv2:0", config=config, recipe="lucid", progress=False)
     assert result.record["recipe"] == "lucid"
     assert result.record["parameterization"].startswith("Pixel")
     assert result.record["optimizer"] == "adam(learning_rate=0.2)"
@@ -72,7 +72,7 @@ def test_config_fields_replace_parts_of_the_recipe(toy):
 
 
 def test_save_records_the_run(toy, tmp_path):
-    result = render.render(toy, "conv2:1", config=FAST, progress=False)
+    result = render.render_images(toy, "conv2:1", config=FAST, progress=False)
     metrics = result.save(str(tmp_path))
     assert metrics["config"] == json.loads((tmp_path / "metrics.json").read_text())["config"]
     assert metrics["config"]["recipe"] == "maco" and metrics["config"]["optimizer"].startswith("nadam")
@@ -105,7 +105,7 @@ def test_model_repr_is_one_short_line(lite0):
 @pytest.fixture(scope="module")
 def with_prior(toy):
     """A result with the diagnostics an outlier prior reports (heat maps, suppressed neurons)."""
-    result = render.render(toy, ["conv2:1", "conv2:2"], config=FAST, progress=False)
+    result = render.render_images(toy, ["conv2:1", "conv2:2"], config=FAST, progress=False)
     prior = {"outlier_map": np.array([[[0, 1], [2, 3]], [[3, 2], [1, 0]]], np.float32),
              "rounds": np.array([4, 4], np.int32),
              "times/conv1": np.array([[0, 2, 0, 0, 0, 0, 0, 1], [1, 0, 0, 0, 0, 0, 0, 0]], np.float32),
@@ -131,9 +131,9 @@ def test_show_outside_a_notebook_writes_a_page(with_prior, tmp_path, capsys):
 
 
 def test_progress_bar_on_by_default_off_with_false(toy, capsys):
-    render.render(toy, "conv2:1", config=FAST)
+    render.render_images(toy, "conv2:1", config=FAST)
     assert "jaxviz render" in capsys.readouterr().err
-    render.render(toy, "conv2:1", config=FAST, progress=False)
+    render.render_images(toy, "conv2:1", config=FAST, progress=False)
     assert capsys.readouterr().err == ""
 
 
@@ -141,13 +141,13 @@ def test_progress_bar_on_by_default_off_with_false(toy, capsys):
 
 
 def test_one_objective_and_strings_are_targets(toy):
-    one = render.render(toy, objectives.channel("conv2", 1), config=FAST, progress=False)
+    one = render.render_images(toy, objectives.channel("conv2", 1), config=FAST, progress=False)
     assert one.images.shape == (1, 32, 32, 3) and one.targets == ("conv2:1",)
-    many = render.render(toy, ["conv2:1", "conv2", "conv2:2-3"], config=FAST, progress=False)
+    many = render.render_images(toy, ["conv2:1", "conv2", "conv2:2-3"], config=FAST, progress=False)
     assert many.targets == ("conv2:1", "conv2", "conv2:2", "conv2:3")
     np.testing.assert_array_equal(many.images[0], one.images[0])  # the string is the same target
     with pytest.raises(UsageError, match=r"targets\[1\]"):
-        render.render(toy, ["conv2:1", 7], config=FAST, progress=False)
+        render.render_images(toy, ["conv2:1", 7], config=FAST, progress=False)
 
 
 def _gram_similarity(features):
@@ -174,8 +174,8 @@ def test_diversity_across_images_of_one_objective():
     config = render.RenderConfig(size=32, steps=32, chunk_steps=8, param="pixel", transforms="none",
                                  learning_rate=0.05)
     with pytest.raises(UsageError, match="images_per_target"):
-        render.render(net, objectives.diversity("conv1"), config=config, progress=False)
-    runs = [render.render(net, objectives.channel("conv2", 1) + w * objectives.diversity("conv1"), config=config,
+        render.render_images(net, objectives.diversity("conv1"), config=config, progress=False)
+    runs = [render.render_images(net, objectives.channel("conv2", 1) + w * objectives.diversity("conv1"), config=config,
                           images_per_target=3, progress=False) for w in (0.0, 10.0)]
     assert runs[1].images.shape == (3, 32, 32, 3) and runs[1].targets == ("conv2:1#0", "conv2:1#1", "conv2:1#2")
     similarity = [_gram_similarity(np.asarray(net.features(net.params, net.normalize(r.images * 255.0),

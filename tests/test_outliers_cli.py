@@ -30,7 +30,7 @@ def setup(tmp_path_factory, lite0, photos):
     # DeepDream of the photo's class (285, Egyptian cat), small and short: a large step size makes
     # up for the few steps (at lr 0.05 the image is still low-contrast noise, which D² rates natural)
     config = render.RenderConfig(size=SIZE, steps=24, chunk_steps=8, param="fourier", learning_rate=0.2)
-    dream = render.render(lite0, [objectives.class_logit(285)], config=config, recipe="jaxviz").images[0]
+    dream = render.render_images(lite0, [objectives.class_logit(285)], config=config, recipe="jaxviz").images[0]
     dream_path = root / "dream.png"
     Image.fromarray(np.round(dream * 255).astype(np.uint8)).save(dream_path)
     return root, stats, chelsea, dream_path

@@ -104,9 +104,9 @@ def test_custom_prior_changes_the_result_and_keeps_its_state(toy):
 
 def test_image_penalty_is_subtracted(toy):
     target = [objectives.channel("conv2", 1)]
-    dark = render.render(toy, target, config=CONFIG, image_penalty=lambda image: 100.0 * image.mean(),
+    dark = render.render_images(toy, target, config=CONFIG, image_penalty=lambda image: 100.0 * image.mean(),
                          devices=jax.devices()[:1], recipe="jaxviz")
-    free = render.render(toy, target, config=CONFIG, devices=jax.devices()[:1], recipe="jaxviz")
+    free = render.render_images(toy, target, config=CONFIG, devices=jax.devices()[:1], recipe="jaxviz")
     assert dark.images.mean() < free.images.mean() - 0.05
 
 

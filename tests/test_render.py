@@ -45,7 +45,7 @@ def test_objective_rises_for_each_parameterization(lite0):
     targets = _targets(lite0, ["blocks.12:5"])
     for name in ("pixel", "fourier", "maco"):
         config = render.RenderConfig(size=64, steps=12, chunk_steps=6, param=name)
-        result = render.render(lite0, targets, config=config, recipe="jaxviz")
+        result = render.render_images(lite0, targets, config=config, recipe="jaxviz")
         assert result.history[0, -3:].mean() > result.history[0, :3].mean() + 0.1, name
         assert 0.0 <= result.images.min() and result.images.max() <= 1.0
 
@@ -115,7 +115,7 @@ def test_visualize_user_mistakes(tmp_path, capsys, argv, message):
 def test_eight_classes_reach_top1(lite0):
     classes = [1, 94, 207, 281, 417, 530, 947, 980]
     config = render.RenderConfig(size=128, steps=128, chunk_steps=16, batch_size=8)
-    result = render.render(lite0, _targets(lite0, [f"logits:{c}" for c in classes]), config=config, recipe="jaxviz")
+    result = render.render_images(lite0, _targets(lite0, [f"logits:{c}" for c in classes]), config=config, recipe="jaxviz")
     logits = jax.jit(lambda p, x: lite0.features(p, x, ["logits"])["logits"])(
         lite0.params, lite0.normalize(result.images * 255.0))
     initial = result.history[:, 0]

@@ -5,7 +5,7 @@ loss; jaxviz maximizes, so it is ``channel(...) + w * diversity(layer)`` here. T
 (:class:`jaxviz.objectives.Diversity`). :func:`render_groups` does that for each target: its
 ``n`` images share one optimizer state over the stacked parameters and one batched forward pass;
 per-image terms are summed over the group (:func:`jaxviz.objectives.batch_value`), the prior and
-the image penalty apply per image. :func:`jaxviz.render.render` calls it for
+the image penalty apply per image. :func:`jaxviz.render.render_images` calls it for
 ``images_per_target > 1`` or a batch objective.
 
 It runs each group on one device, with no checkpoints and no photo seeds (use one image per
@@ -48,7 +48,7 @@ def render_groups(model, targets, n: int, *, key, config, parameterization, tran
                   image_penalty, progress, checkpoint_dir=None, init_images=None, devices=None):
     """``n`` images per target, optimized jointly per target (see the module docstring).
 
-    Arguments as :func:`jaxviz.render.render` (parts already chosen). Returns a
+    Arguments as :func:`jaxviz.render.render_images` (parts already chosen). Returns a
     :class:`jaxviz.render.RenderResult` with ``len(targets) · n`` rows, target-major; its targets
     are named ``<target>#<k>``; ``history`` is the group's objective (the same for its images),
     ``activation`` each image's per-image terms.
@@ -127,7 +127,7 @@ def _group_name(objective) -> str:
 
 
 def _check_group_inputs(model, targets, config):
-    """The checks of :func:`jaxviz.render.render` that apply here (steps, size, layers, indices)."""
+    """The checks of :func:`jaxviz.render.render_images` that apply here (steps, size, layers, indices)."""
     from jaxviz.recipes.config import MAX_SIZE, min_size
 
     config.check()

@@ -362,6 +362,6 @@ def render(*args, **kwargs):
     """Deprecated name of :func:`render_images` (the module and the function shared a name)."""
     import warnings
 
-    warnings.warn("jaxviz.render.render_images is now jaxviz.render.render_images (or jaxviz.render_images)",
+    warnings.warn("jaxviz.render.render is now jaxviz.render.render_images (or jaxviz.render_images)",
                   DeprecationWarning, stacklevel=2)
     return render_images(*args, **kwargs)
