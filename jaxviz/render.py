@@ -24,6 +24,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxviz import identity as identity_lib
 from jaxviz import objectives as objectives_lib
 from jaxviz import param as param_lib
 from jaxviz import priors as priors_lib
@@ -291,12 +292,14 @@ def render(model, targets: Sequence, *, key: jax.Array | None = None, config: Re
                         transform=fingerprint(transform), launch=_launch_size(config.batch_size, len(devices)))
         if explicit_key:
             identity["key"] = np.asarray(jax.random.key_data(key)).tolist()
-        if image_penalty is not None:
-            identity["image_penalty"] = fingerprint(image_penalty)
+        if image_penalty is not None:  # code: hashed, not its repr (README "Guarantees")
+            identity["image_penalty"] = identity_lib.identify(image_penalty, argument="image_penalty=")
         if init_images is not None:
             identity["init_images"] = hashlib.sha1(init_images.tobytes()).hexdigest()
-        if custom_optimizer:  # an optax transformation has no stable description: only its use is recorded
-            identity["optimizer"] = "custom"
+        if custom_optimizer:  # its closures' hyperparameters and its state on a probe (jaxviz.identity)
+            probe = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(
+                lambda: parameterization.init(key=jax.random.key(0), size=config.size)))
+            identity["optimizer"] = identity_lib.optimizer_identity(optimizer, probe)
         store = ckpt_lib.RunStore(checkpoint_dir, **identity)
 
     n = len(targets)
