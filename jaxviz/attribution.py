@@ -9,6 +9,10 @@ with respect to the input image, under one of three ReLU backward rules:
 - ``guided``: guided backpropagation, the ordinary gradient masked by a positive incoming gradient
   (Springenberg et al., 2015); for ReLU6 a unit passes it where ``0 < x < 6``.
 
+**Methods** built on those gradients (:mod:`jaxviz.attribution_methods`): ``smoothgrad`` (the mean
+gradient over noisy copies of the image; Smilkov et al., 2017) and ``integrated_gradients`` (the
+path integral from a baseline, times the image's difference to it; Sundararajan et al., 2017).
+
 The rules swap the model's activation, so they need a model that offers them
 (``Model.backward_rules``; EfficientNet-Lite from :func:`jaxviz.load_model` does, see
 :mod:`jaxviz.models.activations`); ``gradient`` works for every model.
@@ -34,8 +38,8 @@ from jaxviz import outliers as outliers_lib
 from jaxviz import views
 from jaxviz.errors import UsageError
 
-__all__ = ["RULES", "rule_apply", "input_gradient", "saliency", "heat", "overlay", "LayerOutliers",
-           "layer_outliers", "image_outliers"]
+__all__ = ["RULES", "METHODS", "rule_apply", "input_gradient", "saliency", "gradients", "smoothgrad",
+           "integrated_gradients", "attribute", "heat", "overlay", "LayerOutliers", "layer_outliers", "image_outliers"]
 
 RULES = ("gradient", "deconvnet", "guided")
 
@@ -93,15 +97,26 @@ def saliency(model, images, targets: Sequence, *, rule: str = "gradient", params
 
     Args:
       model: a :class:`jaxviz.Model`.
-      images: ``[N, H, W, 3]`` float in ``[0, 1]``.
+      images: ``[N, H, W, 3]`` float in ``[0, 1]``, or uint8 (divided by 255); anything else (e.g.
+        ``model.preprocess`` output) is refused, since the model's own normalization is applied here.
       targets: objectives; targets of one structure are computed together (vmapped).
       rule: ``gradient``, ``deconvnet`` or ``guided``.
       params: model parameters (default ``model.params``).
 
     Returns:
-      ``[N, T, H, W, 3]`` float32 gradients, targets in the given order.
+      ``[N, T, H, W, 3]`` float32 gradients (per ``[0, 1]`` unit), targets in the given order.
+
+    Raises:
+      UsageError: bad images (shape, range), rule or targets.
     """
     rule_apply(model, rule)  # fail early on a bad rule
+    from jaxviz.attribution_methods import check_images
+
+    return gradients(model, check_images(images), targets, rule=rule, params=params)
+
+
+def gradients(model, images, targets: Sequence, *, rule: str = "gradient", params=None) -> np.ndarray:
+    """:func:`saliency` without the ``[0, 1]`` check (for noisy or interpolated inputs)."""
     images = jnp.asarray(images, jnp.float32)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise UsageError(f"images must be [N, H, W, 3], got shape {tuple(images.shape)}")
@@ -205,3 +220,6 @@ def image_outliers(model, image, moments: Mapping, *, view: str = "pixel", k: in
         out[layer] = jax.device_get(layer_outliers(feats[layer], m.mean, m.precision, view=view, k=k,
                                                    quantile=quantile))
     return out
+
+
+from jaxviz.attribution_methods import METHODS, attribute, integrated_gradients, smoothgrad  # noqa: E402
