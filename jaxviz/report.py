@@ -197,6 +197,9 @@ def _heat_block(entry: Mapping, src: str) -> str:
     caption = (f"How often each position{where} ({grid} grid) was an outlier of the natural-image "
                f"statistics at the {rounds} selection round{'' if rounds == 1 else 's'}." if rounds is not None else
                f"How often each position{where} was an outlier of the natural-image statistics.")
+    if info.get("coordinates") == "model input":  # an unknown transform: positions of what the model saw
+        caption += (" Positions are those of the model's input (the transformed image), which may not "
+                    "line up with this image.")
     vmax = info.get("vmax") or rounds or 1
     return (f'<div class="heat"><img class="heat" src="{html.escape(src)}" alt="outlier map">'
             f'{svg_colorbar(vmax, label="rounds an outlier")}<p class="caption">{caption}</p></div>')
@@ -295,7 +298,8 @@ def write_run(out: str, *, targets: Sequence[str], labels: Sequence[str], images
             vmax = float(rounds) if rounds else float(heat.max())  # colour = share of the rounds
             _heatmap_png(os.path.join(out, "heat_" + name), heat, tile.shape[0], vmax)
             entry["outlier_map"] = {"layer": heat_layer, "shape": list(heat.shape),
-                                    "rounds": None if rounds is None else int(rounds), "vmax": vmax}
+                                    "rounds": None if rounds is None else int(rounds), "vmax": vmax,
+                                    "coordinates": record.get("outlier_map_coordinates", "canvas")}
         metrics["targets"].append(entry)
     atomic_write(os.path.join(out, "images.npy"), npy_bytes(np.asarray(images, np.float32)))  # exact, for metrics
     _write_png(os.path.join(out, "grid.png"), contact_sheet(tiles, [f"{t} {l}" for t, l in zip(targets, labels)]))
