@@ -298,8 +298,9 @@ def write_run(out: str, *, targets: Sequence[str], labels: Sequence[str], images
             vmax = float(rounds) if rounds else float(heat.max())  # colour = share of the rounds
             _heatmap_png(os.path.join(out, "heat_" + name), heat, tile.shape[0], vmax)
             entry["outlier_map"] = {"layer": heat_layer, "shape": list(heat.shape),
-                                    "rounds": None if rounds is None else int(rounds), "vmax": vmax,
-                                    "coordinates": record.get("outlier_map_coordinates", "canvas")}
+                                    "rounds": None if rounds is None else int(rounds), "vmax": vmax}
+            if "outlier_map_coordinates" in record:  # "canvas", or "model input" for an unknown transform
+                entry["outlier_map"]["coordinates"] = record["outlier_map_coordinates"]
         metrics["targets"].append(entry)
     atomic_write(os.path.join(out, "images.npy"), npy_bytes(np.asarray(images, np.float32)))  # exact, for metrics
     _write_png(os.path.join(out, "grid.png"), contact_sheet(tiles, [f"{t} {l}" for t, l in zip(targets, labels)]))
