@@ -159,6 +159,14 @@ def fingerprint(obj: Any) -> str:
     return f"{text} <content {digest}>" if digest else text
 
 
+def _part(obj: Any, argument: str) -> str:
+    """A part's checkpoint identity: its :func:`fingerprint`, or for an object whose repr is only its
+    address (your own class without a ``__repr__``) what :func:`jaxviz.identity.identify` finds."""
+    if re.search(r" at 0x[0-9a-f]+", repr(obj)):
+        return identity_lib.identify(obj, argument=argument)
+    return fingerprint(obj)
+
+
 def _content_digest(obj: Any) -> str | None:
     """A hash of the arrays a dataclass object holds (a prior's statistics): a repr names, not values."""
     from jaxviz.files import content_hash
@@ -288,8 +296,8 @@ def render(model, targets: Sequence, *, key: jax.Array | None = None, config: Re
     store = None
     if checkpoint_dir:
         identity = dict(config=config, model=model.name, targets=[repr(t) for t in targets],
-                        prior=fingerprint(prior), parameterization=fingerprint(parameterization),
-                        transform=fingerprint(transform), launch=_launch_size(config.batch_size, len(devices)))
+                        prior=_part(prior, "prior="), parameterization=_part(parameterization, "parameterization="),
+                        transform=_part(transform, "transform="), launch=_launch_size(config.batch_size, len(devices)))
         if explicit_key:
             identity["key"] = np.asarray(jax.random.key_data(key)).tolist()
         if image_penalty is not None:  # code: hashed, not its repr (README "Guarantees")

@@ -102,3 +102,22 @@ def test_digests_are_the_same_in_another_process():
                          env=env, cwd=os.path.dirname(TESTS), check=True).stdout.split()
     assert out == [identity.digest(optax.chain(optax.clip(1.0), optax.adam(0.05))),
                    identity.digest(penalty_for_subprocess)]
+
+
+class _Scaled:
+    """A user's transform class without a __repr__ (its repr is only an address)."""
+
+    def __init__(self, factor):
+        self.factor = factor
+
+    def __call__(self, image, *, key):
+        return image * self.factor
+
+
+def test_resume_with_another_custom_transform_object_is_refused(toy, tmp_path):
+    ckpt = str(tmp_path / "ckpt")
+    with pytest.raises(_Killed):
+        render(toy, TARGET, config=CONFIG, transform=_Scaled(1.0), checkpoint_dir=ckpt,
+               progress=_kill_after_first_chunk)
+    with pytest.raises(CheckpointMismatchError, match="transform"):
+        render(toy, TARGET, config=CONFIG, transform=_Scaled(0.5), checkpoint_dir=ckpt)

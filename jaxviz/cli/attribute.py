@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from jaxviz.cli._common import add_model_flag
+from jaxviz.cli._common import add_model_flag, number, whole
 
 
 def register(sub) -> None:
@@ -24,11 +24,11 @@ def register(sub) -> None:
     p.add_argument("--method", default="saliency", choices=("saliency", "smoothgrad", "integrated-gradients"),
                    help="saliency (one gradient), smoothgrad (mean over noisy copies) or integrated-gradients "
                         "(path from a black image); default saliency")
-    p.add_argument("--samples", type=int, default=32, metavar="N", help="smoothgrad: noisy copies (default 32)")
-    p.add_argument("--noise", type=float, default=0.15, metavar="F",
+    p.add_argument("--samples", type=whole, default=32, metavar="N", help="smoothgrad: noisy copies (default 32)")
+    p.add_argument("--noise", type=number, default=0.15, metavar="F",
                    help="smoothgrad: noise sd as a fraction of the image's range (default 0.15)")
-    p.add_argument("--steps", type=int, default=32, metavar="N", help="integrated-gradients: path points (default 32)")
-    p.add_argument("--seed", type=int, default=0, help="smoothgrad: noise seed (default 0)")
+    p.add_argument("--steps", type=whole, default=32, metavar="N", help="integrated-gradients: path points (default 32)")
+    p.add_argument("--seed", type=whole, default=0, help="smoothgrad: noise seed (default 0)")
     p.set_defaults(run=run)
 
 
