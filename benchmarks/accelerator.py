@@ -1,7 +1,7 @@
 """Render throughput and model-FLOP utilization on any backend: ``python -m benchmarks.run --accelerator``.
 
 For each batch size (8, 32, 128), precision (float32, bfloat16) and rematerialization (off, on),
-a fresh process runs ``jaxviz.render.render`` (EfficientNet-Lite0, Fourier parameterization,
+a fresh process runs ``jaxviz.render.render_images`` (EfficientNet-Lite0, Fourier parameterization,
 default transforms, Adam, channel objectives of ``--layer``) for ``1 + repeats`` chunks of
 ``steps`` steps; the ``progress`` callback timestamps each chunk (render syncs with the host after
 every chunk), the first chunk carries the compilation and is left out.
@@ -88,7 +88,7 @@ def _model_flops(model, layer: str, size: int, precision: str) -> float:
     import jax
     import jax.numpy as jnp
 
-    from jaxviz import transforms
+    from jaxviz.image import transforms
 
     seen = jax.eval_shape(lambda: transforms.default()(jnp.zeros((size, size, 3)), key=jax.random.key(0)))
     dtype = jnp.bfloat16 if precision == "bfloat16" else jnp.float32
@@ -119,7 +119,7 @@ def _worker_step(args) -> dict:
                                  batch_size=args.batch, compute_dtype=args.precision)
     stamps = []
     start = time.perf_counter()
-    render.render(model, targets, config=config, progress=lambda *a: stamps.append(time.perf_counter()))
+    render.render_images(model, targets, config=config, progress=lambda *a: stamps.append(time.perf_counter()))
     chunks = [b - a for a, b in zip(stamps, stamps[1:])]
     best = min(chunks)
     image_steps = args.batch * args.steps

@@ -5,7 +5,7 @@ Measures, on one device of the default backend:
 - **step throughput** (image-steps/s) of the render step users run: EfficientNet-Lite0, Fourier
   parameterization with colour decorrelation, the default robustness transforms, Adam, channel
   objectives (``--layer``, default ``head``: the whole conv trunk runs), built with
-  ``jaxviz.step.compile_programs`` (the jitted, sharded chunk ``render`` runs) and timed per
+  ``jaxviz.render.step.compile_programs`` (the jitted, sharded chunk ``render`` runs) and timed per
   chunk of ``--steps`` steps, best and median of ``--repeats``;
 - the **fp32 ceiling**: a square matmul's GFLOP/s (best of a few sizes), measured before and after
   the step runs (the better one counts);
@@ -165,8 +165,10 @@ def _worker_step(args) -> dict:
     from jax.sharding import NamedSharding, PartitionSpec
 
     import jaxviz
-    from jaxviz import objectives, priors, render, step, transforms
-    from jaxviz import param as param_lib
+    from jaxviz import objectives, priors, render
+    from jaxviz.render import step
+    from jaxviz.image import transforms
+    from jaxviz.image import param as param_lib
 
     if args.devices:  # CPU devices, as the CLI's one-per-core (jaxviz.use_cpu_cores)
         jax.config.update("jax_num_cpu_devices", args.devices)
@@ -440,7 +442,7 @@ def main(argv=None) -> int:
         return 0
 
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
-    from jaxviz.hardware import usable_cores
+    from jaxviz.common.hardware import usable_cores
 
     cores = usable_cores()
     device_counts = ([int(d) for d in args.cpu_devices.split(",") if d.strip()] if args.cpu_devices

@@ -11,7 +11,7 @@ Totals are wall times of fresh processes running the command a new user would tr
   rerun before the compilation cache).
 
 The split comes from a worker process that runs the same pipeline through the public API
-(``load_model``, ``render.render``, ``report.write_run``) with timestamps, and counts JAX's own
+(``load_model``, ``render.render_images``, ``report.write_run``) with timestamps, and counts JAX's own
 compile events (``jax.monitoring``): trace, lowering, and XLA compile or cache load. Each repeat
 uses new cache folders; the machine may be shared, so read the minimum and the spread.
 """
@@ -98,7 +98,7 @@ def _worker(args) -> dict:
     jax.monitoring.register_event_duration_secs_listener(on_duration)
     targets = [objectives.parse_target(t, model.layers) for t in TARGETS]
     config = render.RenderConfig(size=args.size, steps=1)
-    result = render.render(model, targets, config=config)
+    result = render.render_images(model, targets, config=config)
     t_render = time.perf_counter()
     jax.monitoring.unregister_event_duration_listener(on_duration)
     records = [{"activation": float(a), "history": h.tolist()} for a, h in zip(result.activation, result.history)]

@@ -7,7 +7,7 @@ Three timings over the same uint8 batches, each after a compile/warm-up call:
 
 - ``forward (layers)``: the jitted forward up to the requested layers (what the pass must compute anyway);
 - ``forward (logits)``: the full classification forward;
-- ``stats pass``: :func:`jaxviz.collect.collect_stats` over an in-memory source (host batching,
+- ``stats pass``: :func:`jaxviz.stats.collect.collect_stats` over an in-memory source (host batching,
   padding/masking, device transfer, forward, views, moments, cross-device merge).
 
 The overhead is ``stats time / forward time − 1``. Data decoding is excluded (in-memory source).
@@ -54,7 +54,9 @@ def _best_of(fn, repeats: int) -> float:
 
 def run(model_name="efficientnet_lite0", size=224, batch_size=16, batches=12, layers=("blocks.2", "blocks.4"),
         view="pixel", repeats=3) -> dict:
-    from jaxviz import collect, hardware, load_model
+    from jaxviz import load_model
+    from jaxviz.stats import collect
+    from jaxviz.common import hardware
 
     model = load_model(model_name)
     layers = list(layers)

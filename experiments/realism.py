@@ -95,8 +95,8 @@ def render_method(name, model, cfg, classes, seed, run_dir, quiet):
     import jax
 
     from jaxviz import render
-    from jaxviz.files import atomic_write
-    from jaxviz.progress import progress_bar
+    from jaxviz.common.files import atomic_write
+    from jaxviz.common.progress import progress_bar
 
     path = os.path.join(run_dir, "runs", name.replace("/", "_"), f"seed{seed}.npz")
     config, parts, notes, target = method_parts(name, model, passes=cfg["passes"], size=cfg["size"])
@@ -111,7 +111,7 @@ def render_method(name, model, cfg, classes, seed, run_dir, quiet):
     update, close = progress_bar(f"{name} seed {seed}", quiet=quiet)
     t = time.perf_counter()
     try:
-        result = render.render(model, targets, key=jax.random.key(BASE_SEED + seed), config=config,
+        result = render.render_images(model, targets, key=jax.random.key(BASE_SEED + seed), config=config,
                                progress=update, **parts)
     finally:
         close()
@@ -123,7 +123,7 @@ def render_method(name, model, cfg, classes, seed, run_dir, quiet):
 
 
 def _paired(a: np.ndarray, b: np.ndarray) -> str:
-    from jaxviz.metrics import paired_wilcoxon
+    from jaxviz.realism.diagnostics import paired_wilcoxon
 
     test = paired_wilcoxon(a, b)
     p = test.get("p")
@@ -166,7 +166,7 @@ def write_grid(run_dir, images_by_method, real_images, classes, class_names, n_r
     from PIL import Image
 
     from jaxviz import report
-    from jaxviz.files import atomic_write
+    from jaxviz.common.files import atomic_write
 
     columns = ([] if real_images is None else ["photo"]) + list(images_by_method)
     tiles, labels = [], []
@@ -211,8 +211,8 @@ def main(argv=None) -> int:
     jaxviz.use_cpu_cores()
     args = parse_args(argv)
     from jaxviz import realism
-    from jaxviz.errors import JaxvizError
-    from jaxviz.files import atomic_write, atomic_write_json
+    from jaxviz.common.errors import JaxvizError
+    from jaxviz.common.files import atomic_write, atomic_write_json
 
     try:
         methods = [m.strip() for m in args.methods if m.strip()]
@@ -234,7 +234,7 @@ def main(argv=None) -> int:
         atomic_write(os.path.join(run_dir, "command.txt"),
                      "python -m experiments.realism " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])) + "\n")
         model = jaxviz.load_model("efficientnet_lite0")
-        cache = os.path.join(jaxviz.cache.cache_dir(), "realism")  # judges' features of the real photos
+        cache = os.path.join(jaxviz.common.cache.cache_dir(), "realism")  # judges' features of the real photos
         descriptions = {m: method_parts(m, model, passes=args.passes, size=args.size)[2] for m in methods}
         atomic_write_json(os.path.join(run_dir, "config.json"), {**cfg, "descriptions": descriptions})
         images, per_method, seconds = {}, {}, {}

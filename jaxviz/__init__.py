@@ -1,38 +1,29 @@
-"""jaxviz: feature visualization for JAX/Flax networks with outlier-neuron suppression.
+"""jaxviz: feature visualization for JAX/Flax networks, with outlier-neuron suppression.
 
-The pipeline, one module per stage (docs/design.md §2): :mod:`~jaxviz.data` → :mod:`~jaxviz.stats`
-(+ :mod:`~jaxviz.views`, :mod:`~jaxviz.collect`, :mod:`~jaxviz.stats_store`) → :mod:`~jaxviz.outliers` →
-:mod:`~jaxviz.objectives` / :mod:`~jaxviz.priors` → :mod:`~jaxviz.param` / :mod:`~jaxviz.transforms` →
-:mod:`~jaxviz.step` / :mod:`~jaxviz.render` → :mod:`~jaxviz.report`; :mod:`~jaxviz.pipeline` runs the jobs
-of the CLI, :mod:`~jaxviz.recipes` holds the anchors' full settings, :mod:`~jaxviz.realism` and
-:mod:`~jaxviz.attribution` work on images.
+A class of ImageNet, in a few lines (real EfficientNet-Lite0 weights, no download)::
+
+    import jaxviz
+    model = jaxviz.load_model("efficientnet_lite0")
+    result = jaxviz.render_images(model, [jaxviz.objectives.class_logit(207)],
+                                  config=jaxviz.RenderConfig(size=128, steps=64))
+    result.save("out")                      # PNGs, grid.png, index.html, metrics.json
+
+The folders follow the data (docs/design.md §2): :mod:`~jaxviz.data` (image sources) →
+:mod:`~jaxviz.stats` (moments, views, the pass over data, the store, outliers) →
+:mod:`~jaxviz.objectives` → :mod:`~jaxviz.priors` and :mod:`~jaxviz.image` (parameterizations,
+transforms) → :mod:`~jaxviz.recipes` (the anchors' settings) → :mod:`~jaxviz.render` (step, loop,
+checkpoints) → :mod:`~jaxviz.report` (results, gallery) and :mod:`~jaxviz.realism` (held-out judges,
+metrics); :mod:`~jaxviz.models` and :mod:`~jaxviz.common` are the floor, :mod:`~jaxviz.pipeline` and
+:mod:`~jaxviz.cli` the top. Submodules load on first use, so ``import jaxviz`` is cheap.
 """
 
-from jaxviz import (
-    attribution,
-    cache,
-    collect,
-    data,
-    errors,
-    hardware,
-    objectives,
-    outliers,
-    param,
-    pipeline,
-    priors,
-    realism,
-    recipes,
-    registry,
-    render,
-    report,
-    stats,
-    stats_store,
-    step,
-    transforms,
-    views,
-)
-from jaxviz.cache import enable_compile_cache
-from jaxviz.errors import (
+from __future__ import annotations
+
+import importlib as _importlib
+
+from jaxviz import _compat
+from jaxviz.common import __version__
+from jaxviz.common.errors import (
     CheckpointMismatchError,
     DataError,
     ImageError,
@@ -47,22 +38,24 @@ from jaxviz.errors import (
     UsageError,
     WeightFileError,
 )
-from jaxviz.features import Model, from_linen, from_nnx
-from jaxviz.hardware import use_cpu_cores
-from jaxviz.images import read_image
-from jaxviz.models import MODELS, imagenet_classes, load_model
-from jaxviz.render import RenderConfig, RenderResult, render as render_images
 
-__version__ = "0.1.0"
+_compat.install()
+
+_SUBMODULES = ("attribution", "cli", "common", "data", "image", "models", "objectives", "pipeline", "priors",
+               "realism", "recipes", "registry", "render", "report", "stats")
+_NAMES = {  # public name -> the module defining it
+    "Model": "jaxviz.models.model", "from_linen": "jaxviz.models.model", "from_nnx": "jaxviz.models.model",
+    "MODELS": "jaxviz.models", "load_model": "jaxviz.models", "imagenet_classes": "jaxviz.models",
+    "read_image": "jaxviz.common.images", "use_cpu_cores": "jaxviz.common.hardware",
+    "enable_compile_cache": "jaxviz.common.cache", "RenderConfig": "jaxviz.recipes.config",
+    "RenderResult": "jaxviz.report.result", "render_images": "jaxviz.render.loop",
+}
 
 __all__ = [
-    # modules
-    "attribution", "cache", "collect", "data", "errors", "hardware", "objectives", "outliers", "param", "pipeline",
-    "priors", "realism", "recipes", "registry", "render", "report", "stats", "stats_store", "step", "transforms",
-    "views",
-    # models
+    # stages
+    *_SUBMODULES, "outliers",
+    # models and running
     "Model", "MODELS", "load_model", "from_linen", "from_nnx", "imagenet_classes", "read_image",
-    # running
     "RenderConfig", "RenderResult", "render_images", "use_cpu_cores", "enable_compile_cache",
     # errors
     "JaxvizError", "UsageError", "ImageError", "DataError", "UnknownLayerError", "UnknownModelError",
@@ -70,3 +63,18 @@ __all__ = [
     "CheckpointMismatchError", "NonFiniteLossError",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return _importlib.import_module(f"jaxviz.{name}")
+    if name in _NAMES:
+        return getattr(_importlib.import_module(_NAMES[name]), name)
+    module = _compat.resolve(name)
+    if module is not None:
+        return module
+    raise AttributeError(f"module 'jaxviz' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

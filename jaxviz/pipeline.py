@@ -12,9 +12,10 @@ import sys
 from typing import Mapping, Sequence
 
 from jaxviz import priors as priors_lib
+from jaxviz import registry
 from jaxviz import render as render_lib
-from jaxviz.errors import UsageError
-from jaxviz.progress import progress_bar
+from jaxviz.common.errors import UsageError
+from jaxviz.common.progress import progress_bar
 
 __all__ = ["expand_targets", "target_label", "build_prior", "visualize", "demo", "check_demo", "DEMO_TARGETS", "DEMO_RUNS"]
 
@@ -54,8 +55,8 @@ def target_label(model, spec: str) -> str:
 
 def build_prior(model, name: str = "none", *, stats: str | None = None, layers: Sequence[str] | None = None,
                 **options):
-    """The prior called ``name`` for ``model`` (see :func:`jaxviz.priors.build`)."""
-    return priors_lib.build(name, model=model, stats_dir=stats, layers=list(layers) if layers else None, **options)
+    """The prior called ``name`` for ``model`` (see :func:`jaxviz.registry.build_prior`)."""
+    return registry.build_prior(name, model=model, stats_dir=stats, layers=list(layers) if layers else None, **options)
 
 
 def visualize(model, targets: Sequence[str], out: str, *, config: render_lib.RenderConfig, prior=None,
@@ -73,13 +74,13 @@ def visualize(model, targets: Sequence[str], out: str, *, config: render_lib.Ren
       checkpoint_dir: resume / checkpoint here.
       quiet: no progress bar.
       title: page title.
-      **render_options: passed to :func:`jaxviz.render.render` (``parameterization``, ``transform``...).
+      **render_options: passed to :func:`jaxviz.render.render_images` (``parameterization``, ``transform``...).
 
     Returns:
       ``(metrics dict, RenderResult)``.
     """
-    from jaxviz.checkpoint import check_writable_dir
-    from jaxviz.files import lock_dir
+    from jaxviz.common.files import check_writable_dir
+    from jaxviz.common.files import lock_dir
 
     out = check_writable_dir(out, "out=")
     with lock_dir(out, what="out="):  # a second run writing the same folder is refused
@@ -96,7 +97,7 @@ def _visualize(model, targets, out, *, config, prior, stats, checkpoint_dir, qui
     title = title or f"jaxviz {model.name}"
     update, close = progress_bar(title, quiet=quiet)
     try:
-        result = render_lib.render(model, parsed, config=config, prior=prior, checkpoint_dir=checkpoint_dir,
+        result = render_lib.render_images(model, parsed, config=config, prior=prior, checkpoint_dir=checkpoint_dir,
                                    progress=update, **render_options)
     finally:
         close()
@@ -145,8 +146,8 @@ def demo(model, out: str, *, steps: int = DEMO_PASSES, size: int = DEMO_SIZE, ta
       ``(path of index.html, {"maco": metrics, "outliers": metrics})``.
     """
     from jaxviz import recipes
-    from jaxviz.checkpoint import check_writable_dir
-    from jaxviz.files import lock_dir
+    from jaxviz.common.files import check_writable_dir
+    from jaxviz.common.files import lock_dir
 
     check_demo(steps=steps, size=size, targets=targets)
     low = render_lib.min_size(model)
@@ -161,8 +162,8 @@ def demo(model, out: str, *, steps: int = DEMO_PASSES, size: int = DEMO_SIZE, ta
 
 def _demo(model, out, *, steps, size, targets, quiet, judge, real):
     from jaxviz import recipes
-    from jaxviz.report import write_comparison
-    from jaxviz.stats_store import shipped_stats_dir
+    from jaxviz.report.gallery import write_comparison
+    from jaxviz.stats.store import shipped_stats_dir
 
     specs = list(targets or DEMO_TARGETS)
     runs, titles = {}, {}
@@ -190,8 +191,8 @@ def _add_verdict(model, runs, out, *, judge, real, titles, quiet) -> None:
     import numpy as np
 
     from jaxviz import realism
-    from jaxviz.cache import cache_dir
-    from jaxviz.report import write_page
+    from jaxviz.common.cache import cache_dir
+    from jaxviz.report.gallery import write_page
 
     j = realism.load_judge(judge)
     names = j.model.class_names or model.class_names or ()

@@ -1,29 +1,32 @@
 """Names for the pluggable parts, so the CLI (and config files) can say ``--param fourier``.
 
-The library itself works with objects: :func:`jaxviz.render.render` takes a parameterization, a
-transform and a prior as objects satisfying :class:`jaxviz.param.Parameterization`,
-:class:`jaxviz.transforms.Transform` and :class:`jaxviz.priors.Prior`. This module is the one place
+Names resolve in one direction: this module imports the parts (parameterizations, transforms,
+priors, recipes); no part imports it (docs/design.md §2).
+
+The library itself works with objects: :func:`jaxviz.render.render_images` takes a parameterization, a
+transform and a prior as objects satisfying :class:`jaxviz.image.param.Parameterization`,
+:class:`jaxviz.image.transforms.Transform` and :class:`jaxviz.priors.Prior`. This module is the one place
 that maps a name to the factory building such an object; :func:`resolve` accepts either.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable
 
-from jaxviz.errors import UsageError
+from jaxviz.common.errors import UsageError
+from jaxviz.common.factories import build_named
 
-__all__ = ["KINDS", "names", "build", "resolve", "register"]
+__all__ = ["KINDS", "names", "build", "build_prior", "resolve", "register"]
 
 
 def _parameterizations() -> dict[str, Callable]:
-    from jaxviz import param
+    from jaxviz.image import param
 
     return {"pixel": param.pixel, "fourier": param.fourier, "maco": param.maco}
 
 
 def _transforms() -> dict[str, Callable]:
-    from jaxviz import transforms
+    from jaxviz.image import transforms
 
     return {"default": transforms.default, "none": transforms.identity, "lucid": transforms.lucid,
             "maco": transforms.maco, "deepinversion": transforms.deepinversion}
@@ -71,15 +74,7 @@ def build(kind: str, name: str, **options) -> Any:
     Raises:
       UsageError: unknown name, or options the factory does not take.
     """
-    table = _table(kind)
-    if name not in table:
-        raise UsageError(f"unknown {kind} '{name}' (choose {', '.join(table)})")
-    factory = table[name]
-    try:
-        inspect.signature(factory).bind(**options)
-    except TypeError as e:
-        raise UsageError(f"bad options for {kind} '{name}': {e}") from None
-    return factory(**options)
+    return build_named(kind, name, _table(kind), options)
 
 
 def resolve(kind: str, value: Any, *, argument: str, protocol: type | None = None) -> Any:
@@ -101,3 +96,33 @@ def resolve(kind: str, value: Any, *, argument: str, protocol: type | None = Non
         raise UsageError(f"{argument}= must be a {kind} name ({', '.join(names(kind))}) or an object with "
                          f"{wanted}; got {type(value).__name__}")
     return value
+
+
+def build_prior(name: str, *, model, stats_dir: str | None = None, layers=None, **options):
+    """The prior called ``name`` (``none``, ``outliers``, ``mahalanobis``, ``bn``) for ``model``.
+
+    Args:
+      name: prior name.
+      model: the model being visualized.
+      stats_dir: output of ``jaxviz stats`` for ``outliers`` and ``mahalanobis``; ``None`` uses the
+        pixel-view statistics that ship with jaxviz for ``model`` (README "The method").
+      layers: which of the statistics' layers to use (default all; with the shipped statistics
+        ``stats_store.SHIPPED_PRIOR_LAYERS``).
+      **options: fields of the prior's dataclass (e.g. ``weight``, ``k``, ``every``).
+
+    Raises:
+      UsageError: unknown name, or statistics missing for a prior that needs them.
+    """
+    if name in ("outliers", "mahalanobis"):
+        if not stats_dir:
+            from jaxviz.stats import store as stats_store
+
+            stats_dir = stats_store.shipped_stats_dir(model.name, "pixel")
+            if stats_dir is None:
+                raise UsageError(f"prior '{name}' needs statistics: no statistics ship for {model.name} "
+                                 "(pass stats_dir= / --stats DIR; make them with `jaxviz stats`)")
+            layers = stats_store.SHIPPED_PRIOR_LAYERS if layers is None else layers
+        return build("prior", name, stats=stats_dir, model=model, layers=layers, **options)
+    if name == "bn":
+        return build("prior", name, model=model, **options)
+    return build("prior", name, **options)

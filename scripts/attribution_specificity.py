@@ -39,10 +39,10 @@ def main() -> None:
 
     import jaxviz
     from jaxviz import attribution, objectives
-    from jaxviz.attribution_methods import specificity
+    from jaxviz.attribution import specificity
     from jaxviz.data import embedded_photos
-    from jaxviz.images import as_uint8_batch
-    from jaxviz.report import contact_sheet
+    from jaxviz.common.images import as_uint8_batch
+    from jaxviz.report.gallery import contact_sheet
 
     jaxviz.use_cpu_cores()
     model = jaxviz.load_model(args.model)

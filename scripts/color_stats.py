@@ -6,7 +6,7 @@ and whether the stored values still match)
 
 import numpy as np
 
-from jaxviz import param
+from jaxviz.image import param
 from jaxviz.data import embedded_photos
 
 

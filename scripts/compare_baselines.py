@@ -47,7 +47,7 @@ def render_variant(name: str, out: str, passes: int, seed: int) -> None:
         config = recipe.config(batch_size=len(CLASSES), seed=seed)
         kwargs = recipe.parts(model)
     start = time.time()
-    result = render.render(model, targets, config=config, key=jax.random.key(seed), **kwargs)
+    result = render.render_images(model, targets, config=config, key=jax.random.key(seed), **kwargs)
     folder = os.path.join(out, name)
     os.makedirs(folder, exist_ok=True)
     np.save(os.path.join(folder, "images.npy"), result.images)

@@ -4,7 +4,7 @@ Usage: python scripts/maco_spectrum.py [PHOTO_DIR] [--sizes 128,224]
 (PHOTO_DIR defaults to the ImageNet sample beside the project, one photo per class.)
 
 Stores, per size S, ``z{S}`` (decorrelated colour space) and ``rgb{S}`` (per RGB channel): the
-root-mean-square rfft2 magnitude of the photos resized whole to S (``jaxviz.param.photo_spectrum``),
+root-mean-square rfft2 magnitude of the photos resized whole to S (``jaxviz.image.param.photo_spectrum``),
 as float16; ``mean``: their mean colour; ``info``: JSON with the command, folder and photo count.
 Only these derived statistics ship, never the photos.
 """
@@ -16,8 +16,8 @@ import sys
 
 import numpy as np
 
-from jaxviz import param
-from jaxviz.images import read_image
+from jaxviz.image import param
+from jaxviz.common.images import read_image
 from jaxviz.realism import default_real
 
 

@@ -42,14 +42,14 @@ MAX_BYTES = 5 * 1024 * 1024
 
 
 def _import_jaxviz_host_modules():
-    """Imports jaxviz.images and jaxviz.data (numpy/PIL only) while skipping jaxviz/__init__."""
+    """Imports jaxviz.common.images and jaxviz.data (numpy/PIL only) while skipping jaxviz/__init__."""
     package = types.ModuleType("jaxviz")
     package.__path__ = [os.path.join(ROOT, "jaxviz")]
     sys.modules["jaxviz"] = package
     import jaxviz.data
-    import jaxviz.images
+    import jaxviz.common.images
 
-    return jaxviz.images, jaxviz.data
+    return jaxviz.common.images, jaxviz.data
 
 
 def _weights_path(module_name: str) -> str:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import jaxviz
-from jaxviz import objectives, render, step
+from jaxviz import objectives, render
+from jaxviz.render import step
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def lite0_xla():
 def _render(model, precision="float32"):
     targets = [objectives.channel("blocks.4", 3), objectives.channel("blocks.4", 17)]
     config = render.RenderConfig(size=64, steps=6, chunk_steps=3, compute_dtype=precision)
-    return render.render(model, targets, config=config, devices=jax.devices()[:1])
+    return render.render_images(model, targets, config=config, devices=jax.devices()[:1])
 
 
 def test_vmapped_images_match_images_one_by_one(lite0, lite0_xla, monkeypatch):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from jaxviz import attribution, objectives
-from jaxviz.errors import UsageError
-from jaxviz.features import Model
+from jaxviz.common.errors import UsageError
+from jaxviz.models.model import Model
 from jaxviz.models.activations import BACKWARD_RULES
 
 H = W = 2  # toy input 2x2x3 -> 12 numbers

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from jaxviz import attribution, objectives
-from jaxviz.attribution_methods import specificity
+from jaxviz.attribution import specificity
 from jaxviz.cli import main
-from jaxviz.errors import UsageError
+from jaxviz.common.errors import UsageError
 
 from test_attribution import H, W, _reference, _toy_model, _toy_params
 

@@ -48,8 +48,8 @@ WORKER = textwrap.dedent("""
     model = jaxviz.from_linen(Toy(), variables, (64, 64, 3), name="toy")
     targets = [objectives.channel("conv2", 0), objectives.channel("conv2", 5)]
     config = render.RenderConfig(size=64, steps=3, chunk_steps=2, batch_size=2)
-    result = render.render(model, targets, config=config)
-    print(json.dumps({"dir": jaxviz.cache.compile_cache_dir(), "hits": hits, "misses": misses,
+    result = render.render_images(model, targets, config=config)
+    print(json.dumps({"dir": jaxviz.common.cache.compile_cache_dir(), "hits": hits, "misses": misses,
                       "images": result.images.tolist(), "activation": result.activation.tolist()}))
 """)
 
@@ -155,7 +155,7 @@ def test_cli_flag_turns_it_off(monkeypatch):
 
 @pytest.mark.parametrize("value, off", [("0", True), ("off", True), ("False", True), ("1", False), ("", False)])
 def test_environment_switch(monkeypatch, value, off):
-    from jaxviz import cache
+    from jaxviz.common import cache
 
     monkeypatch.setenv("JAXVIZ_COMPILE_CACHE", value)
     assert cache.compile_cache_disabled() is off

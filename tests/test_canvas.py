@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxviz import canvas, objectives, priors, transforms
-from jaxviz.render import RenderConfig, render
+from jaxviz import objectives, priors
+from jaxviz.image import canvas, transforms
+from jaxviz.render import RenderConfig, render_images as render
 
 from test_collect import make_toy
 
@@ -49,7 +50,7 @@ def _square_prior(toy):
 
 
 class _Shift:
-    """A transform jaxviz.canvas does not know (a fixed circular shift)."""
+    """A transform jaxviz.image.canvas does not know (a fixed circular shift)."""
 
     def __call__(self, image, *, key):
         return jnp.roll(image, 5, axis=1)

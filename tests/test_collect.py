@@ -1,4 +1,4 @@
-"""The statistics pass (jaxviz.collect): sharding, multi-process, checkpoints, persistence, CLI."""
+"""The statistics pass (jaxviz.stats.collect): sharding, multi-process, checkpoints, persistence, CLI."""
 
 import os
 import signal
@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxviz import collect, data, stats
-from jaxviz.checkpoint import CheckpointMismatchError
+from jaxviz import data, stats
+from jaxviz.stats import collect
+from jaxviz.common.checkpoint import CheckpointMismatchError
 from jaxviz.cli import main
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -57,7 +58,7 @@ def assert_states_close(a, b, tol):
 
 
 def features64(model, images, layer, view):
-    from jaxviz import views
+    from jaxviz.stats import views
 
     x = model.normalize(jnp.asarray(images, jnp.float32))
     act = model.features(model.params, x, [layer])[layer]
@@ -90,7 +91,8 @@ pid, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2, process_id=pid)
 sys.path.insert(0, {tests!r})
 from test_collect import make_toy
-from jaxviz import collect, data
+from jaxviz import data
+from jaxviz.stats import collect
 assert jax.device_count() == 8 and jax.local_device_count() == 4
 src = data.open_source("photos", size=16, max_images=23)
 states = collect.collect_stats(make_toy(), ["conv1", "conv2"], src, view="pixel", batch_size=5,

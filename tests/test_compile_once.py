@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 from flax import linen
 
-from jaxviz import features, objectives, priors, render, step, transforms
-from jaxviz import param as param_lib
-from jaxviz.errors import UsageError
+from jaxviz import objectives, priors, render
+from jaxviz.models import model as features
+from jaxviz.render import step
+from jaxviz.image import transforms
+from jaxviz.image import param as param_lib
+from jaxviz.common.errors import UsageError
 
 # 5 targets, 2 per launch on one device -> 3 launches; 3 steps in chunks of 2 -> a full and a short chunk
 CONFIG = render.RenderConfig(size=64, steps=3, chunk_steps=2, batch_size=2)
@@ -63,7 +66,7 @@ def built(monkeypatch):
 
 def test_five_channels_in_three_launches_trace_and_compile_the_step_once(lite0, built):
     targets = [objectives.channel(LAYER, c) for c in range(5)]
-    result = render.render(lite0, targets, config=CONFIG, devices=jax.devices()[:1])
+    result = render.render_images(lite0, targets, config=CONFIG, devices=jax.devices()[:1])
     assert result.history.shape == (5, 3) and np.all(np.isfinite(result.history))
     # one structure -> one make_step, traced once (chex raises on a second trace), and one XLA
     # executable for the full and the short chunk of every launch
@@ -73,15 +76,15 @@ def test_five_channels_in_three_launches_trace_and_compile_the_step_once(lite0, 
 
 def test_two_structures_compile_two_steps(toy, built):
     targets = [objectives.channel("conv2", 1), objectives.neuron("conv2", 2), objectives.channel("conv2", 5)]
-    render.render(toy, targets, config=CONFIG, devices=jax.devices()[:1])
+    render.render_images(toy, targets, config=CONFIG, devices=jax.devices()[:1])
     assert built["steps"] == len(built["compiled"]) == 2
     assert sum("run_chunk" in name for name in built["xla"]) == 2, built["xla"]
 
 
 def test_chunking_does_not_change_a_bit(toy):
     targets = [objectives.channel("conv2", c) for c in (3, 7)]
-    short_last = render.render(toy, targets, config=CONFIG, devices=jax.devices()[:1])  # chunks 2 + 1
-    whole = render.render(toy, targets, config=render.RenderConfig(**{**CONFIG.__dict__, "chunk_steps": 3}),
+    short_last = render.render_images(toy, targets, config=CONFIG, devices=jax.devices()[:1])  # chunks 2 + 1
+    whole = render.render_images(toy, targets, config=render.RenderConfig(**{**CONFIG.__dict__, "chunk_steps": 3}),
                           devices=jax.devices()[:1])  # one chunk of 3
     np.testing.assert_array_equal(short_last.images, whole.images)
     np.testing.assert_array_equal(short_last.history, whole.history)
@@ -89,7 +92,7 @@ def test_chunking_does_not_change_a_bit(toy):
 
 def test_bfloat16_is_refused_on_cpu_but_the_step_supports_it(lite0):
     with pytest.raises(UsageError, match="bfloat16"):
-        render.render(lite0, [objectives.channel(LAYER, 0)], devices=jax.devices("cpu")[:1],
+        render.render_images(lite0, [objectives.channel(LAYER, 0)], devices=jax.devices("cpu")[:1],
                       config=render.RenderConfig(**{**CONFIG.__dict__, "compute_dtype": "bfloat16"}))
     # the step itself runs in bfloat16 anywhere (what GPU/TPU runs); objective and state stay float32
     parameterization, objective = param_lib.get("fourier"), objectives.channel(LAYER, 0)

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from jaxviz.data import DataError, build_tfds_from_folder, open_source
-from jaxviz.errors import JaxvizError, UsageError
-from jaxviz.images import ImageError, decode_image_bytes
+from jaxviz.common.errors import JaxvizError, UsageError
+from jaxviz.common.images import ImageError, decode_image_bytes
 
 SIZE = 24
 
@@ -208,5 +208,5 @@ def test_bad_arguments_are_usage_errors(spec, kwargs):
 
 def test_importing_data_does_not_import_tfds():
     code = ("import sys, jaxviz.data; "
-            "sys.exit('tensorflow_datasets' in sys.modules or 'jaxviz.tfds_folder' in sys.modules)")
+            "sys.exit('tensorflow_datasets' in sys.modules or 'jaxviz.data.tfds' in sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

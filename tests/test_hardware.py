@@ -6,7 +6,8 @@ import sys
 
 import jax
 
-from jaxviz import hardware, render
+from jaxviz import render
+from jaxviz.common import hardware
 
 
 def test_user_setting_is_left_alone():

@@ -9,10 +9,11 @@ import numpy as np
 import optax
 import pytest
 
-from jaxviz import identity, objectives
-from jaxviz.checkpoint import CheckpointMismatchError
-from jaxviz.errors import UsageError
-from jaxviz.render import RenderConfig, render
+from jaxviz import objectives
+from jaxviz.common import identity
+from jaxviz.common.checkpoint import CheckpointMismatchError
+from jaxviz.common.errors import UsageError
+from jaxviz.render import RenderConfig, render_images as render
 
 from test_collect import make_toy
 
@@ -90,7 +91,7 @@ def penalty_for_subprocess(image):
 _CHILD = """
 import sys; sys.path.insert(0, {tests!r})
 import optax
-from jaxviz import identity
+from jaxviz.common import identity
 from test_identity import penalty_for_subprocess
 print(identity.digest(optax.chain(optax.clip(1.0), optax.adam(0.05))), identity.digest(penalty_for_subprocess))
 """

@@ -1,4 +1,4 @@
-"""The one resizer (jaxviz.images.resize_center_crop) and the reference evaluation preprocessing.
+"""The one resizer (jaxviz.common.images.resize_center_crop) and the reference evaluation preprocessing.
 
 Geometry is checked against Pillow driven by hand-computed box numbers; the effect on a real
 photo against the ImageNet labels of skimage's ``chelsea`` (a tabby cat).
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxviz.errors import UsageError
-from jaxviz.images import EVAL_CROP_FRACTION, as_uint8_batch, resize_center_crop
+from jaxviz.common.errors import UsageError
+from jaxviz.common.images import EVAL_CROP_FRACTION, as_uint8_batch, resize_center_crop
 
 CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 

@@ -8,10 +8,11 @@ from flax import linen as nn
 from PIL import Image
 
 import jaxviz
-from jaxviz import objectives, param, render
+from jaxviz import objectives, render
+from jaxviz.image import param
 from jaxviz.cli import main
-from jaxviz.errors import UsageError
-from jaxviz.images import resize_center_crop
+from jaxviz.common.errors import UsageError
+from jaxviz.common.images import resize_center_crop
 
 PARAMETERIZATIONS = [param.pixel(), param.pixel(decorrelate=True), param.fourier(),
                      param.fourier(decay=1.5, decorrelate=False), param.maco(), param.maco(decorrelate=False),
@@ -61,7 +62,7 @@ def toy():
 def test_render_zero_steps_returns_the_photos(toy, photos, name):
     images = np.stack([_photo(photos, 32, "chelsea"), _photo(photos, 32, "coffee")])
     targets = [objectives.channel("conv1", 0), objectives.channel("conv1", 1)]
-    result = render.render(toy, targets, config=render.RenderConfig(size=32, steps=0, param=name), init_images=images)
+    result = render.render_images(toy, targets, config=render.RenderConfig(size=32, steps=0, param=name), init_images=images)
     assert result.history.shape == (2, 0)
     assert np.abs(result.images - images).max() <= 1.0 / 255.0
 
@@ -70,8 +71,8 @@ def test_seeded_render_moves_and_the_pull_holds_it(toy, photos):
     photo = _photo(photos, 32)
     targets = [objectives.channel("conv1", 3)]
     config = render.RenderConfig(size=32, steps=16, param="pixel", transforms="none", learning_rate=0.2)
-    free = render.render(toy, targets, config=config, init_images=photo).images[0]
-    pulled = render.render(toy, targets, config=config, init_images=photo,
+    free = render.render_images(toy, targets, config=config, init_images=photo).images[0]
+    pulled = render.render_images(toy, targets, config=config, init_images=photo,
                            image_penalty=render_pull(photo, 1e4)).images[0]
     free_gap, pulled_gap = np.abs(free - photo).mean(), np.abs(pulled - photo).mean()
     assert free_gap > 0.01  # the objective changed the photo
@@ -79,7 +80,7 @@ def test_seeded_render_moves_and_the_pull_holds_it(toy, photos):
 
 
 def render_pull(photo, weight):
-    from jaxviz.step import PullToward
+    from jaxviz.render.step import PullToward
 
     return PullToward(photo, weight)
 
@@ -87,7 +88,7 @@ def render_pull(photo, weight):
 def test_zero_steps_without_init_and_missing_inverse_are_usage_errors(toy, photos):
     targets = [objectives.channel("conv1", 0)]
     with pytest.raises(UsageError, match="steps"):
-        render.render(toy, targets, config=render.RenderConfig(size=32, steps=0))
+        render.render_images(toy, targets, config=render.RenderConfig(size=32, steps=0))
 
     class NoInverse:
         def init(self, *, key, size):
@@ -97,10 +98,10 @@ def test_zero_steps_without_init_and_missing_inverse_are_usage_errors(toy, photo
             return jax.nn.sigmoid(params)
 
     with pytest.raises(UsageError, match="inverse"):
-        render.render(toy, targets, config=render.RenderConfig(size=32, steps=1), parameterization=NoInverse(),
+        render.render_images(toy, targets, config=render.RenderConfig(size=32, steps=1), parameterization=NoInverse(),
                       init_images=_photo(photos, 32))
     with pytest.raises(UsageError, match="one per target"):
-        render.render(toy, targets, config=render.RenderConfig(size=32, steps=1),
+        render.render_images(toy, targets, config=render.RenderConfig(size=32, steps=1),
                       init_images=np.zeros((3, 32, 32, 3), np.float32))
 
 

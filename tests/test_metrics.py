@@ -1,9 +1,9 @@
-"""jaxviz.metrics: pure functions against float64 numpy references, model wrappers on the real Lite0."""
+"""jaxviz.realism.diagnostics: pure functions against float64 numpy references, model wrappers on the real Lite0."""
 
 import numpy as np
 import pytest
 
-from jaxviz import metrics
+from jaxviz.realism import diagnostics as metrics
 
 
 def _rng(seed=0):
@@ -112,7 +112,7 @@ def test_model_metrics_on_photos(lite0, photos):
     import jax.numpy as jnp
 
     from jaxviz import stats as stats_lib
-    from jaxviz.images import resize_center_crop
+    from jaxviz.common.images import resize_center_crop
 
     cat = resize_center_crop(photos["chelsea"], 128).astype(np.float32)[None] / 255.0
     coffee = resize_center_crop(photos["coffee"], 128).astype(np.float32)[None] / 255.0
@@ -144,7 +144,7 @@ def test_resize_images_is_the_shared_pil_resizer():
     """Float images resize like the uint8 photo path (one filter for the project), centre-cropped."""
     from PIL import Image, ImageFilter
 
-    from jaxviz.images import resize_center_crop
+    from jaxviz.common.images import resize_center_crop
 
     rng = _rng(5)
     # smooth, mid-range images: Pillow's 8-bit bicubic clips between its two passes, which only

@@ -35,7 +35,7 @@ def test_param_count_matches_upstream(lite0):
 
 
 def test_features_jit_and_vmap_agree(lite0, photos):
-    images = np.stack([jaxviz.images.resize_center_crop(photos[n], 96) for n in ("chelsea", "coffee", "rocket")])
+    images = np.stack([jaxviz.common.images.resize_center_crop(photos[n], 96) for n in ("chelsea", "coffee", "rocket")])
     x = jnp.asarray(lite0.normalize(images.astype(np.float32)))
     wanted = ["blocks.5", "head", "logits"]
     eager = lite0.features(lite0.params, x, wanted)

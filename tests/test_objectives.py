@@ -8,7 +8,7 @@ from flax import linen
 
 import jaxviz
 from jaxviz import objectives as O
-from jaxviz.errors import UnknownLayerError, UsageError
+from jaxviz.common.errors import UnknownLayerError, UsageError
 
 RNG = np.random.default_rng(0)
 NP = {  # float64 reference copies; the objectives see float32

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz import outliers
+from jaxviz.stats import outliers
 
 
 def _random_spd(rng, dim):

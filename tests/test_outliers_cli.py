@@ -8,8 +8,8 @@ from PIL import Image
 
 from jaxviz import objectives, render
 from jaxviz.cli import main
-from jaxviz.collect import collect_to_dir
-from jaxviz.images import as_uint8_batch
+from jaxviz.stats.collect import collect_to_dir
+from jaxviz.common.images import as_uint8_batch
 
 SIZE = 96
 LAYER = "blocks.2"
@@ -30,7 +30,7 @@ def setup(tmp_path_factory, lite0, photos):
     # DeepDream of the photo's class (285, Egyptian cat), small and short: a large step size makes
     # up for the few steps (at lr 0.05 the image is still low-contrast noise, which D² rates natural)
     config = render.RenderConfig(size=SIZE, steps=24, chunk_steps=8, param="fourier", learning_rate=0.2)
-    dream = render.render(lite0, [objectives.class_logit(285)], config=config).images[0]
+    dream = render.render_images(lite0, [objectives.class_logit(285)], config=config).images[0]
     dream_path = root / "dream.png"
     Image.fromarray(np.round(dream * 255).astype(np.uint8)).save(dream_path)
     return root, stats, chelsea, dream_path
@@ -60,7 +60,7 @@ def test_photo_is_much_less_of_an_outlier_than_deepdream(setup, capsys):
 
 
 def test_reported_d2_matches_float64_reference(setup, lite0, capsys):
-    from jaxviz.stats_store import load_stats
+    from jaxviz.stats.store import load_stats
 
     root, stats, chelsea, _ = setup
     report = json.loads(_report(capsys, "outliers", "--stats", stats, chelsea, "--json", "--top", "3"))

@@ -6,9 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-from jaxviz import collect, data, stats
-from jaxviz.batches import IterableSource, as_source
-from jaxviz.errors import DataError, UsageError
+from jaxviz import data, stats
+from jaxviz.stats import collect
+from jaxviz.data.batches import IterableSource, as_source
+from jaxviz.common.errors import DataError, UsageError
 
 from test_collect import features64, make_toy
 
@@ -111,7 +112,7 @@ def test_user_mistakes_are_one_line(toy, images, tmp_path):
 
 
 def test_an_array_resumes_and_another_array_is_refused(toy, images, tmp_path):
-    from jaxviz.checkpoint import CheckpointMismatchError
+    from jaxviz.common.checkpoint import CheckpointMismatchError
 
     ckpt = str(tmp_path / "ckpt")
     first = collect.collect_stats(toy, ["conv1"], images, batch_size=4, checkpoint_dir=ckpt, checkpoint_every=1)

@@ -8,7 +8,7 @@ from flax import linen, nnx
 
 import jaxviz
 from jaxviz import priors
-from jaxviz.errors import UsageError
+from jaxviz.common.errors import UsageError
 
 RNG = np.random.default_rng(0)
 MEAN, VAR = RNG.normal(0, 0.5, 6).astype(np.float32), RNG.uniform(0.5, 2.0, 6).astype(np.float32)

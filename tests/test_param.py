@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxviz import param
-from jaxviz.errors import UsageError
+from jaxviz.image import param
+from jaxviz.common.errors import UsageError
 
 NAMES = ("pixel", "fourier", "maco")
 
@@ -152,7 +152,7 @@ def test_vmap_over_keys():
 
 
 def test_colour_mix_and_its_hand_written_gradient_match_float64():
-    from jaxviz import param as P
+    from jaxviz.image import param as P
 
     z = np.random.default_rng(0).normal(size=(5, 7, 3)).astype(np.float32)
     g = np.random.default_rng(1).normal(size=(5, 7, 3)).astype(np.float32)

@@ -9,7 +9,9 @@ import pytest
 from flax import linen
 
 import jaxviz
-from jaxviz import objectives, param, priors, registry, render, transforms
+from jaxviz import objectives, priors, registry, render
+from jaxviz.image import param
+from jaxviz.image import transforms
 
 
 class Toy(linen.Module):
@@ -79,7 +81,7 @@ def test_custom_parts_satisfy_the_protocols():
 
 def test_custom_parameterization_and_transform_are_used(toy):
     target = [objectives.channel("conv2", 1)]
-    result = render.render(toy, target, config=CONFIG, parameterization=Tanh(), transform=BlankLeftHalf(),
+    result = render.render_images(toy, target, config=CONFIG, parameterization=Tanh(), transform=BlankLeftHalf(),
                            devices=jax.devices()[:1])
     image = result.images[0]
     assert 0.25 <= image.min() and image.max() <= 0.75  # Tanh's range, not a sigmoid's
@@ -91,8 +93,8 @@ def test_custom_parameterization_and_transform_are_used(toy):
 
 def test_custom_prior_changes_the_result_and_keeps_its_state(toy):
     target = [objectives.channel("conv2", 1)]
-    free = render.render(toy, target, config=CONFIG, devices=jax.devices()[:1])
-    penalized = render.render(toy, target, config=CONFIG, prior=ChannelPenalty("conv2", 2, 50.0),
+    free = render.render_images(toy, target, config=CONFIG, devices=jax.devices()[:1])
+    penalized = render.render_images(toy, target, config=CONFIG, prior=ChannelPenalty("conv2", 2, 50.0),
                               devices=jax.devices()[:1])
     channel_2 = lambda images: toy.features(toy.params, toy.normalize(jnp.asarray(images) * 255.0),  # noqa: E731
                                             ["conv2"])["conv2"][..., 2].mean()
@@ -102,16 +104,16 @@ def test_custom_prior_changes_the_result_and_keeps_its_state(toy):
 
 def test_image_penalty_is_subtracted(toy):
     target = [objectives.channel("conv2", 1)]
-    dark = render.render(toy, target, config=CONFIG, image_penalty=lambda image: 100.0 * image.mean(),
+    dark = render.render_images(toy, target, config=CONFIG, image_penalty=lambda image: 100.0 * image.mean(),
                          devices=jax.devices()[:1])
-    free = render.render(toy, target, config=CONFIG, devices=jax.devices()[:1])
+    free = render.render_images(toy, target, config=CONFIG, devices=jax.devices()[:1])
     assert dark.images.mean() < free.images.mean() - 0.05
 
 
 def test_objects_and_names_are_interchangeable(toy):
     target = [objectives.channel("conv2", 1)]
-    by_name = render.render(toy, target, config=CONFIG, devices=jax.devices()[:1])
-    by_object = render.render(toy, target, config=CONFIG, parameterization=param.fourier(),
+    by_name = render.render_images(toy, target, config=CONFIG, devices=jax.devices()[:1])
+    by_object = render.render_images(toy, target, config=CONFIG, parameterization=param.fourier(),
                               transform=transforms.identity(), devices=jax.devices()[:1])
     np.testing.assert_array_equal(by_name.images, by_object.images)
 
@@ -119,17 +121,17 @@ def test_objects_and_names_are_interchangeable(toy):
 def test_wrong_objects_are_one_line_errors(toy):
     target = [objectives.channel("conv2", 1)]
     with pytest.raises(jaxviz.UsageError, match="parameterization= must be"):
-        render.render(toy, target, config=CONFIG, parameterization=object())
+        render.render_images(toy, target, config=CONFIG, parameterization=object())
     with pytest.raises(jaxviz.UsageError, match="unknown transform 'wobble'"):
-        render.render(toy, target, config=CONFIG, transform="wobble")
+        render.render_images(toy, target, config=CONFIG, transform="wobble")
     with pytest.raises(jaxviz.UsageError, match="prior.apply's penalty must return a scalar"):
-        render.render(toy, target, config=CONFIG, prior=_VectorPenalty(), devices=jax.devices()[:1])
+        render.render_images(toy, target, config=CONFIG, prior=_VectorPenalty(), devices=jax.devices()[:1])
     with pytest.raises(jaxviz.UsageError, match="warmup"):
-        render.render(toy, target, config=CONFIG, prior=priors.OutlierPrior({}, warmup=CONFIG.steps))
+        render.render_images(toy, target, config=CONFIG, prior=priors.OutlierPrior({}, warmup=CONFIG.steps))
 
 
 def test_a_python_float_penalty_is_accepted(toy):
-    result = render.render(toy, [objectives.channel("conv2", 1)], config=CONFIG, prior=_FloatPenalty(),
+    result = render.render_images(toy, [objectives.channel("conv2", 1)], config=CONFIG, prior=_FloatPenalty(),
                            devices=jax.devices()[:1])
     assert np.all(result.trace == 0.5)
 

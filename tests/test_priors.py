@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxviz import outliers, priors
+from jaxviz import priors, registry
+from jaxviz.stats import outliers
 
 
 def _toy_stats(rng, dim):
@@ -107,7 +108,7 @@ def test_batchnorm_prior_matches_deepinversion_formula():
 
 @pytest.mark.slow
 def test_batchnorm_prior_on_lite0_prefers_photos_to_noise(lite0, photos):
-    prior = priors.build("bn", model=lite0)
+    prior = registry.build_prior("bn", model=lite0)
     assert "blocks.3.depthwise.bn" in prior.layers and "blocks.3.project" in prior.layers
     photo = lite0.preprocess(photos["chelsea"])[0]
     noise = np.asarray(jax.random.uniform(jax.random.key(0), photo.shape, minval=-1, maxval=1))

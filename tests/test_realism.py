@@ -1,4 +1,4 @@
-"""jaxviz.realism and jaxviz.realism_metrics: known-answer cases and float64 numpy references."""
+"""jaxviz.realism and jaxviz.realism.metrics: known-answer cases and float64 numpy references."""
 
 import os
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from jaxviz import realism
-from jaxviz import realism_metrics as rm
+from jaxviz.realism import metrics as rm
 from jaxviz.data import DataError
-from jaxviz.images import resize_center_crop, resize_center_crop01
+from jaxviz.common.images import resize_center_crop, resize_center_crop01
 
 
 def _rng(seed=0):

@@ -9,8 +9,10 @@ import numpy as np
 import optax
 import pytest
 
-from jaxviz import param, priors, recipes, registry, transforms
-from jaxviz.errors import UsageError
+from jaxviz import priors, recipes, registry
+from jaxviz.image import param
+from jaxviz.image import transforms
+from jaxviz.common.errors import UsageError
 
 LUCID_RAW = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 
@@ -206,7 +208,7 @@ def test_recipes_render_on_lite0_and_climb(lite0, name):
 
     recipe = recipes.get(name, **({"warmup": 4} if name == "outliers" else {}))  # the prior acts in 32 passes
     recipe = recipe.at_budget(8 * recipe.crops_per_step)
-    result = render.render(lite0, [objectives.class_logit(207)], config=recipe.config(size=64, chunk_steps=8),
+    result = render.render_images(lite0, [objectives.class_logit(207)], config=recipe.config(size=64, chunk_steps=8),
                            **recipe.parts(lite0))
     assert result.images.shape == (1, 64, 64, 3) and np.all(np.isfinite(result.images))
     assert 0.0 <= result.images.min() and result.images.max() <= 1.0

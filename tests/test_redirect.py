@@ -41,7 +41,7 @@ def test_redirect_steps_revive_a_target_that_starts_dead(lite0):
     def run(redirect_steps):
         config = render.RenderConfig(size=64, steps=12, chunk_steps=4, redirect_steps=redirect_steps, param="pixel",
                                      transforms="none", learning_rate=0.2)
-        return render.render(lite0, targets, config=config, devices=jax.devices()[:2])
+        return render.render_images(lite0, targets, config=config, devices=jax.devices()[:2])
 
     plain, redirected = run(0), run(8)
     assert np.all(plain.history == 0) and np.all(plain.activation == 0)  # no gradient ever: stuck at 0
@@ -54,7 +54,7 @@ def test_redirected_steps_end_exactly_at_redirect_steps(lite0):
 
     def history(redirect_steps):
         config = render.RenderConfig(size=64, steps=4, chunk_steps=4, redirect_steps=redirect_steps, param="pixel")
-        return render.render(lite0, target, config=config).history[0]
+        return render.render_images(lite0, target, config=config).history[0]
 
     none, two, four = history(0), history(2), history(4)
     # history[i] is the objective before update i: the runs agree until their updates differ

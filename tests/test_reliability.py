@@ -15,14 +15,17 @@ import optax
 import pytest
 from PIL import Image
 
-from jaxviz import collect, files, objectives, outliers, priors, report, stats
-from jaxviz.checkpoint import CheckpointMismatchError, RunStore
+from jaxviz import objectives, priors, report, stats
+from jaxviz.stats import collect
+from jaxviz.common import files
+from jaxviz.stats import outliers
+from jaxviz.common.checkpoint import CheckpointMismatchError, RunStore
 from jaxviz.data import scan_folder
-from jaxviz.errors import (ImageError, NonFiniteLossError, OutputError, StatsMismatchError, StatsNotFoundError,
+from jaxviz.common.errors import (ImageError, NonFiniteLossError, OutputError, StatsMismatchError, StatsNotFoundError,
                            UsageError, WeightFileError)
-from jaxviz.images import read_image, resize_center_crop
-from jaxviz.render import RenderConfig, RenderResult, render
-from jaxviz.stats_store import load_stats, save_stats
+from jaxviz.common.images import read_image, resize_center_crop
+from jaxviz.render import RenderConfig, RenderResult, render_images as render
+from jaxviz.stats.store import load_stats, save_stats
 
 from test_collect import make_toy
 
@@ -333,7 +336,7 @@ def test_crafted_weight_files_are_bounded(tmp_path, name):
     path.write_bytes(content)
     code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))\n"
             "from jaxviz.models.torch_reader import load_torch_state_dict\n"
-            "from jaxviz.errors import WeightFileError\n"
+            "from jaxviz.common.errors import WeightFileError\n"
             "try:\n load_torch_state_dict(sys.argv[1])\nexcept WeightFileError as e:\n print('refused:', e)")
     start = time.time()
     proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=90,

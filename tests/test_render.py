@@ -25,8 +25,8 @@ def _targets(model, specs):
 def test_one_device_equals_eight_devices(lite0):
     assert len(jax.devices()) == 8
     targets = _targets(lite0, ["logits:1", "blocks.12:5", "logits:500"])
-    one = render.render(lite0, targets, config=FAST, devices=jax.devices()[:1])
-    eight = render.render(lite0, targets, config=FAST)
+    one = render.render_images(lite0, targets, config=FAST, devices=jax.devices()[:1])
+    eight = render.render_images(lite0, targets, config=FAST)
     # on CPU each image runs the same compiled step whatever the device count (lax.map, no batching)
     np.testing.assert_array_equal(eight.images, one.images)
     np.testing.assert_array_equal(eight.history, one.history)
@@ -34,9 +34,9 @@ def test_one_device_equals_eight_devices(lite0):
 
 def test_seed_determinism(lite0):
     targets = _targets(lite0, ["blocks.10:7"])
-    a = render.render(lite0, targets, config=FAST)
-    b = render.render(lite0, targets, config=FAST)
-    c = render.render(lite0, targets, config=render.RenderConfig(**{**FAST.__dict__, "seed": 1}))
+    a = render.render_images(lite0, targets, config=FAST)
+    b = render.render_images(lite0, targets, config=FAST)
+    c = render.render_images(lite0, targets, config=render.RenderConfig(**{**FAST.__dict__, "seed": 1}))
     np.testing.assert_array_equal(a.images, b.images)
     assert np.abs(a.images - c.images).max() > 1e-2
 
@@ -45,7 +45,7 @@ def test_objective_rises_for_each_parameterization(lite0):
     targets = _targets(lite0, ["blocks.12:5"])
     for name in ("pixel", "fourier", "maco"):
         config = render.RenderConfig(size=64, steps=12, chunk_steps=6, param=name)
-        result = render.render(lite0, targets, config=config)
+        result = render.render_images(lite0, targets, config=config)
         assert result.history[0, -3:].mean() > result.history[0, :3].mean() + 0.1, name
         assert 0.0 <= result.images.min() and result.images.max() <= 1.0
 
@@ -115,7 +115,7 @@ def test_visualize_user_mistakes(tmp_path, capsys, argv, message):
 def test_eight_classes_reach_top1(lite0):
     classes = [1, 94, 207, 281, 417, 530, 947, 980]
     config = render.RenderConfig(size=128, steps=128, chunk_steps=16, batch_size=8)
-    result = render.render(lite0, _targets(lite0, [f"logits:{c}" for c in classes]), config=config)
+    result = render.render_images(lite0, _targets(lite0, [f"logits:{c}" for c in classes]), config=config)
     logits = jax.jit(lambda p, x: lite0.features(p, x, ["logits"])["logits"])(
         lite0.params, lite0.normalize(result.images * 255.0))
     initial = result.history[:, 0]

@@ -139,7 +139,7 @@ def test_a_failing_page_keeps_the_previous_gallery(tmp_path, monkeypatch):
 @pytest.mark.slow  # ~1 min on 2 cores: the real model renders 2 × 2 targets, a held-out judge scores them
 def test_demo_gallery_end_to_end(lite0, tmp_path):
     from jaxviz import pipeline
-    from jaxviz.errors import UsageError
+    from jaxviz.common.errors import UsageError
 
     page, runs = pipeline.demo(lite0, str(tmp_path), steps=40, size=112, targets=["logits:1", "blocks.3:2"],
                                quiet=True)

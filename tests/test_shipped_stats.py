@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxviz import priors, stats_store
-from jaxviz.errors import UsageError
-from jaxviz.images import resize_center_crop
+from jaxviz import priors, registry
+from jaxviz.stats import store as stats_store
+from jaxviz.common.errors import UsageError
+from jaxviz.common.images import resize_center_crop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LITE0_VIEWS = {
@@ -65,12 +66,12 @@ def test_package_data_glob_reaches_the_shipped_files():
 
 
 def test_outliers_prior_defaults_to_the_shipped_statistics(lite0):
-    prior = priors.build("outliers", model=lite0)
+    prior = registry.build_prior("outliers", model=lite0)
     assert prior.layers == stats_store.SHIPPED_PRIOR_LAYERS and prior.view == "pixel"
     shipped = stats_store.load_stats(stats_store.shipped_stats_dir("efficientnet_lite0"), model=lite0)
     for layer in prior.layers:
         np.testing.assert_allclose(np.asarray(prior.stats[layer].mean), shipped[layer].mean, rtol=1e-6)
-    ablation = priors.build("mahalanobis", model=lite0, layers=["blocks.0"])
+    ablation = registry.build_prior("mahalanobis", model=lite0, layers=["blocks.0"])
     assert ablation.layers == ("blocks.0",)
 
 
@@ -79,7 +80,7 @@ def test_no_shipped_statistics_is_one_clear_line(lite0):
 
     mine = dataclasses.replace(lite0, name="my_net")
     with pytest.raises(UsageError) as info:
-        priors.build("outliers", model=mine)
+        registry.build_prior("outliers", model=mine)
     assert "no statistics ship for my_net" in str(info.value) and "\n" not in str(info.value)
     assert stats_store.shipped_stats_dir("efficientnet_lite0", "patch5") is None
 

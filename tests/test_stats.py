@@ -1,4 +1,4 @@
-"""Streaming moments (jaxviz.stats) and feature views (jaxviz.views) against float64 numpy."""
+"""Streaming moments (jaxviz.stats) and feature views (jaxviz.stats.views) against float64 numpy."""
 
 import functools
 
@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxviz import stats, views
-from jaxviz.errors import UsageError
+from jaxviz import stats
+from jaxviz.stats import views
+from jaxviz.common.errors import UsageError
 
 
 def rel(a, b):

@@ -20,7 +20,7 @@ import pytest
 
 import jaxviz.models
 from jaxviz.cli import main as cli_main
-from jaxviz.errors import JaxvizError
+from jaxviz.common.errors import JaxvizError
 from jaxviz.models.torch_reader import UnsafeWeightsError, WeightFileError, load_torch_state_dict
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")

@@ -7,7 +7,7 @@ import os
 import sys
 
 from jaxviz.cli._common import Parser, as_flags
-from jaxviz.errors import JaxvizError
+from jaxviz.common.errors import JaxvizError
 
 # Sub-command modules, in the order `jaxviz --help` lists them.
 _COMMANDS = ("layers", "classify", "stats", "visualize", "demo", "attribute", "outliers")
@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2, already printed on one line)
         return e.code if isinstance(e.code, int) else 2
-    from jaxviz import cache, hardware
+    from jaxviz.common import cache
+    from jaxviz.common import hardware
 
     hardware.use_cpu_cores()  # one CPU device per core, unless the user set a count
     if args.no_compile_cache:

@@ -37,20 +37,20 @@ def run(args) -> int:
     import numpy as np
     from PIL import Image
 
-    from jaxviz import attribution, attribution_methods, objectives
-    from jaxviz.checkpoint import check_writable_dir
-    from jaxviz.errors import UsageError
-    from jaxviz.files import atomic_write, npy_bytes
-    from jaxviz.images import as_uint8_batch, read_image
+    from jaxviz import attribution, objectives
+    from jaxviz.common.files import check_writable_dir
+    from jaxviz.common.errors import UsageError
+    from jaxviz.common.files import atomic_write, npy_bytes
+    from jaxviz.common.images import as_uint8_batch, read_image
     from jaxviz.models import load_model
     from jaxviz.pipeline import expand_targets, target_label
-    from jaxviz.report import image_filename
+    from jaxviz.report.gallery import image_filename
 
     if args.size is not None and not 32 <= args.size <= 2048:
         raise UsageError("--size must be between 32 and 2048")
     for flag, value in (("--samples", args.samples), ("--steps", args.steps)):
-        if not 1 <= value <= attribution_methods.MAX_SAMPLES:
-            raise UsageError(f"{flag} must be between 1 and {attribution_methods.MAX_SAMPLES}, got {value}")
+        if not 1 <= value <= attribution.MAX_SAMPLES:
+            raise UsageError(f"{flag} must be between 1 and {attribution.MAX_SAMPLES}, got {value}")
     if not 0.0 <= args.noise <= 10.0:  # also refuses nan
         raise UsageError(f"--noise must be in [0, 10], got {args.noise}")
     if not 0 <= args.seed < 2**32:

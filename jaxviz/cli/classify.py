@@ -36,8 +36,8 @@ def top_k(model, images: list[np.ndarray], k: int = 5, batch_size: int = 16) -> 
 
 
 def run(args) -> int:
-    from jaxviz.errors import UsageError
-    from jaxviz.images import read_image
+    from jaxviz.common.errors import UsageError
+    from jaxviz.common.images import read_image
     from jaxviz.models import load_model
 
     if not 1 <= args.top <= 1000:

@@ -43,13 +43,13 @@ def run(args) -> int:
     from PIL import Image
 
     from jaxviz import attribution
-    from jaxviz.checkpoint import check_writable_dir
-    from jaxviz.errors import UsageError
-    from jaxviz.files import atomic_write, atomic_write_json
-    from jaxviz.images import as_uint8_batch, read_image
+    from jaxviz.common.files import check_writable_dir
+    from jaxviz.common.errors import UsageError
+    from jaxviz.common.files import atomic_write, atomic_write_json
+    from jaxviz.common.images import as_uint8_batch, read_image
     from jaxviz.models import load_model
-    from jaxviz.priors import load_moments
-    from jaxviz.stats_store import read_metadata
+    from jaxviz.priors.base import load_moments
+    from jaxviz.stats.store import read_metadata
 
     if not 1 <= args.top <= 10_000:
         raise UsageError("--top must be between 1 and 10000")

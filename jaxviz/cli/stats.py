@@ -50,11 +50,11 @@ def command_line(args) -> str:
 
 def run(args) -> int:
     from jaxviz import stats
-    from jaxviz.checkpoint import check_writable_dir
-    from jaxviz.collect import check_pass_arguments, collect_to_dir
-    from jaxviz.errors import UsageError
+    from jaxviz.common.files import check_writable_dir
+    from jaxviz.stats.collect import check_pass_arguments, collect_to_dir
+    from jaxviz.common.errors import UsageError
     from jaxviz.models import load_model
-    from jaxviz.views import parse_view
+    from jaxviz.stats.views import parse_view
 
     layers = [l.strip() for l in args.layers.split(",") if l.strip()]
     if not layers:

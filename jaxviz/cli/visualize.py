@@ -6,7 +6,7 @@ import os
 import re
 
 from jaxviz.cli._common import add_model_flag, number, whole
-from jaxviz.errors import UsageError
+from jaxviz.common.errors import UsageError
 
 PRIORS = ("none", "outliers", "mahalanobis", "bn")  # the registry's names (tests/test_cli.py checks they agree)
 
@@ -57,7 +57,7 @@ def add_render_flags(p) -> None:
 
 def render_config(args, model=None):
     """The :class:`jaxviz.render.RenderConfig` of the render flags (checked; ``model`` gives the default size)."""
-    from jaxviz.render import MAX_SIZE, RenderConfig
+    from jaxviz.render.loop import MAX_SIZE, RenderConfig
 
     if args.size is not None and not 1 <= args.size <= MAX_SIZE:
         raise UsageError(f"--size must be an integer between 1 and {MAX_SIZE}, got {args.size}")
@@ -72,7 +72,7 @@ def render_config(args, model=None):
 
 def check_targets(specs) -> None:
     """Checks the syntax of target strings before the model is loaded (layers are checked later)."""
-    from jaxviz.objectives import split_target
+    from jaxviz.objectives.base import split_target
 
     for spec in specs:
         layer, _, channels = spec.rpartition(":")
@@ -110,9 +110,9 @@ def init_from_flags(args, size: int) -> dict:
         if args.init_weight is not None:
             raise UsageError("--init-weight needs --init IMAGE")
         return {}
-    from jaxviz.images import read_image
-    from jaxviz.render import seed_images
-    from jaxviz.step import PullToward
+    from jaxviz.common.images import read_image
+    from jaxviz.render.loop import seed_images
+    from jaxviz.render.step import PullToward
 
     photo = seed_images(read_image(args.init)[0], 1, size)[0]
     options = {"init_images": photo}

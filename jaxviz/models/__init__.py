@@ -1,4 +1,4 @@
-"""Model registry: ``load_model(name)`` → :class:`jaxviz.features.Model` with real weights."""
+"""Model registry: ``load_model(name)`` → :class:`jaxviz.models.model.Model` with real weights."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from jaxviz.errors import MissingWeightsError, UnknownModelError
-from jaxviz.files import atomic_write
-from jaxviz.features import Model, layer_shapes
+from jaxviz.common.errors import MissingWeightsError, UnknownModelError
+from jaxviz.common.files import atomic_write
+from jaxviz.models.model import Model, layer_shapes
 from jaxviz.models.activations import BACKWARD_RULES
 from jaxviz.models.efficientnet_lite import VARIANTS, EfficientNetLite, torch_to_flax
 from jaxviz.models.torch_reader import UnsafeWeightsError, load_torch_state_dict
@@ -80,7 +80,7 @@ def _architecture_digest() -> str:
     """Digest of the code that decides layer names and shapes (a stored table is stale when it changes)."""
     import flax
 
-    from jaxviz import features
+    from jaxviz.models import model as features
     from jaxviz.models import activations, efficientnet_lite, layers
 
     digest = hashlib.sha1(f"{_CACHE_VERSION}|{flax.__version__}".encode())
@@ -91,8 +91,8 @@ def _architecture_digest() -> str:
 
 
 def _cached_layer_shapes(name: str, apply, params, input_shape) -> dict[str, tuple[int, ...]]:
-    """:func:`jaxviz.features.layer_shapes`, kept on disk: tracing the whole model costs ~0.5 s per start."""
-    from jaxviz.cache import cache_dir
+    """:func:`jaxviz.models.model.layer_shapes`, kept on disk: tracing the whole model costs ~0.5 s per start."""
+    from jaxviz.common.cache import cache_dir
 
     path = os.path.join(cache_dir(), f"{name}-layers-{_architecture_digest()}.json")
     try:
@@ -133,7 +133,7 @@ def load_model(name: str = "efficientnet_lite0", *, pretrained: bool = True, imp
       seed: PRNG seed of the random weights when ``pretrained=False``.
 
     Returns:
-      A :class:`~jaxviz.features.Model`.
+      A :class:`~jaxviz.models.model.Model`.
 
     Raises:
       UnknownModelError, MissingWeightsError, UnsafeWeightsError.

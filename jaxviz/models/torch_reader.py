@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from jaxviz.errors import UnsafeWeightsError, WeightFileError
+from jaxviz.common.errors import UnsafeWeightsError, WeightFileError
 
 __all__ = ["UnsafeWeightsError", "WeightFileError", "load_torch_state_dict"]
 

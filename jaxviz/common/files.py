@@ -1,0 +1,228 @@
+"""Writing files so that a reader never sees half of one, and JSON of numpy values.
+
+Every output of jaxviz (images, metrics, statistics metadata, cached weights) goes through
+:func:`atomic_write`: the bytes go to a uniquely named temporary sibling, are flushed to disk
+(``fsync``) and then renamed over the target, so a crash, a full disk or a second process writing
+the same file leaves either the old file or the new one, never a mix. The temporary is removed when
+writing fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+__all__ = ["check_writable_dir", "atomic_write", "atomic_write_json", "json_default", "to_json", "dumps", "npy_bytes", "lock_dir",
+           "replace_dir", "content_hash"]
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[Any], None]) -> str:
+    """Replaces ``path`` with ``data`` in one rename.
+
+    Args:
+      path: target file; its folder must exist.
+      data: bytes, text (UTF-8), or a function ``write(binary_file)`` that writes the content
+        (e.g. ``lambda f: np.save(f, array)``).
+
+    Returns:
+      ``path`` as given.
+    """
+    path = os.fspath(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps(default=...)`` hook: numpy scalars and arrays as Python values, else ``str``."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if hasattr(value, "__array__"):  # jax arrays
+        return np.asarray(value).tolist()
+    return str(value)
+
+
+def dumps(value: Any, **kwargs) -> str:
+    """``json.dumps`` with :func:`json_default`."""
+    return json.dumps(value, default=json_default, **kwargs)
+
+
+def to_json(value: Any, *, sort_keys: bool = False) -> Any:
+    """``value`` as plain JSON types (what a JSON round trip would give back)."""
+    return json.loads(dumps(value, sort_keys=sort_keys))
+
+
+def atomic_write_json(path: str | os.PathLike, value: Any, *, indent: int | None = 1, sort_keys: bool = False) -> str:
+    """Writes ``value`` as JSON with :func:`atomic_write` (numpy values converted)."""
+    return atomic_write(path, dumps(value, indent=indent, sort_keys=sort_keys))
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """``array`` in ``.npy`` format (for :func:`atomic_write`)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def content_hash(*arrays) -> str:
+    """A SHA-256 (hex, 16 digits) of arrays' dtypes, shapes and bytes: equal iff the contents are."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(np.asarray(a))
+        h.update(f"{a.dtype.str}{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _lock_path(folder: str) -> str:
+    parent, name = os.path.split(os.path.abspath(folder))
+    return os.path.join(parent, f".{name}.lock")
+
+
+@contextlib.contextmanager
+def lock_dir(folder: str | os.PathLike, *, what: str = "out=") -> Iterator[str]:
+    """Holds the write lock of ``folder`` (a ``.NAME.lock`` sibling holding the PID) while in the block.
+
+    The lock is an OS file lock on that file, so a run that died (kill -9, power loss) leaves a
+    stale file whose lock is free: the next run takes it over. A live holder makes this raise.
+
+    Raises:
+      OutputError: another live process holds the lock.
+    """
+    import fcntl
+
+    from jaxviz.common.errors import OutputError
+
+    folder = os.path.abspath(os.fspath(folder))
+    path = _lock_path(folder)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            try:
+                with open(path, encoding="ascii", errors="replace") as f:
+                    holder = f.read().strip() or "?"
+            except OSError:
+                holder = "?"
+            raise OutputError(f"{what} {folder} is being written by another jaxviz run (PID {holder}); "
+                              "wait for it or choose another folder") from None
+        try:  # the file may have been removed and recreated between open and flock: lock the one at path
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield folder
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        os.close(fd)  # closing releases the lock, after the file is gone
+
+
+@contextlib.contextmanager
+def replace_dir(folder: str | os.PathLike, *, outputs: Callable[[str], bool] = lambda name: True,
+                what: str = "out=") -> Iterator[str]:
+    """Yields an empty temporary sibling of ``folder``; when the block succeeds it replaces ``folder``.
+
+    The old folder stays untouched until the new one is complete: a failure (disk full, crash,
+    Ctrl-C) leaves the old contents, never a mix. Entries of the old folder that the new one lacks
+    and that ``outputs(name)`` does not claim (a checkpoint folder, the user's own files) are moved
+    into the new folder.
+
+    Raises:
+      OutputError: the new folder cannot be written or swapped in (the old one is kept).
+    """
+    from jaxviz.common.errors import OutputError
+
+    folder = os.path.abspath(os.fspath(folder))
+    parent, name = os.path.split(folder)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".{name}.new-", dir=parent)
+    except OSError as e:
+        raise OutputError(f"{what} {folder} cannot be written: {e.strerror or e}") from None
+    try:
+        try:
+            yield staging
+        except OSError as e:
+            raise OutputError(f"{what} {folder} cannot be written ({e.strerror or e}); its previous contents "
+                              "are kept") from None
+        old = os.path.join(parent, f".{name}.old-{uuid.uuid4().hex[:8]}")
+        had_old = os.path.isdir(folder)
+        try:
+            os.chmod(staging, 0o755)
+            if had_old:
+                os.rename(folder, old)
+            try:
+                os.rename(staging, folder)
+            except OSError:
+                if had_old:
+                    os.rename(old, folder)
+                raise
+        except OSError as e:
+            raise OutputError(f"{what} {folder} cannot be replaced ({e.strerror or e}); its previous contents "
+                              "are kept") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if had_old:
+        for entry in os.listdir(old):
+            if not outputs(entry) and not os.path.exists(os.path.join(folder, entry)):
+                with contextlib.suppress(OSError):
+                    os.rename(os.path.join(old, entry), os.path.join(folder, entry))
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def check_writable_dir(path: str, what: str = "--out") -> str:
+    """Creates ``path`` if needed and checks it is a writable directory.
+
+    Raises:
+      UsageError: not creatable or not writable.
+    """
+    from jaxviz.common.errors import UsageError
+
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).strip():
+        raise UsageError(f"{what} must name a folder, got {path!r}")
+    path = os.path.abspath(os.path.expanduser(path))
+    try:
+        os.makedirs(path, exist_ok=True)
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the name
+        shown = path if len(path) <= 80 else f"{path[:77]}..."
+        raise UsageError(f"{what} {shown} cannot be created: {getattr(e, 'strerror', None) or e}") from None
+    if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {path} is not a writable directory")
+    return path

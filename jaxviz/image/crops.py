@@ -1,0 +1,140 @@
+"""The anchors' own transforms: MaCo's random crop and noise, DeepInversion's roll and flip, Lucent's upsampling.
+
+Each is a frozen dataclass satisfying :class:`jaxviz.image.transforms.Transform`; the presets that
+combine them (``transforms.lucid``, ``maco``, ``deepinversion``) live in :mod:`jaxviz.image.transforms`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from jaxviz.common.errors import UsageError
+from jaxviz.image.resample import bilinear
+
+__all__ = ["RandomCrop", "Noise", "RandomFlip", "Roll", "Upsample", "random_crop", "noise", "random_flip", "roll",
+           "upsample_to", "pixel_count"]
+
+
+def pixel_count(value, what: str) -> int:
+    """``value`` checked as a non-negative integer number of pixels."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UsageError(f"{what} must be a non-negative integer number of pixels, got {value!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomCrop:
+    """Random square crop, resized (bilinear) to ``out`` × ``out`` (``None``: the input side).
+
+    The crop side is a fraction of the image side drawn uniformly from ``side``; its centre is
+    ``0.5 + N(0, centre_sd)`` of the image in each axis, clipped so the crop stays inside the
+    image. Not fused with its neighbours (its zoom depends on the input size).
+    """
+
+    side: tuple[float, float] = (0.6, 1.0)
+    out: int | None = None
+    centre_sd: float = 0.15
+
+    affine = False  # not fusable: see the class docstring
+
+    def __call__(self, image, *, key):
+        h, w = image.shape[:2]
+        out = self.out or h
+        k_side, k_centre = jax.random.split(key)
+        side = jax.random.uniform(k_side, (), jnp.float32, *self.side)
+        centre = jnp.clip(0.5 + self.centre_sd * jax.random.normal(k_centre, (2,)), side / 2, 1 - side / 2)
+        # output pixel q samples the input at top-left + (q + 0.5) * step - 0.5 (pixel centres)
+        step = side * jnp.asarray([h, w], jnp.float32) / out
+        t = (centre - side / 2) * jnp.asarray([h, w], jnp.float32) + 0.5 * step - 0.5
+        M = jnp.diag(step)
+        return bilinear(image, jax.lax.stop_gradient(M), jax.lax.stop_gradient(t), (out, out), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Noise:
+    """Adds ``N(0, sd)`` and ``U(-sd/2, sd/2)`` noise to every pixel (Xplique's MaCo)."""
+
+    sd: float
+
+    def __call__(self, image, *, key):
+        k_normal, k_uniform = jax.random.split(key)
+        return (image + self.sd * jax.random.normal(k_normal, image.shape, image.dtype)
+                + jax.random.uniform(k_uniform, image.shape, image.dtype, -self.sd / 2, self.sd / 2))
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomFlip:
+    """Mirrors the image left-right with probability 1/2."""
+
+    def __call__(self, image, *, key):
+        return jnp.where(jax.random.bernoulli(key), image[:, ::-1], image)
+
+
+@dataclasses.dataclass(frozen=True)
+class Roll:
+    """Circular shift by ``-d..d`` pixels in each direction (DeepInversion's ``torch.roll``); same shape."""
+
+    d: int
+
+    def __call__(self, image, *, key):
+        dy, dx = jax.random.randint(key, (2,), -self.d, self.d + 1)
+        return jnp.roll(image, (dy, dx), axis=(0, 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Upsample:
+    """Bilinear resize to ``size`` × ``size`` of an image smaller than that; larger ones pass as they are.
+
+    Lucent's ``render_vis`` does this to every image under 224 px before the model.
+    """
+
+    size: int
+
+    def __call__(self, image, *, key=None):
+        h, w, c = image.shape
+        if h >= self.size and w >= self.size:
+            return image
+        return jax.image.resize(image, (self.size, self.size, c), method="linear")
+
+
+def _fraction_pair(side) -> tuple[float, float]:
+    low, high = (float(v) for v in side)
+    if not 0 < low <= high <= 1:
+        raise UsageError(f"random_crop side must be fractions 0 < low <= high <= 1, got {side}")
+    return low, high
+
+
+def random_crop(side=(0.6, 1.0), *, out: int | None = None, centre_sd: float = 0.15) -> RandomCrop:
+    """A :class:`RandomCrop`: side fraction uniform in ``side``, resized to ``out`` (default: input side)."""
+    if out is not None and pixel_count(out, "out") == 0:
+        raise UsageError("out must be positive")
+    if not centre_sd >= 0:
+        raise UsageError(f"centre_sd must be >= 0, got {centre_sd}")
+    return RandomCrop(_fraction_pair(side), out, float(centre_sd))
+
+
+def noise(sd: float) -> Noise:
+    """A :class:`Noise` of strength ``sd`` (in ``[0, 1]`` image units)."""
+    if not sd >= 0:
+        raise UsageError(f"noise sd must be >= 0, got {sd}")
+    return Noise(float(sd))
+
+
+def random_flip() -> RandomFlip:
+    """A :class:`RandomFlip`."""
+    return RandomFlip()
+
+
+def roll(d: int) -> Roll:
+    """A :class:`Roll` by up to ``d`` pixels."""
+    return Roll(pixel_count(d, "roll"))
+
+
+def upsample_to(size: int) -> Upsample:
+    """An :class:`Upsample` to ``size``."""
+    if pixel_count(size, "size") == 0:
+        raise UsageError("size must be positive")
+    return Upsample(size)

@@ -1,0 +1,29 @@
+"""Priors subtracted from the objective: one file each, the :class:`Prior` protocol in ``base``.
+
+- :mod:`~jaxviz.priors.base`: the protocol, ``none()``, statistics → ``LayerMoments``, ``describe``;
+- :mod:`~jaxviz.priors.outliers`: the method (suppress the shallow outlier neurons);
+- :mod:`~jaxviz.priors.gaussian`: ablation, the whole Mahalanobis distance;
+- :mod:`~jaxviz.priors.bn`: DeepInversion's BatchNorm prior.
+
+A new prior is a new file here with a frozen dataclass satisfying :class:`Prior`; give it a name for
+the CLI in :mod:`jaxviz.registry`.
+"""
+
+from jaxviz.priors.base import *  # noqa: F401,F403
+from jaxviz.priors.base import __all__ as _base_all
+from jaxviz.priors.bn import BatchNormPrior, batchnorm_prior
+from jaxviz.priors.gaussian import MahalanobisPrior, mahalanobis
+from jaxviz.priors.outliers import OutlierPrior, outliers
+
+__all__ = [*_base_all, "OutlierPrior", "outliers", "MahalanobisPrior", "mahalanobis", "BatchNormPrior",
+           "batchnorm_prior"]
+
+
+def __getattr__(name):
+    if name == "build":  # moved: parts never import the name registry (docs/design.md §2)
+        import importlib
+        import warnings
+
+        warnings.warn("jaxviz.priors.build is now jaxviz.registry.build_prior", DeprecationWarning, stacklevel=2)
+        return importlib.import_module("jaxviz.registry").build_prior
+    raise AttributeError(f"module 'jaxviz.priors' has no attribute {name!r}")
