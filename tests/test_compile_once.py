@@ -4,12 +4,13 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import linen
 
 from jaxviz import objectives, priors, render
 from jaxviz.models import model as features
-from jaxviz.render import step
+from jaxviz.render import loop, step
 from jaxviz.image import transforms
 from jaxviz.image import param as param_lib
 from jaxviz.common.errors import UsageError
@@ -42,7 +43,7 @@ def built(monkeypatch):
     def on_event(event, seconds, **kwargs):
         if event == "/jax/core/compile/backend_compile_duration":
             record["xla"].append(kwargs.get("fun_name", ""))
-    make_step, compile_ = step.make_step, render.compile_programs
+    make_step, compile_ = step.make_step, loop.compile_programs
 
     def counted_make_step(*args, **kwargs):
         record["steps"] += 1
@@ -57,7 +58,7 @@ def built(monkeypatch):
         return out
 
     monkeypatch.setattr(step, "make_step", counted_make_step)
-    monkeypatch.setattr(render, "compile_programs", recorded_compile)
+    monkeypatch.setattr(loop, "compile_programs", recorded_compile)
     jax.monitoring.register_event_duration_secs_listener(on_event)
     yield record
     jax.monitoring.unregister_event_duration_listener(on_event)
@@ -96,7 +97,7 @@ def test_bfloat16_is_refused_on_cpu_but_the_step_supports_it(lite0):
                       config=render.RenderConfig(**{**CONFIG.__dict__, "compute_dtype": "bfloat16"}))
     # the step itself runs in bfloat16 anywhere (what GPU/TPU runs); objective and state stay float32
     parameterization, objective = param_lib.get("fourier"), objectives.channel(LAYER, 0)
-    optimizer = render.optax.adam(0.05)
+    optimizer = optax.adam(0.05)
     params = parameterization.init(key=jax.random.key(0), size=64)
     state = step.RenderState(params, optimizer.init(params), (), jnp.zeros((), jnp.int32))
     values = {}

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxviz.image import param
+from jaxviz.image import param, spectrum
 from jaxviz.common.errors import UsageError
 
 NAMES = ("pixel", "fourier", "maco")
@@ -60,9 +60,9 @@ def test_color_stats_recover_a_known_covariance():
 
 
 def test_fourier_spectrum_scale():
-    flat = param._spectrum_scale(32, 0.0)
+    flat = spectrum.spectrum_scale(32, 0.0)
     np.testing.assert_allclose(flat, 1.0)
-    scale = param._spectrum_scale(32, 1.0)
+    scale = spectrum.spectrum_scale(32, 1.0)
     assert np.isclose(np.sqrt(np.mean(scale**2)), 1.0, rtol=1e-5)
     assert scale[0, 1] > scale[0, 8] > scale[16, 16]  # low frequencies move faster
 
@@ -86,7 +86,7 @@ def test_maco_keeps_the_given_magnitude(size, normalize_phase):
 
 def test_maco_magnitude_falls_with_frequency():
     magnitude = param.maco_magnitude(32).mean(-1)
-    f = param._frequencies(32)
+    f = spectrum.frequencies(32)
     low, high = magnitude[(f > 0) & (f < 0.1)].mean(), magnitude[f > 0.35].mean()
     assert low > 5 * high  # natural images: roughly 1/f amplitude
 
@@ -152,13 +152,13 @@ def test_vmap_over_keys():
 
 
 def test_colour_mix_and_its_hand_written_gradient_match_float64():
-    from jaxviz.image import param as P
+    from jaxviz.image import color as P
 
     z = np.random.default_rng(0).normal(size=(5, 7, 3)).astype(np.float32)
     g = np.random.default_rng(1).normal(size=(5, 7, 3)).astype(np.float32)
-    out, pullback = jax.vjp(P._to_rgb, jnp.asarray(z))
+    out, pullback = jax.vjp(P.to_rgb, jnp.asarray(z))
     C = P.COLOR_SQRT.astype(np.float64)
     np.testing.assert_allclose(out, z.astype(np.float64) @ C.T, atol=1e-6)
     np.testing.assert_allclose(pullback(jnp.asarray(g))[0], g.astype(np.float64) @ C, atol=1e-6)
     A = np.random.default_rng(2).normal(size=(3, 3)).astype(np.float32)  # not symmetric: index order
-    np.testing.assert_allclose(P._mix(jnp.asarray(z), A), z.astype(np.float64) @ A.T.astype(np.float64), atol=1e-5)
+    np.testing.assert_allclose(P.mix_channels(jnp.asarray(z), A), z.astype(np.float64) @ A.T.astype(np.float64), atol=1e-5)

@@ -253,7 +253,7 @@ def test_load_real_and_cached_reference(tmp_path):
     # redness of a flat colour, as the toy head computes it
     red = np.maximum(colours[:, 0] - 0.5 * (colours[:, 1] + colours[:, 2]), 0)
     np.testing.assert_allclose(ref.features[:, 0], red, atol=2 / 255)
-    realism._MEMORY.clear()
+    realism.scoring._MEMORY.clear()
     again = realism.reference_features(judge, real, classes=range(6), cache_dir=cache)
     np.testing.assert_array_equal(again.features, ref.features)
 

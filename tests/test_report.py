@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxviz import report
+from jaxviz.report import gallery as report
 from jaxviz.render import RenderResult
 
 PRIOR = "outliers(layers=['blocks.2', 'blocks.4'], view=pixel, weight=10.0, k=8)"

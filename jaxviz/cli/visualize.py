@@ -72,7 +72,7 @@ def render_config(args, model=None):
 
 def check_targets(specs) -> None:
     """Checks the syntax of target strings before the model is loaded (layers are checked later)."""
-    from jaxviz.objectives.base import split_target
+    from jaxviz.objectives.targets import split_target
 
     for spec in specs:
         layer, _, channels = spec.rpartition(":")

@@ -6,4 +6,7 @@ JSON, folder locks), :mod:`~jaxviz.common.images` (decoding, the one resizer),
 :mod:`~jaxviz.common.hardware` (CPU devices and compiler options).
 """
 
+import os
+
 __version__ = "0.1.0"
+ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")  # shipped data files

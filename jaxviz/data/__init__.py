@@ -6,6 +6,14 @@
 
 from jaxviz.data.sources import *  # noqa: F401,F403  (the public names of the stage)
 from jaxviz.data.sources import __all__ as _sources_all
-from jaxviz.data import folders, sources, tfds  # noqa: F401
+from jaxviz.data import folders, sources  # noqa: F401
 
 __all__ = ["folders", "sources", "tfds", *_sources_all]
+
+
+def __getattr__(name):
+    if name == "tfds":  # imported on first use: TFDS is heavy and most runs never touch it
+        import importlib
+
+        return importlib.import_module("jaxviz.data.tfds")
+    raise AttributeError(f"module 'jaxviz.data' has no attribute {name!r}")

@@ -19,12 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxviz.image.color import COLOR_SQRT
+from jaxviz.common import ASSETS
 
 __all__ = ["MACO_SPECTRUM_PATH", "frequencies", "spectrum_scale", "irfft2", "periodic", "photo_spectrum", "spectrum_asset",
            "maco_mean", "power_law", "maco_magnitude"]
 
 
-MACO_SPECTRUM_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "maco_spectrum.npz")
+MACO_SPECTRUM_PATH = os.path.join(ASSETS, "maco_spectrum.npz")
 
 
 def frequencies(size: int) -> np.ndarray:

@@ -21,6 +21,7 @@ from jaxviz.models.model import Model, layer_shapes
 from jaxviz.models.activations import BACKWARD_RULES
 from jaxviz.models.efficientnet_lite import VARIANTS, EfficientNetLite, torch_to_flax
 from jaxviz.models.torch_reader import UnsafeWeightsError, load_torch_state_dict
+from jaxviz.common import ASSETS
 
 __all__ = ["MODELS", "UnknownModelError", "MissingWeightsError", "UnsafeWeightsError", "load_model", "imagenet_classes"]
 
@@ -112,7 +113,7 @@ def _cached_layer_shapes(name: str, apply, params, input_shape) -> dict[str, tup
 @functools.lru_cache(maxsize=1)
 def imagenet_classes() -> tuple[str, ...]:
     """The 1000 ImageNet class names (first WordNet lemma of each synset), by class index."""
-    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "imagenet_classes.tsv")
+    path = os.path.join(ASSETS, "imagenet_classes.tsv")
     names = []
     with open(path, encoding="utf-8") as f:
         for line in f:

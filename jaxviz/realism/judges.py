@@ -30,7 +30,7 @@ def default_real() -> str | None:
     env = os.environ.get("JAXVIZ_REAL_DIR")
     if env:
         return env
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # jaxviz/realism/ -> repo
     path = os.path.normpath(os.path.join(repo, "..", "shared", "data", "imagenet-sample"))
     return path if os.path.isdir(path) else None
 

@@ -31,6 +31,7 @@ from jaxviz.stats import views
 from jaxviz.common.errors import OutputError, StatsMismatchError, StatsNotFoundError, UsageError
 from jaxviz.common.files import atomic_write, atomic_write_json, to_json
 from jaxviz.stats.moments import LayerStats, StatsState
+from jaxviz.common import ASSETS
 
 __all__ = ["StatsBundle", "LayerStats", "StatsMismatchError", "StatsNotFoundError", "save_stats", "load_stats",
            "read_metadata", "shipped_stats_dir", "content_hash", "STATS_FILE", "SHIPPED_PRIOR_LAYERS"]
@@ -42,7 +43,7 @@ MOMENTS_FILE = "moments.npz"
 COMPACT = "npz-float32-triu"  # the "storage" of compact statistics
 # Shallow layers the priors use by default with the shipped statistics (the demo's and experiments' choice).
 SHIPPED_PRIOR_LAYERS = ("blocks.2", "blocks.4")
-_SHIPPED_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "stats")
+_SHIPPED_ROOT = os.path.join(ASSETS, "stats")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
