@@ -7,7 +7,6 @@ table is built so that every case is invalid (a valid one would start a long run
 import os
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from jaxviz.cli import main

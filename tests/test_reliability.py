@@ -22,7 +22,7 @@ from jaxviz.stats import outliers
 from jaxviz.common.checkpoint import CheckpointMismatchError, RunStore
 from jaxviz.data import scan_folder
 from jaxviz.common.errors import (ImageError, NonFiniteLossError, OutputError, StatsMismatchError, StatsNotFoundError,
-                           UsageError, WeightFileError)
+                           UsageError)
 from jaxviz.common.images import read_image, resize_center_crop
 from jaxviz.render import RenderConfig, RenderResult, render_images as render
 from jaxviz.stats.store import load_stats, save_stats

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxviz import priors, registry
+from jaxviz import registry
 from jaxviz.stats import store as stats_store
 from jaxviz.common.errors import UsageError
 from jaxviz.common.images import resize_center_crop

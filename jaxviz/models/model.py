@@ -42,7 +42,8 @@ class Model:
       hidden_layers: extra capturable points not listed in ``layers`` (e.g. BatchNorm outputs).
       class_names: names of the output classes, if known.
       batchnorm: ``{layer: path of its BatchNorm params}`` for layers that are BatchNorm outputs
-        (params with ``scale``, ``bias``, ``mean``, ``var``; used by the DeepInversion prior).
+        (params with ``scale``, ``bias``, ``mean``, ``var``; used by the DeepInversion prior), or
+        ``{layer: {"scale"|"bias"|"mean"|"var": path or None}}`` (see :mod:`jaxviz.models.own`).
       batchnorm_eps: the BatchNorm epsilon.
       apply_redirected: like ``apply`` but with redirected ReLU gradients (``None``: not supported).
       backward_rules: ``{rule: apply}`` variants of ``apply`` whose ReLUs use another backward rule
@@ -172,7 +173,8 @@ def from_linen(module, variables, input_shape: Sequence[int], *, name: str | Non
       **apply_kwargs: extra keyword arguments for ``apply`` (e.g. ``train=False``).
 
     Returns:
-      A :class:`Model`; layer names are submodule paths joined by ``.`` and ``output``.
+      A :class:`Model`; layer names are submodule paths joined by ``.`` and ``output``; its
+      ``linen.BatchNorm`` layers (with ``batch_stats`` in ``variables``) are known to the BN prior.
     """
 
     def apply(variables, x, names):
@@ -181,10 +183,14 @@ def from_linen(module, variables, input_shape: Sequence[int], *, name: str | Non
         flat["output"] = y
         return _select(flat, names)
 
+    from jaxviz.models.own import linen_batchnorm
+
+    batchnorm, eps = linen_batchnorm(module, variables, input_shape, **apply_kwargs)
     return Model(
         name=name or type(module).__name__, params=variables, apply=apply,
         layers=layer_shapes(apply, variables, input_shape),
         normalize=normalize or (lambda x: x / 255.0),
+        batchnorm=batchnorm, batchnorm_eps=eps or 1e-5,
     )
 
 
@@ -202,10 +208,19 @@ def from_nnx(module, input_shape: Sequence[int], *, name: str | None = None,
       normalize: maps 0..255 RGB to the input range (default ``x / 255``).
 
     Returns:
-      A :class:`Model`; layer names are attribute paths joined by ``.`` and ``output``.
+      A :class:`Model`; layer names are attribute paths joined by ``.`` and ``output``, listed in
+      call order; its ``nnx.BatchNorm`` layers are known to the BN prior.
+
+    Raises:
+      UsageError: the module is in training mode (BatchNorm with batch statistics, active
+        Dropout): call ``module.eval()`` first.
     """
     from flax import nnx
 
+    from jaxviz.models.own import call_order, check_nnx_eval, nnx_batchnorm
+
+    check_nnx_eval(module, name or type(module).__name__)
+    batchnorm, eps = nnx_batchnorm(module)
     graphdef, state = nnx.split(module)
 
     def apply(state, x, names):
@@ -216,8 +231,11 @@ def from_nnx(module, input_shape: Sequence[int], *, name: str | None = None,
         flat["output"] = y
         return _select(flat, names)
 
+    shapes = layer_shapes(apply, state, input_shape)
+    order = call_order(apply, state, input_shape)  # nnx reports them sorted by name
     return Model(
         name=name or type(module).__name__, params=state, apply=apply,
-        layers=layer_shapes(apply, state, input_shape),
+        layers={k: shapes[k] for k in order},
         normalize=normalize or (lambda x: x / 255.0),
+        batchnorm={k: batchnorm[k] for k in order if k in batchnorm}, batchnorm_eps=eps or 1e-5,
     )

@@ -93,6 +93,8 @@ def feature_view(name, activation):
 
 def spatial_map(activation, per_position, view):
     """Per-position values as an ``[h, w]`` map (valid positions of the view)."""
+    if per_position.ndim == 2:  # already a map (canvas cells)
+        return per_position
     h, w = activation.shape[0], activation.shape[1]
     if per_position.shape[0] == h * w:
         return per_position.reshape(h, w)
@@ -201,6 +203,8 @@ def describe(info: Mapping[str, "jax.Array"], index: int, *, top: int = 10) -> d
                                        "mean_contribution": round(float(score[j] / times[j]), 4)})
         elif key in ("d2", "bn_loss", "rounds"):
             record[key] = round(float(np.asarray(value[index])), 5)
+        elif key == "outlier_map_canvas":
+            record["outlier_map_coordinates"] = "canvas" if bool(np.asarray(value[index])) else "model input"
     if suppressed or "times/" in "".join(info):
         record["suppressed"] = sorted(suppressed, key=lambda e: -e["count"] * e["mean_contribution"])[:top]
     return record

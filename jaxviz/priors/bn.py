@@ -79,11 +79,9 @@ def batchnorm_prior(model, *, weight: float = 0.01, first_weight: float = 1.0) -
                                               and first_weight >= 0):
         raise UsageError(f"bn: first_weight must be a finite number ≥ 0, got {first_weight!r}")
     if not model.batchnorm:
-        raise UsageError(f"prior='bn' needs BatchNorm layers; {model.name} declares none (Model.batchnorm)")
-    bn = {}
-    for layer, path in model.batchnorm.items():
-        node = model.params
-        for part in path:
-            node = node[part]
-        bn[layer] = {k: jnp.asarray(node[k]) for k in ("scale", "bias", "mean", "var")}
+        raise UsageError(f"batchnorm_prior(model=...) needs BatchNorm layers; {model.name} has none "
+                         "(from_linen/from_nnx find linen.BatchNorm with batch_stats and nnx.BatchNorm)")
+    from jaxviz.models.own import batchnorm_arrays
+
+    bn = {layer: batchnorm_arrays(model, layer) for layer in model.batchnorm}
     return BatchNormPrior(bn, eps=model.batchnorm_eps, weight=weight, first_weight=float(first_weight))

@@ -24,7 +24,8 @@ class _OutlierState(NamedTuple):
     mask: dict          # layer -> [dim] 1.0 for the currently suppressed entries
     times: dict         # layer -> [dim] how many selection rounds chose each entry
     score: dict         # layer -> [dim] summed contribution when chosen
-    outlier_map: dict   # layer -> [M] how often each position was an outlier at selection
+    outlier_map: dict   # layer -> how often each position was an outlier at selection: [M] positions of the
+                        # model input, or [rows, cols] of the canvas when render maps them (jaxviz.image.canvas)
     rounds: jax.Array
 
 
@@ -49,6 +50,7 @@ class OutlierPrior:
     """
 
     trace_name = "d2"  # what apply's trace is: mean D² at the stats layers
+    maps_canvas = True  # render passes init(canvas=) / apply(locate=): the outlier map in canvas coordinates
 
     stats: Mapping[str, LayerMoments]
     view: str = "pixel"
@@ -77,12 +79,29 @@ class OutlierPrior:
             per_position = per_position * jax.lax.stop_gradient(outlier).astype(per_position.dtype)
         return jnp.mean(per_position)
 
-    def init(self, features):
+    def init(self, features, *, canvas=None):
+        """``canvas``: ``{layer: activation shape on the canvas}`` to keep the outlier map in canvas cells."""
         zeros = {l: jnp.zeros_like(m.mean) for l, m in self.stats.items()}
         maps = {l: jnp.zeros(self._samples(features, l).shape[0]) for l in self.stats}
+        for layer in (canvas or {}) if self.view != "pooled" else ():
+            k = int(self.view[5:]) if self.view.startswith("patch") else 1
+            h, w = canvas[layer][:2]
+            maps[layer] = jnp.zeros((h - k + 1, w - k + 1))
         return _OutlierState(zeros, zeros, zeros, maps, jnp.zeros((), jnp.int32))
 
-    def apply(self, features, state: _OutlierState, step):
+    def _hits(self, features, layer, outlier, old, locate):
+        """This round's outlier positions added to ``old``: flat (model input) or in canvas cells."""
+        if old.ndim == 1 or locate is None:
+            return outlier.astype(old.dtype).reshape(old.shape) if old.ndim == 1 else jnp.zeros_like(old)
+        k = int(self.view[5:]) if self.view.startswith("patch") else 1
+        rows, cols = old.shape
+        cells = locate(features[layer].shape[:2], (rows + k - 1, cols + k - 1), self.view)
+        flat = jnp.zeros(rows * cols, old.dtype).at[jnp.where(cells >= 0, cells, rows * cols)].max(
+            outlier.astype(old.dtype), mode="drop")
+        return flat.reshape(rows, cols)
+
+    def apply(self, features, state: _OutlierState, step, *, locate=None):
+        """``locate``: see :func:`jaxviz.image.canvas.canvas_cells` (given by render with ``init(canvas=)``)."""
         refresh = (step >= self.warmup) & ((step - self.warmup) % self.every == 0)
         penalty, trace = jnp.zeros(()), jnp.zeros(())
         mask, times, score, maps = {}, {}, {}, {}
@@ -95,7 +114,8 @@ class OutlierPrior:
             times[layer] = state.times[layer] + refresh * sel.mask
             chosen = jnp.zeros_like(sel.mask).at[sel.neurons].set(sel.score)
             score[layer] = state.score[layer] + refresh * chosen
-            maps[layer] = state.outlier_map[layer] + refresh * sel.outlier
+            old = state.outlier_map[layer]
+            maps[layer] = old + refresh * self._hits(features, layer, sel.outlier, old, locate)
             penalty = penalty + self._penalty(x, m, mask[layer], sel.outlier)
             trace = trace + jnp.mean(sel.d2) / len(self.stats)
         active = jnp.asarray(step >= self.warmup, penalty.dtype)
@@ -111,6 +131,7 @@ class OutlierPrior:
             out[f"score/{layer}"] = state.score[layer]
         first = self.layers[0]
         out["outlier_map"] = spatial_map(features[first], state.outlier_map[first], self.view)
+        out["outlier_map_canvas"] = jnp.asarray(state.outlier_map[first].ndim == 2)  # else: model-input positions
         out["rounds"] = state.rounds
         return out
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from typing import Any, Callable, Sequence
 
 import jax
@@ -22,6 +23,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxviz.common import identity as identity_lib
 from jaxviz import objectives as objectives_lib
 from jaxviz.image import param as param_lib
 from jaxviz import priors as priors_lib
@@ -34,6 +36,14 @@ from jaxviz.report.result import RenderResult
 from jaxviz.render.step import AXIS, Programs, compile_programs
 
 __all__ = ["render_images", "render", "devices_for", "seed_images"]
+
+
+def _part(obj: Any, argument: str) -> str:
+    """A part's checkpoint identity: its :func:`fingerprint`, or for an object whose repr is only its
+    address (your own class without a ``__repr__``) what :func:`jaxviz.common.identity.identify` finds."""
+    if re.search(r" at 0x[0-9a-f]+", repr(obj)):
+        return identity_lib.identify(obj, argument=argument)
+    return fingerprint(obj)
 
 
 def devices_for(n_targets: int, devices) -> int:
@@ -224,16 +234,18 @@ def _render(model, targets, *, key, config, parameterization, transform, optimiz
     store = None
     if checkpoint_dir:
         identity = dict(config=config, model=model.name, targets=[repr(t) for t in targets],
-                        prior=fingerprint(prior), parameterization=fingerprint(parameterization),
-                        transform=fingerprint(transform), launch=_launch_size(config.batch_size, len(devices)))
+                        prior=_part(prior, "prior="), parameterization=_part(parameterization, "parameterization="),
+                        transform=_part(transform, "transform="), launch=_launch_size(config.batch_size, len(devices)))
         if explicit_key:
             identity["key"] = np.asarray(jax.random.key_data(key)).tolist()
-        if image_penalty is not None:
-            identity["image_penalty"] = fingerprint(image_penalty)
+        if image_penalty is not None:  # code: hashed, not its repr (README "Guarantees")
+            identity["image_penalty"] = identity_lib.identify(image_penalty, argument="image_penalty=")
         if init_images is not None:
             identity["init_images"] = hashlib.sha1(init_images.tobytes()).hexdigest()
-        if custom_optimizer:  # an optax transformation has no stable description: only its use is recorded
-            identity["optimizer"] = "custom"
+        if custom_optimizer:  # its closures' hyperparameters and its state on a probe (jaxviz.common.identity)
+            probe = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(
+                lambda: parameterization.init(key=jax.random.key(0), size=config.size)))
+            identity["optimizer"] = identity_lib.optimizer_identity(optimizer, probe)
         elif optimizer_text:  # the recipe's optimizer, with its hyperparameters
             identity["optimizer"] = optimizer_text
         store = ckpt_lib.RunStore(checkpoint_dir, **identity)

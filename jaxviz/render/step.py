@@ -20,6 +20,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, PartitionSpec
 
+from jaxviz.image import canvas as canvas_lib
 from jaxviz.common import hardware
 from jaxviz.common.errors import UsageError
 from jaxviz.recipes.config import COMPUTE_DTYPES
@@ -127,10 +128,14 @@ def make_step(model, objective, *, parameterization, transform, optimizer: optax
 
     def loss(image_params, obj, prior_state, step, key, model_params):
         image = parameterization.to_image(image_params)
-        features = _features(model, model_params, model_input(model, transform(image, key=key)), layers,
-                             compute_dtype, redirect)
+        seen = transform(image, key=key)
+        features = _features(model, model_params, model_input(model, seen), layers, compute_dtype, redirect)
         value = _scalar(obj(features), "the objective")
-        penalty, prior_state, trace = prior.apply(features, prior_state, step)
+        if maps_canvas(prior, transform):  # the prior's outlier map counts canvas cells, not crop positions
+            locate = functools.partial(canvas_lib.canvas_cells, transform, image.shape[:2], seen.shape[:2], key=key)
+            penalty, prior_state, trace = prior.apply(features, prior_state, step, locate=locate)
+        else:
+            penalty, prior_state, trace = prior.apply(features, prior_state, step)
         total = value - _scalar(penalty, "prior.apply's penalty")
         if image_penalty is not None:
             total = total - _scalar(image_penalty(image), "image_penalty")
@@ -145,6 +150,11 @@ def make_step(model, objective, *, parameterization, transform, optimizer: optax
         return RenderState(params, opt_state, prior_state, state.step + 1), (value, trace)
 
     return step_fn
+
+
+def maps_canvas(prior, transform) -> bool:
+    """Whether the prior keeps its outlier map in canvas cells (it asks, and the transform is known)."""
+    return bool(getattr(prior, "maps_canvas", False)) and canvas_lib.supports(transform)
 
 
 def _run_image(step_fn, n_steps, max_steps, model_params, state, obj, target_key):
@@ -227,7 +237,13 @@ def compile_programs(model, objective, *, parameterization, transform, optimizer
         # transformed image (default transforms pad S -> S + 12), so initialize it from one
         seen = transform(image, key=step_key(target_key, 0))
         features = model.features(model_params, model_input(model, seen), prior.layers) if prior.layers else {}
-        return RenderState(params, optimizer.init(params), prior.init(features), jnp.zeros((), jnp.int32))
+        if maps_canvas(prior, transform):
+            shapes = jax.eval_shape(lambda p, im: model.features(p, model_input(model, im), prior.layers),
+                                    model_params, image)
+            prior_state = prior.init(features, canvas={layer: a.shape for layer, a in shapes.items()})
+        else:
+            prior_state = prior.init(features)
+        return RenderState(params, optimizer.init(params), prior_state, jnp.zeros((), jnp.int32))
 
     def final_one(model_params, state, obj):
         image = parameterization.to_image(state.params)

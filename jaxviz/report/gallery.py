@@ -95,6 +95,7 @@ def _heat_block(entry: Mapping, src: str) -> str:
     rounds, shape, layer = info.get("rounds"), info.get("shape") or [], info.get("layer")
     grid = "×".join(str(s) for s in shape)
     where = f" of {html.escape(layer)}" if layer else ""
+    where += " (the model's input positions, not this image's)" if info.get("coordinates") == "model input" else ""
     caption = (f"How often each position{where} ({grid} grid) was an outlier of the natural-image "
                f"statistics at the {rounds} selection round{'' if rounds == 1 else 's'}." if rounds is not None else
                f"How often each position{where} was an outlier of the natural-image statistics.")
@@ -200,8 +201,9 @@ def write_run(out: str, *, targets: Sequence[str], labels: Sequence[str], images
             rounds = record.get("rounds")
             vmax = float(rounds) if rounds else float(heat.max())  # colour = share of the rounds
             _heatmap_png(os.path.join(out, "heat_" + name), heat, tile.shape[0], vmax)
-            entry["outlier_map"] = {"layer": heat_layer, "shape": list(heat.shape),
-                                    "rounds": None if rounds is None else int(rounds), "vmax": vmax}
+            entry["outlier_map"] = {"layer": heat_layer, "shape": list(heat.shape),  # + coordinates when known
+                                    "rounds": None if rounds is None else int(rounds), "vmax": vmax,
+                                    **{k[12:]: record[k] for k in ("outlier_map_coordinates",) if k in record}}
         metrics["targets"].append(entry)
     atomic_write(os.path.join(out, "images.npy"), npy_bytes(np.asarray(images, np.float32)))  # exact, for metrics
     _write_png(os.path.join(out, "grid.png"), contact_sheet(tiles, [f"{t} {l}" for t, l in zip(targets, labels)]))

@@ -16,6 +16,7 @@ written by :func:`save_stats` and read back, finalized and checked by :func:`loa
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import shutil
 import sys
@@ -26,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxviz.data import batches as batches_lib
 from jaxviz.stats import moments as stats
 from jaxviz.common import hardware
 from jaxviz.stats import views
@@ -122,13 +124,17 @@ def collect_stats(model, layers: Sequence[str], source, *, view="pixel", batch_s
       layers: layer names (several layers share one forward pass).
       source: a data source (``len``, ``batches(batch_size, *, start, shard_index, shard_count)``
         yielding uint8 ``[b,S,S,3]``); under ``jax.distributed`` each process reads its own shard.
+        Also a numpy array ``[N,S,S,3]`` or any iterable of batches / images / dicts with an
+        ``image`` key (a generator, ``tf.data``'s ``as_numpy_iterator()``, a grain loader; see
+        :func:`jaxviz.data.batches.as_source`), read once and to its end.
       view: ``pixel``, ``pooled`` or ``patchK``.
       batch_size: images per step on each process.
       mesh: a 1-D mesh named ``"data"`` (default: all devices, see :func:`data_mesh`).
       checkpoint_dir: save the state here every ``checkpoint_every`` steps and resume from it.
       metadata: extra JSON-able settings that must match for a checkpoint to be resumed.
       progress: called as ``progress(images_done, images_total)`` once before the first step (the
-        resumed position) and after each step.
+        resumed position) and after each step; ``images_total`` is ``None`` for an iterable of
+        unknown length.
 
     Returns:
       ``{layer: StatsState}``: host float64 arrays (the device accumulates float32 segments of
@@ -146,12 +152,20 @@ def collect_stats(model, layers: Sequence[str], source, *, view="pixel", batch_s
     check_pass_arguments(batch_size=batch_size, checkpoint_every=checkpoint_every)
     mesh = mesh or data_mesh()
     procs, pid = jax.process_count(), jax.process_index()
-    total = len(source)
+    source = batches_lib.as_source(source)
+    streamed = isinstance(source, batches_lib.IterableSource)  # read to its end; length maybe unknown
+    if streamed and checkpoint_dir is not None:
+        raise UsageError("checkpoint_dir= cannot resume an iterable of batches (its images cannot be identified "
+                         "or rewound); pass a numpy array or a jaxviz.data source")
+    if streamed and procs > 1:
+        raise UsageError("an iterable of batches runs on one process; under jax.distributed pass a jaxviz.data source")
+    total = batches_lib.length(source)
     if total == 0:
         raise UsageError("the data source holds no images")
     local_devices = sum(d.process_index == pid for d in mesh.devices.flat)
     padded = -(-batch_size // local_devices) * local_devices
-    steps = -(-(-(-total // procs)) // batch_size)  # process 0 holds the most images: ceil(total / procs)
+    # process 0 holds the most images: ceil(total / procs); None: until the iterable ends
+    steps = None if streamed else -(-(-(-total // procs)) // batch_size)
 
     start, it = 0, None
     size = getattr(source, "size", None)
@@ -184,7 +198,8 @@ def collect_stats(model, layers: Sequence[str], source, *, view="pixel", batch_s
 
         store = RunStore(checkpoint_dir, kind="stats", model=model.name, layers=layers, view=view.name,
                          images=total, size=int(size), batch_size=batch_size, processes=procs, devices=mesh.size,
-                         dims=dims, **dict(metadata or {}))
+                         dims=dims, **dict(metadata or {}),
+                         **({"content": source.fingerprint()} if isinstance(source, batches_lib.ArraySource) else {}))
         restored = store.restore("pass", {"total": totals, "segment": segment}, np.zeros((1,), np.int32))
         if restored is not None:
             (totals, segment), start = (restored[0]["total"], restored[0]["segment"]), int(restored[1][0])
@@ -194,12 +209,21 @@ def collect_stats(model, layers: Sequence[str], source, *, view="pixel", batch_s
     step_fn = make_step(model, tuple(layers), view, mesh)
     fold = make_fold(tuple(layers), mesh)
     if progress is not None:
-        progress(min(start * batch_size * procs, total), total)  # > 0: resumed from a checkpoint
+        progress(min(start * batch_size * procs, total or start), total)  # > 0: resumed from a checkpoint
     global_shape = (padded * procs,)
+    seen = 0
     try:
-        for step in range(start, steps):
+        for step in (range(start, steps) if steps is not None else itertools.count(start)):
             batch = next(it, None)
             n = 0 if batch is None else len(batch)
+            if steps is None:  # an iterable: its end ends the pass
+                if not n:
+                    if seen == 0:
+                        raise UsageError("the data source holds no images")
+                    if step % segment_steps:
+                        totals = _merge_host(totals, _host(fold(segment)))
+                    break
+                seen += n
             # fresh buffers every step: on CPU the device array may alias them while the step runs
             images = np.zeros((padded, size, size, 3), np.uint8)
             mask = np.zeros((padded,), np.float32)
@@ -215,7 +239,7 @@ def collect_stats(model, layers: Sequence[str], source, *, view="pixel", batch_s
             if store is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
                 store.save("pass", step + 1, {"total": totals, "segment": segment}, np.array([step + 1], np.int32))
             if progress is not None:
-                progress(min((step + 1) * batch_size * procs, total), total)
+                progress(seen if steps is None else min((step + 1) * batch_size * procs, total), total)
     finally:
         if store is not None:
             store.close()

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = ["StatsState", "Precision", "LayerStats", "init", "batch_stats", "update", "merge", "merge_stack",
            "psum_merge", "check_shrinkage",
@@ -252,6 +253,10 @@ def precision(cov: jax.Array, count, shrinkage="oas", *, m4=None) -> Precision:
     return Precision(0.5 * (prec + prec.T), chol, rho, eig[-1] / eig[0])
 
 
+def _host_float64(state) -> bool:
+    return any(isinstance(a, np.ndarray) and a.dtype == np.float64 for a in state)
+
+
 class LayerStats(NamedTuple):
     """Finalized statistics of one layer.
 
@@ -277,7 +282,16 @@ class LayerStats(NamedTuple):
 
 
 def estimate(state: StatsState, *, shrinkage="oas") -> LayerStats:
-    """Finalizes a state: mean, unbiased covariance and the shrunk precision."""
+    """Finalizes a state: mean, unbiased covariance and the shrunk precision.
+
+    A host float64 state (what :func:`jaxviz.stats.collect.collect_stats` returns) is finalized in float64
+    and gives host float64 arrays, as :func:`jaxviz.stats.store.load_stats` does; anything else keeps
+    its dtype (and jits).
+    """
+    if not jax.config.jax_enable_x64 and _host_float64(state):
+        with jax.enable_x64(True):
+            est = estimate(StatsState(*(jnp.asarray(a) for a in state)), shrinkage=shrinkage)
+            return LayerStats(*(np.asarray(v) if isinstance(v, jax.Array) else v for v in est))
     mean, cov = finalize(state)
     est = precision(cov, state.count, shrinkage, m4=state.m4)
     return LayerStats(mean, cov, est.precision, est.chol, est.shrinkage, est.condition, state.count,
