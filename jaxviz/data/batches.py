@@ -22,6 +22,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from jaxviz.common.errors import DataError, UsageError
+from jaxviz.data.sources import check_shard
 
 __all__ = ["ArraySource", "IterableSource", "as_source", "as_uint8_images", "length"]
 
@@ -67,15 +68,6 @@ def as_uint8_images(item: Any, *, where: str = "batch", key: str | None = None) 
     raise DataError(f"{where}: images must be uint8 0..255 or float in [0, 1], got dtype {array.dtype}")
 
 
-def _check_shard(batch_size, start, shard_index, shard_count):
-    if batch_size < 1:
-        raise UsageError(f"batch_size= must be >= 1, got {batch_size}")
-    if shard_count < 1 or not 0 <= shard_index < shard_count:
-        raise UsageError(f"shard index {shard_index} is not in 0..{shard_count - 1}")
-    if start < 0:
-        raise UsageError(f"start must be >= 0, got {start}")
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class ArraySource:
     """A numpy array of images ``[N, S, S, 3]`` (uint8) as a source: sample ``i`` is ``images[i]``."""
@@ -92,7 +84,7 @@ class ArraySource:
     def batches(self, batch_size: int, *, start: int = 0, shard_index: int = 0,
                 shard_count: int = 1) -> Iterator[np.ndarray]:
         """Images ``start, start+1, ...`` of this shard (``i % shard_count == shard_index``), in batches."""
-        _check_shard(batch_size, start, shard_index, shard_count)
+        check_shard(batch_size, start, shard_index, shard_count)
         first = start + (shard_index - start) % shard_count
         mine = self.images[first::shard_count]
         return (mine[k:k + batch_size] for k in range(0, len(mine), batch_size))
@@ -159,7 +151,7 @@ class IterableSource:
 
         The stream is read once: a second call raises :class:`UsageError` (a generator cannot rewind).
         """
-        _check_shard(batch_size, start, shard_index, shard_count)
+        check_shard(batch_size, start, shard_index, shard_count)
         if self._used:
             raise UsageError("this iterable source was already read (a generator cannot be read twice); "
                              "pass a new iterable or a numpy array")

@@ -21,7 +21,7 @@ from jaxviz.common.errors import DataError, UsageError
 from jaxviz.data.folders import FolderScan, scan_folder
 from jaxviz.common.images import EVAL_CROP_FRACTION, decode_image_bytes, read_image, resize_center_crop
 
-__all__ = [
+__all__ = ["check_shard", 
     "EMBEDDED_PHOTOS", "embedded_photos", "DataError", "open_source", "PhotoSource",
     "FolderSource", "TfdsSource", "FolderScan", "scan_folder", "build_tfds_from_folder",
 ]
@@ -84,12 +84,7 @@ class _Batching:
         Returns:
           An iterator of uint8 arrays ``[B, size, size, 3]``, indices in increasing order.
         """
-        if batch_size < 1:
-            raise UsageError(f"batch size must be >= 1, got {batch_size}")
-        if shard_count < 1 or not 0 <= shard_index < shard_count:
-            raise UsageError(f"shard index {shard_index} is not in 0..{shard_count - 1}")
-        if start < 0:
-            raise UsageError(f"start must be >= 0, got {start}")
+        check_shard(batch_size, start, shard_index, shard_count)
         first = start + (shard_index - start) % shard_count
         indices = range(first, len(self), shard_count)
         # A generator made here (not a generator function) so bad arguments fail at the call.
@@ -293,3 +288,13 @@ def build_tfds_from_folder(folder: str | os.PathLike, name: str, data_dir: str |
     from jaxviz.data import tfds as tfds_folder
 
     return tfds_folder.build_tfds_from_folder(folder, name, data_dir, **kwargs)
+
+
+def check_shard(batch_size: int, start: int, shard_index: int, shard_count: int) -> None:
+    """Raises :class:`UsageError` for a batch size, start or shard that cannot be read."""
+    if batch_size < 1:
+        raise UsageError(f"batch size must be >= 1, got {batch_size}")
+    if shard_count < 1 or not 0 <= shard_index < shard_count:
+        raise UsageError(f"shard index {shard_index} is not in 0..{shard_count - 1}")
+    if start < 0:
+        raise UsageError(f"start must be >= 0, got {start}")

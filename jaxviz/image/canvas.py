@@ -74,13 +74,7 @@ def source_points(transform, in_hw, points: jax.Array, *, key: jax.Array) -> jax
         _, M, t = transform.geometry(in_hw, key=key)
         return _affine(M, t, points)
     if isinstance(transform, T.RandomCrop):  # the draws of RandomCrop.__call__
-        h, w = in_hw
-        out = transform.out or h
-        k_side, k_centre = jax.random.split(key)
-        side = jax.random.uniform(k_side, (), jnp.float32, *transform.side)
-        centre = jnp.clip(0.5 + transform.centre_sd * jax.random.normal(k_centre, (2,)), side / 2, 1 - side / 2)
-        step = side * jnp.asarray([h, w], jnp.float32) / out
-        t = (centre - side / 2) * jnp.asarray([h, w], jnp.float32) + 0.5 * step - 0.5
+        _, step, t = transform.draw(in_hw, key=key)
         return points * step + t
     if isinstance(transform, T.RandomFlip):
         flipped = jax.random.bernoulli(key)

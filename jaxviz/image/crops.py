@@ -40,15 +40,19 @@ class RandomCrop:
 
     affine = False  # not fusable: see the class docstring
 
-    def __call__(self, image, *, key):
-        h, w = image.shape[:2]
+    def draw(self, hw, *, key):
+        """``(out, step, t)``: output side, and output pixel ``q`` samples the input at ``q * step + t``."""
+        h, w = hw
         out = self.out or h
         k_side, k_centre = jax.random.split(key)
         side = jax.random.uniform(k_side, (), jnp.float32, *self.side)
         centre = jnp.clip(0.5 + self.centre_sd * jax.random.normal(k_centre, (2,)), side / 2, 1 - side / 2)
         # output pixel q samples the input at top-left + (q + 0.5) * step - 0.5 (pixel centres)
         step = side * jnp.asarray([h, w], jnp.float32) / out
-        t = (centre - side / 2) * jnp.asarray([h, w], jnp.float32) + 0.5 * step - 0.5
+        return out, step, (centre - side / 2) * jnp.asarray([h, w], jnp.float32) + 0.5 * step - 0.5
+
+    def __call__(self, image, *, key):
+        out, step, t = self.draw(image.shape[:2], key=key)
         M = jnp.diag(step)
         return bilinear(image, jax.lax.stop_gradient(M), jax.lax.stop_gradient(t), (out, out), None)
 

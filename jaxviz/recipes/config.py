@@ -79,8 +79,13 @@ class RenderConfig:
             fields.pop("redirect_steps")
         return {k: v for k, v in fields.items() if v is not None}  # unset parts are the recipe's
 
-    def check(self) -> None:
-        """Raises :class:`UsageError` (naming the field) for values that cannot run."""
+    def check(self, model=None) -> None:
+        """Raises :class:`UsageError` (naming the field) for values that cannot run (on ``model``, if given)."""
+        if model is not None:
+            low = min_size(model)
+            if isinstance(self.size, bool) or not isinstance(self.size, (int, np.integer)) or not (
+                    low <= self.size <= MAX_SIZE):
+                raise UsageError(f"size {self.size!r} is outside {low}..{MAX_SIZE} px for {model.name}")
         def whole(name, low, high=None):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (

@@ -128,15 +128,11 @@ def _group_name(objective) -> str:
 
 def _check_group_inputs(model, targets, config):
     """The checks of :func:`jaxviz.render.render_images` that apply here (steps, size, layers, indices)."""
-    from jaxviz.recipes.config import MAX_SIZE, min_size
 
-    config.check()
+
+    config.check(model)
     if config.steps < 1:
         raise UsageError("RenderConfig.steps must be at least 1")
-    low = min_size(model)
-    if isinstance(config.size, bool) or not isinstance(config.size, (int, np.integer)) or not (
-            low <= config.size <= MAX_SIZE):
-        raise UsageError(f"size {config.size!r} is outside {low}..{MAX_SIZE} px for {model.name}")
     if not targets:
         raise UsageError("targets is empty")
     for t in targets:

@@ -31,7 +31,7 @@ from jaxviz import registry
 from jaxviz.image import transforms as transforms_lib
 from jaxviz.common.errors import NonFiniteLossError, UsageError
 from jaxviz.common.checkpoint import fingerprint
-from jaxviz.recipes.config import MAX_SIZE, RenderConfig, min_size
+from jaxviz.recipes.config import RenderConfig
 from jaxviz.report.result import RenderResult
 from jaxviz.render.step import AXIS, Programs, compile_programs
 
@@ -71,13 +71,9 @@ def _group_by_structure(targets) -> list[list[int]]:
 
 
 def _check_inputs(model, targets, config, prior, seeded=False):
-    config.check()
+    config.check(model)
     if config.steps == 0 and not seeded:
         raise UsageError("RenderConfig.steps must be at least 1 (0 is allowed only with init_images)")
-    low = min_size(model)
-    if isinstance(config.size, bool) or not isinstance(config.size, (int, np.integer)) or not (
-            low <= config.size <= MAX_SIZE):
-        raise UsageError(f"size {config.size!r} is outside {low}..{MAX_SIZE} px for {model.name}")
     if not targets:
         raise UsageError("targets is empty")
     for t in targets:
