@@ -35,7 +35,7 @@ from jaxviz.errors import UsageError
 __all__ = ["Prior", "LayerMoments", "NoPrior", "OutlierPrior", "MahalanobisPrior", "BatchNormPrior", "none",
            "outliers", "mahalanobis", "batchnorm_prior", "moments", "load_moments", "build", "describe", "PRIORS"]
 
-PRIORS = ("none", "outliers", "mahalanobis", "bn")
+PRIORS = ("none", "outliers", "mahalanobis", "bn", "bn-batch", "quantile", "gaussian")
 
 
 @runtime_checkable
@@ -417,7 +417,7 @@ def mahalanobis(stats, *, model=None, layers=None, view: str | None = None, **op
 
 
 def build(name: str, *, model, stats_dir: str | None = None, layers=None, **options):
-    """The prior called ``name`` (``none``, ``outliers``, ``mahalanobis``, ``bn``) for ``model``.
+    """The prior called ``name`` (one of :data:`PRIORS`) for ``model``.
 
     Args:
       name: prior name.
@@ -443,7 +443,10 @@ def build(name: str, *, model, stats_dir: str | None = None, layers=None, **opti
                                  "(pass stats_dir= / --stats DIR; make them with `jaxviz stats`)")
             layers = stats_store.SHIPPED_PRIOR_LAYERS if layers is None else layers
         return registry.build("prior", name, stats=stats_dir, model=model, layers=layers, **options)
-    if name == "bn":
+    if name in ("quantile", "gaussian"):  # jaxviz.prior_quantile, jaxviz.prior_gaussian_match
+        sources = {"stats": stats_dir, **({"quantiles": stats_dir} if name == "quantile" else {})} if stats_dir else {}
+        return registry.build("prior", name, model=model, layers=layers, **sources, **options)
+    if name in ("bn", "bn-batch"):
         return registry.build("prior", name, model=model, **options)
     return registry.build("prior", name, **options)
 

@@ -32,8 +32,11 @@ def _transforms() -> dict[str, Callable]:
 def _priors() -> dict[str, Callable]:
     from jaxviz import priors
 
+    from jaxviz import prior_bn_batch, prior_gaussian_match, prior_quantile
+
     return {"none": priors.none, "outliers": priors.outliers, "mahalanobis": priors.mahalanobis,
-            "bn": priors.batchnorm_prior}
+            "bn": priors.batchnorm_prior, "bn-batch": prior_bn_batch.pooled_batchnorm_prior,
+            "quantile": prior_quantile.quantile, "gaussian": prior_gaussian_match.gaussian_match}
 
 
 def _recipes() -> dict[str, Callable]:

@@ -8,7 +8,7 @@ import re
 from jaxviz.cli._common import add_model_flag, number, whole
 from jaxviz.errors import UsageError
 
-PRIORS = ("none", "outliers", "mahalanobis", "bn")  # the registry's names (tests/test_cli.py checks they agree)
+PRIORS = ("none", "outliers", "mahalanobis", "bn", "bn-batch", "quantile", "gaussian")  # the registry's names (tests/test_cli.py checks they agree)
 
 
 def register(sub) -> None:
