@@ -320,11 +320,11 @@ class QuantilePrior:
     def report(self, features, state):
         out = {"quantile": jnp.zeros(())}
         for layer, entry in self.layers_.items():
-            out["quantile"] = out["quantile"] + jnp.mean(self._per_channel(features[layer], entry.quantiles)) / len(
-                self.layers_)
-            if self.channels == "outliers":
+            per = self._per_channel(features[layer], entry.quantiles)
+            out["quantile"] = out["quantile"] + jnp.mean(per) / len(self.layers_)
+            if self.channels == "outliers":  # metrics.json lists the matched channels with their final loss
                 out[f"times/{layer}"] = state.times[layer]
-                out[f"score/{layer}"] = state.times[layer]
+                out[f"score/{layer}"] = state.times[layer] * per
         if self.channels == "outliers":
             out["rounds"] = state.rounds
         return out

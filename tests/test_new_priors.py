@@ -247,3 +247,32 @@ def test_gaussian_prior_defaults_and_refusals(lite0):
         gm.gaussian_match(model=lite0, distance="w1")
     with pytest.raises(UsageError, match="weight"):
         gm.gaussian_match(model=lite0, weight=-1)
+
+
+def test_prior_names_and_recipes_build_the_new_priors(lite0):
+    from jaxviz import priors, recipes, registry
+
+    assert {"quantile", "gaussian", "bn-batch"} <= set(registry.names("prior")) == set(priors.PRIORS)
+    q = priors.build("quantile", model=lite0, weight=0.5)
+    assert isinstance(q, pq.QuantilePrior) and q.weight == 0.5 and q.layers == stats_store.SHIPPED_PRIOR_LAYERS
+    g = priors.build("gaussian", model=lite0, layers=["blocks.4"], distance="kl")
+    assert isinstance(g, gm.GaussianMatchPrior) and g.layers == ("blocks.4",)
+    recipe = recipes.get("quantile", size=64, channels="outliers", k=4)
+    assert recipe.name == "quantile" and recipe.crops_per_step == 4  # the MaCo base
+    assert isinstance(recipe.prior(lite0), pq.QuantilePrior) and recipe.prior(lite0).channels == "outliers"
+    assert isinstance(recipes.get("gaussian", base="lucid").prior(lite0), gm.GaussianMatchPrior)
+    with pytest.raises(UsageError, match="bad options for recipe 'gaussian'"):
+        recipes.get("gaussian", lam=3)
+    with pytest.raises(UsageError, match="unknown base recipe"):
+        recipes.get("quantile", base="outliers")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["quantile", "gaussian"])
+def test_new_priors_render_on_lite0(lite0, name):
+    from jaxviz import objectives, priors, render
+
+    prior = priors.build(name, model=lite0)
+    result = render.render(lite0, [objectives.class_logit(207)], prior=prior,
+                           config=render.RenderConfig(size=64, steps=4, chunk_steps=4))
+    assert np.all(np.isfinite(result.images)) and np.all(np.isfinite(result.trace)) and result.trace_name == prior.trace_name
