@@ -29,7 +29,7 @@ def add_render_flags(p) -> None:
     p.add_argument("--param", default="fourier", choices=("pixel", "fourier", "maco"),
                    help="image parameterization (default fourier)")
     p.add_argument("--prior", default="none", choices=PRIORS, help="prior against unnatural images (default none)")
-    p.add_argument("--stats", metavar="DIR", help="statistics from `jaxviz stats` (for --prior outliers/mahalanobis; "
+    p.add_argument("--stats", metavar="DIR", help="statistics from `jaxviz stats` (for --prior outliers/mahalanobis/gaussian/quantile; "
                    "default: the shipped ImageNet statistics of the model, layers blocks.2,blocks.4)")
     p.add_argument("--stats-layers", metavar="L1,L2",
                    help="use only these layers of the statistics (default: all of --stats; blocks.2,blocks.4 of the "
