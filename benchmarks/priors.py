@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     best = {name: min(run[2]) for name, run in runs.items()}
     print(f"\nLite0, {args.size} px, {launch} images on {len(devices)} {devices[0].platform} device(s), "
           f"best of {args.repeats} chunks of {args.steps} steps (ms per image-pass)")
-    print(f"| prior | ms / pass | median | base | × base |\n|---|---:|---:|---|---:|")
+    print("| prior | ms / pass | median | base | × base |\n|---|---:|---:|---|---:|")
     for name, times in ((n, r[2]) for n, r in runs.items()):
         base = BASES.get(name, "none")
         print(f"| {name} | {best[name]:.1f} | {np.median(times):.1f} | {base} | {best[name] / best[base]:.2f} |")

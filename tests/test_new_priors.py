@@ -175,7 +175,8 @@ def test_shipped_quantiles_agree_with_the_shipped_moments(lite0):
         sd = np.sqrt(np.diag(moments[layer].cov))
         np.testing.assert_allclose(q.mean, moments[layer].mean, atol=0.05 * sd.max() + 1e-3)
         np.testing.assert_allclose(q.std, sd, rtol=0.1, atol=1e-3)
-    meta = json.loads(open(os.path.join(folder, pq.QUANTILES_FILE)).read())
+    with open(os.path.join(folder, pq.QUANTILES_FILE)) as f:
+        meta = json.load(f)
     assert meta["run"]["images"] == 1000 and "ship_stats.py" in meta["command"]
 
 
@@ -212,7 +213,7 @@ def test_gaussian_gradients_are_finite_and_match_finite_differences():
                     (gm.gaussian_kl, lambda a: _np_kl(a, mu, sigma))):
         with jax.enable_x64(True):
             g64 = gm.NaturalGaussian(*(jnp.asarray(np.asarray(v), jnp.float64) for v in g))
-            grad = np.asarray(jax.grad(lambda a: fn(a, g64))(jnp.asarray(x, jnp.float64)))
+            grad = np.asarray(jax.grad(lambda a, fn=fn, g64=g64: fn(a, g64))(jnp.asarray(x, jnp.float64)))
         for idx in [(0, 0), (7, 3), (39, 4)]:
             e = np.zeros_like(x)
             e[idx] = 1e-6
@@ -221,7 +222,7 @@ def test_gaussian_gradients_are_finite_and_match_finite_differences():
     # rank-deficient and constant images (repeated / zero eigenvalues): gradients stay finite
     for a in (rng.normal(size=(3, c)), np.ones((16, c))):
         for fn in (gm.bures_wasserstein, gm.gaussian_kl):
-            grad = jax.grad(lambda z: fn(z, g))(jnp.asarray(a, jnp.float32))
+            grad = jax.grad(lambda z, fn=fn: fn(z, g))(jnp.asarray(a, jnp.float32))
             assert np.all(np.isfinite(np.asarray(grad)))
 
 
