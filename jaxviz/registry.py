@@ -35,8 +35,11 @@ def _transforms() -> dict[str, Callable]:
 def _priors() -> dict[str, Callable]:
     from jaxviz import priors
 
+    from jaxviz.priors import bn_batch as prior_bn_batch, gaussian as prior_gaussian_match, quantile as prior_quantile
+
     return {"none": priors.none, "outliers": priors.outliers, "mahalanobis": priors.mahalanobis,
-            "bn": priors.batchnorm_prior}
+            "bn": priors.batchnorm_prior, "bn-batch": prior_bn_batch.pooled_batchnorm_prior,
+            "quantile": prior_quantile.quantile, "gaussian": prior_gaussian_match.gaussian_match}
 
 
 def _recipes() -> dict[str, Callable]:
@@ -99,7 +102,7 @@ def resolve(kind: str, value: Any, *, argument: str, protocol: type | None = Non
 
 
 def build_prior(name: str, *, model, stats_dir: str | None = None, layers=None, **options):
-    """The prior called ``name`` (``none``, ``outliers``, ``mahalanobis``, ``bn``) for ``model``.
+    """The prior called ``name`` (one of ``names("prior")``) for ``model``.
 
     Args:
       name: prior name.
@@ -123,6 +126,9 @@ def build_prior(name: str, *, model, stats_dir: str | None = None, layers=None, 
                                  "(pass stats_dir= / --stats DIR; make them with `jaxviz stats`)")
             layers = stats_store.SHIPPED_PRIOR_LAYERS if layers is None else layers
         return build("prior", name, stats=stats_dir, model=model, layers=layers, **options)
-    if name == "bn":
+    if name in ("quantile", "gaussian"):  # jaxviz.priors.quantile, jaxviz.priors.gaussian
+        sources = {"stats": stats_dir, **({"quantiles": stats_dir} if name == "quantile" else {})} if stats_dir else {}
+        return build("prior", name, model=model, layers=layers, **sources, **options)
+    if name in ("bn", "bn-batch"):
         return build("prior", name, model=model, **options)
     return build("prior", name, **options)

@@ -141,7 +141,7 @@ def test_crops_per_step_average_gradients_before_one_update():
 
 
 def test_recipe_budget_and_names():
-    assert recipes.NAMES == ("lucid", "maco", "deepinversion", "jaxviz", "outliers")
+    assert recipes.NAMES == ("lucid", "maco", "deepinversion", "jaxviz", "outliers", "quantile", "gaussian")
     assert registry.names("recipe") == recipes.NAMES
     lucid = registry.build("recipe", "lucid")
     assert lucid.steps == 512 and lucid.size == 128 and lucid.passes == 512

@@ -8,7 +8,7 @@ import re
 from jaxviz.cli._common import add_model_flag, number, whole
 from jaxviz.common.errors import UsageError
 
-PRIORS = ("none", "outliers", "mahalanobis", "bn")  # the registry's names (tests/test_cli.py checks they agree)
+PRIORS = ("none", "outliers", "mahalanobis", "bn", "bn-batch", "quantile", "gaussian")  # the registry's names (tests/test_cli.py checks they agree)
 
 
 def register(sub) -> None:
@@ -36,7 +36,7 @@ def add_render_flags(p) -> None:
                    help="image parameterization (default: the recipe's)")
     p.add_argument("--prior", default=None, choices=PRIORS,
                    help="prior against unnatural images (default: the recipe's; none for maco)")
-    p.add_argument("--stats", metavar="DIR", help="statistics from `jaxviz stats` (for --prior outliers/mahalanobis; "
+    p.add_argument("--stats", metavar="DIR", help="statistics from `jaxviz stats` (for --prior outliers/mahalanobis/gaussian/quantile; "
                    "default: the shipped ImageNet statistics of the model, layers blocks.2,blocks.4)")
     p.add_argument("--stats-layers", metavar="L1,L2",
                    help="use only these layers of the statistics (default: all of --stats; blocks.2,blocks.4 of the "

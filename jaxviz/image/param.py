@@ -91,8 +91,8 @@ class Pixel:
 
     def inverse(self, image):
         """Params whose image is ``image`` ``[size, size, 3]`` in ``[0, 1]`` (within 0.5/255)."""
-        logits = _logit(image)
-        return rgb_to_decorrelated(logits) if self.decorrelate else logits
+        values = image if self.squash == "clip" else _logit(image)  # clip: the params are the image
+        return rgb_to_decorrelated(values) if self.decorrelate else values
 
 
 def _choice(value, allowed, what: str) -> str:

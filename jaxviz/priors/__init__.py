@@ -2,8 +2,11 @@
 
 - :mod:`~jaxviz.priors.base`: the protocol, ``none()``, statistics → ``LayerMoments``, ``describe``;
 - :mod:`~jaxviz.priors.outliers`: the method (suppress the shallow outlier neurons);
-- :mod:`~jaxviz.priors.gaussian`: ablation, the whole Mahalanobis distance;
-- :mod:`~jaxviz.priors.bn`: DeepInversion's BatchNorm prior.
+- :mod:`~jaxviz.priors.mahalanobis`: ablation, the whole Mahalanobis distance;
+- :mod:`~jaxviz.priors.quantile`: push the image's per-channel distributions toward the photos' (sort-matching);
+- :mod:`~jaxviz.priors.gaussian`: the image's feature mean and covariance against the photos' (Bures / KL);
+- :mod:`~jaxviz.priors.bn`, :mod:`~jaxviz.priors.bn_batch`: DeepInversion's BatchNorm prior, per image and
+  pooled over the batch.
 
 A new prior is a new file here with a frozen dataclass satisfying :class:`Prior`; give it a name for
 the CLI in :mod:`jaxviz.registry`.
@@ -12,11 +15,15 @@ the CLI in :mod:`jaxviz.registry`.
 from jaxviz.priors.base import *  # noqa: F401,F403
 from jaxviz.priors.base import __all__ as _base_all
 from jaxviz.priors.bn import BatchNormPrior, batchnorm_prior
-from jaxviz.priors.gaussian import MahalanobisPrior, mahalanobis
+from jaxviz.priors.bn_batch import PooledBatchNormPrior, pooled_batchnorm_prior
+from jaxviz.priors.gaussian import GaussianMatchPrior, gaussian_match
+from jaxviz.priors.mahalanobis import MahalanobisPrior, mahalanobis
 from jaxviz.priors.outliers import OutlierPrior, outliers
+from jaxviz.priors.quantile import QuantilePrior, quantile
 
 __all__ = [*_base_all, "OutlierPrior", "outliers", "MahalanobisPrior", "mahalanobis", "BatchNormPrior",
-           "batchnorm_prior"]
+           "batchnorm_prior", "PooledBatchNormPrior", "pooled_batchnorm_prior", "GaussianMatchPrior", "gaussian_match",
+           "QuantilePrior", "quantile"]
 
 
 def __getattr__(name):

@@ -201,7 +201,7 @@ def describe(info: Mapping[str, "jax.Array"], index: int, *, top: int = 10) -> d
                 if times[j] > 0:
                     suppressed.append({"layer": layer, "channel": int(j), "count": int(times[j]),
                                        "mean_contribution": round(float(score[j] / times[j]), 4)})
-        elif key in ("d2", "bn_loss", "rounds"):
+        elif key in ("d2", "bn_loss", "rounds", "quantile", "gauss"):
             record[key] = round(float(np.asarray(value[index])), 5)
         elif key == "outlier_map_canvas":
             record["outlier_map_coordinates"] = "canvas" if bool(np.asarray(value[index])) else "model input"

@@ -34,7 +34,8 @@ What each recipe keeps from its source and what it scales down:
   2,000 steps (``setting_id`` 1) → 512, warm-up 100 → 5 % of the steps. Its class objective is
   the cross entropy (:func:`class_log_probability`, ``Recipe.target``): unlike a logit, it stops
   pushing once the class is certain, and the priors then clean the image. DeepInversion pools the
-  BN moments over a batch of 84+ images; here they are per image.
+  BN moments over a batch of 84+ images; here they are per image, or with ``pooled=True`` pooled
+  over the batch of targets optimized together (:mod:`jaxviz.priors.bn_batch`).
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ from jaxviz.image import param
 from jaxviz.image import transforms
 from jaxviz.common.errors import UsageError
 
-__all__ = ["Recipe", "Optimizer", "DEFAULT", "NAMES", "RECIPES", "get", "resolve", "lucid", "maco", "deepinversion", "project_box",
+__all__ = ["Recipe", "Optimizer", "DEFAULT", "NAMES", "RECIPES", "get", "resolve", "lucid", "maco", "deepinversion",
+           "quantile", "gaussian", "project_box",
            "ClassLogProbability", "class_log_probability",
            "total_variation_l2", "l2_norm", "deepinversion_penalty", "TORCHVISION_MEAN", "TORCHVISION_STD"]
 
@@ -308,8 +310,22 @@ def maco(*, size: int = 224) -> Recipe:
               f"crop side uniform 0.6-1.0 instead of 0.5 -> 0.05 over the steps (measured better at this budget).")
 
 
-def deepinversion(*, size: int = 224) -> Recipe:
-    """DeepInversion's ImageNet inversion, scaled to 512 steps (see the module docstring)."""
+def deepinversion(*, size: int = 224, pooled: bool = False) -> Recipe:
+    """DeepInversion's ImageNet inversion, scaled to 512 steps (see the module docstring).
+
+    Args:
+      size: canvas side.
+      pooled: BN moments pooled over the batch, as DeepInversion does
+        (:mod:`jaxviz.priors.bn_batch`; the batch is one launch, ``RenderConfig.batch_size`` targets);
+        default per image.
+    """
+    if pooled:
+        from jaxviz.priors import bn_batch as prior_bn_batch
+
+        recipe = deepinversion(size=size)
+        return dataclasses.replace(
+            recipe, prior=lambda model: prior_bn_batch.pooled_batchnorm_prior(model, weight=0.01, first_weight=10.0),
+            notes=recipe.notes.replace("per-image BN moments", "BN moments pooled over the batch (one launch)"))
     return Recipe(
         name="deepinversion",
         parameterization=param.pixel(sd=_TORCHVISION_UNIT, squash="clip"),
@@ -345,8 +361,9 @@ def outliers(*, size: int = 224, base: str = "maco", stats: str | None = None, v
       layers: the statistics' layers to use (default: the shipped default for ``pixel``, else all).
       **prior_options: :class:`jaxviz.priors.OutlierPrior` options (``weight``, ``k``, ``penalty``...).
     """
-    if base not in RECIPES or base == "outliers":
-        raise UsageError(f"unknown base recipe '{base}' (choose {', '.join(n for n in RECIPES if n != 'outliers')})")
+    if base not in RECIPES or base in _STATISTICS_RECIPES:
+        raise UsageError(f"unknown base recipe '{base}' (choose "
+                         f"{', '.join(n for n in RECIPES if n not in _STATISTICS_RECIPES)})")
     recipe = RECIPES[base](size=size)
     priors.check_options("outliers", priors.OutlierPrior, **prior_options)
 
@@ -366,8 +383,38 @@ def outliers(*, size: int = 224, base: str = "maco", stats: str | None = None, v
                                notes=f"{base} recipe + outlier prior ({described}).")
 
 
+def _statistics_recipe(name: str, factory: Callable, *, size: int, base: str, options: dict) -> Recipe:
+    """``base``'s recipe plus the prior ``factory(model=..., **options)`` (checked now, built per model)."""
+    if base not in RECIPES or base in _STATISTICS_RECIPES:
+        raise UsageError(f"unknown base recipe '{base}' (choose lucid, maco, deepinversion, jaxviz)")
+    try:
+        inspect.signature(factory).bind(model=None, **options)
+    except TypeError as e:
+        raise UsageError(f"bad options for recipe '{name}': {e}") from None
+    described = ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
+    return dataclasses.replace(RECIPES[base](size=size), name=name, prior=lambda model: factory(model=model, **options),
+                               notes=f"{base} recipe + {name} prior ({described}).")
+
+
+def quantile(*, size: int = 224, base: str = "maco", **prior_options) -> Recipe:
+    """``base``'s recipe plus the quantile-matching prior (:func:`jaxviz.priors.quantile.quantile` options)."""
+    from jaxviz.priors import quantile as prior_quantile
+
+    return _statistics_recipe("quantile", prior_quantile.quantile, size=size, base=base, options=prior_options)
+
+
+def gaussian(*, size: int = 224, base: str = "maco", **prior_options) -> Recipe:
+    """``base``'s recipe plus joint Gaussian matching (:func:`jaxviz.priors.gaussian.gaussian_match` options)."""
+    from jaxviz.priors import gaussian as prior_gaussian_match
+
+    return _statistics_recipe("gaussian", prior_gaussian_match.gaussian_match, size=size, base=base,
+                              options=prior_options)
+
+
+_STATISTICS_RECIPES = ("outliers", "quantile", "gaussian")
 RECIPES: dict[str, Callable[..., Recipe]] = {"lucid": lucid, "maco": maco, "deepinversion": deepinversion,
-                                             "jaxviz": jaxviz, "outliers": outliers}
+                                             "jaxviz": jaxviz, "outliers": outliers, "quantile": quantile,
+                                             "gaussian": gaussian}
 NAMES: tuple[str, ...] = tuple(RECIPES)
 
 

@@ -5,6 +5,11 @@
 programs :func:`jaxviz.render.render_images` runs for a batch of targets of one structure: ``init``,
 ``run_chunk`` (up to ``chunk_steps`` steps in one ``fori_loop``) and ``final``, each sharded over a
 mesh whose one axis, ``"targets"``, splits the batch. Use them directly to drive your own loop.
+
+A batch-level prior (``prior.pooled``, e.g. :mod:`jaxviz.priors.bn_batch`) is called as
+``prior.apply(features, state, step, pool=pool)``: ``pool(tree)`` sums a pytree over the images of
+the launch (vmapped along :data:`IMAGES`, also on CPU, and over the devices), padded slots excluded,
+with an identity backward pass (each image gets the gradient of the one pooled term).
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from jaxviz.common.errors import UsageError
 from jaxviz.recipes.config import COMPUTE_DTYPES
 
 __all__ = ["RenderState", "Programs", "make_step", "compile_programs", "step_key", "model_input", "vectorize_images", "AXIS",
-           "COMPUTE_DTYPES", "PullToward"]
+           "COMPUTE_DTYPES", "PullToward", "IMAGES", "batch_pool"]
 
 AXIS = "targets"  # the mesh axis the targets are sharded over
+IMAGES = "images"  # the vmap axis of a device's images when a batch-level prior pools over them
 
 
 class RenderState(NamedTuple):
@@ -101,8 +107,30 @@ def _scalar(value, what: str) -> jax.Array:
     return value
 
 
+def batch_pool(key: jax.Array, axes: tuple[str, ...]) -> Callable:
+    """``pool(tree)``: the sum of ``tree`` over the images of the batch along ``axes`` (see module docstring).
+
+    A slot counts once per distinct step key: the padded slots of a launch repeat the last target
+    and its key, so they are left out (weight 0, and no gradient from the pooled term).
+    """
+    data = jax.random.key_data(key).reshape(-1)
+    n, me = jax.lax.axis_size(axes), jax.lax.axis_index(axes)
+    table = jax.lax.psum(jnp.zeros((n, data.shape[0]), data.dtype).at[me].set(data), axes)
+    weight = (jnp.argmax(jnp.all(table == data, axis=1)) == me).astype(jnp.float32)
+
+    def pool(tree):
+        def one(x):
+            mine = weight.astype(x.dtype) * x
+            return mine + jax.lax.stop_gradient(jax.lax.psum(mine, axes) - mine)
+
+        return jax.tree.map(one, tree)
+
+    return pool
+
+
 def make_step(model, objective, *, parameterization, transform, optimizer: optax.GradientTransformation, prior,
-              image_penalty: Callable[[jax.Array], Any] | None = None, compute_dtype=None, redirect: bool = False):
+              image_penalty: Callable[[jax.Array], Any] | None = None, compute_dtype=None, redirect: bool = False,
+              pool_axes: tuple[str, ...] | None = None):
     """The optimization step for ONE image (vmap or map it over targets).
 
     Args:
@@ -118,6 +146,8 @@ def make_step(model, objective, *, parameterization, transform, optimizer: optax
         are cast back to float32 before the objective and prior. ``None``: as given.
       redirect: redirected ReLU gradients (units that start dead can still move); needs a model with
         ``apply_redirected``.
+      pool_axes: for a batch-level prior (``prior.pooled``), the named axes its images are mapped
+        over (the step then runs under ``vmap``/``shard_map`` with these names); ``None``: per image.
 
     Returns:
       ``step(model_params, state: RenderState, objective, key) -> (state, (value, trace))``.
@@ -131,7 +161,9 @@ def make_step(model, objective, *, parameterization, transform, optimizer: optax
         seen = transform(image, key=key)
         features = _features(model, model_params, model_input(model, seen), layers, compute_dtype, redirect)
         value = _scalar(obj(features), "the objective")
-        if maps_canvas(prior, transform):  # the prior's outlier map counts canvas cells, not crop positions
+        if pool_axes and getattr(prior, "pooled", False):
+            penalty, prior_state, trace = prior.apply(features, prior_state, step, pool=batch_pool(key, pool_axes))
+        elif maps_canvas(prior, transform):  # the prior's outlier map counts canvas cells, not crop positions
             locate = functools.partial(canvas_lib.canvas_cells, transform, image.shape[:2], seen.shape[:2], key=key)
             penalty, prior_state, trace = prior.apply(features, prior_state, step, locate=locate)
         else:
@@ -179,15 +211,16 @@ def vectorize_images(platform: str) -> bool:
     return platform != "cpu"
 
 
-def _over_images(fn, batched: bool):
+def _over_images(fn, batched: bool, axis_name: str | None = None):
     """Maps a one-target function over a device's local targets.
 
     On CPU the images run one after another (``lax.map``): every image then runs the very same
     compiled computation whatever the number of devices, so sharding does not change a single
-    bit, and CPU convolutions gain nothing from batching. On GPU/TPU they are vmapped.
+    bit, and CPU convolutions gain nothing from batching. On GPU/TPU they are vmapped, and so
+    they are everywhere with ``axis_name`` (a batch-level prior pools over it).
     """
-    if batched:
-        return jax.vmap(fn)
+    if batched or axis_name:
+        return jax.vmap(fn, axis_name=axis_name)
     return lambda *args: jax.lax.map(lambda a: fn(*a), args)
 
 
@@ -223,6 +256,9 @@ def compile_programs(model, objective, *, parameterization, transform, optimizer
     options = hardware.compiler_options(mesh.devices.flat)
     parts = dict(parameterization=parameterization, transform=transform, optimizer=optimizer, prior=prior,
                  image_penalty=image_penalty, compute_dtype=dtype)
+    pooled = bool(getattr(prior, "pooled", False))
+    if pooled:
+        parts["pool_axes"] = (AXIS, IMAGES)
     step_fns = {False: make_step(model, objective, **parts)}
     if redirect:
         step_fns[True] = make_step(model, objective, **parts, redirect=True)
@@ -264,7 +300,7 @@ def compile_programs(model, objective, *, parameterization, transform, optimizer
     def chunk_program(step_fn):
         def run_chunk_sharded(n_steps, model_params, state, obj, keys):
             one = functools.partial(_run_image, step_fn, n_steps, chunk_steps, model_params)
-            return _over_images(one, batched)(state, obj, keys)
+            return _over_images(one, batched, IMAGES if pooled else None)(state, obj, keys)
 
         return jax.jit(_sharded(mesh, run_chunk_sharded, 3, n_replicated=2), donate_argnums=(2,),
                        compiler_options=options)
