@@ -42,29 +42,24 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Sequence
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import optax
 
-from flax import struct
 
 from jaxviz import objectives, priors
 from jaxviz.image import param
 from jaxviz.image import transforms
 from jaxviz.common.errors import UsageError
+from jaxviz.recipes.parts import (TORCHVISION_MEAN, TORCHVISION_STD, TORCHVISION_UNIT, ClassLogProbability,
+                                   class_log_probability, deepinversion_optimizer, deepinversion_penalty, l2_norm,
+                                   project_box, total_variation_l2)
 
 __all__ = ["Recipe", "Optimizer", "DEFAULT", "NAMES", "RECIPES", "get", "resolve", "lucid", "maco", "deepinversion",
            "quantile", "gaussian", "project_box",
            "ClassLogProbability", "class_log_probability",
            "total_variation_l2", "l2_norm", "deepinversion_penalty", "TORCHVISION_MEAN", "TORCHVISION_STD"]
 
-# torchvision's input normalization, the units DeepInversion's coefficients are given in
-TORCHVISION_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-TORCHVISION_STD = np.array([0.229, 0.224, 0.225], np.float32)
-_TORCHVISION_UNIT = float(TORCHVISION_STD.mean())  # one normalized unit in [0, 1] pixels
 
 # The recipe `render`, `jaxviz.visualize` and `jaxviz visualize` use unless told otherwise: the best
 # one measured in README "Experiments" (the realism table: MaCo leads every baseline on transfer
@@ -89,7 +84,7 @@ class Optimizer:
 
     def __call__(self, steps: int) -> optax.GradientTransformation:
         if self.name == "deepinversion":
-            return _deepinversion_optimizer(steps, self.learning_rate)
+            return deepinversion_optimizer(steps, self.learning_rate)
         return getattr(optax, self.name)(self.learning_rate, **dict(self.options))
 
     def __repr__(self):
@@ -198,80 +193,6 @@ class Recipe:
 # ---------------------------------------------------------------------------- building blocks
 
 
-class _Empty(NamedTuple):
-    pass
-
-
-@struct.dataclass
-class ClassLogProbability(objectives.Objective):
-    """``log softmax(logits)[index]``: minus the cross entropy of the class (DeepInversion's loss)."""
-
-    index: Any
-    layer: str = struct.field(pytree_node=False, default="logits")
-
-    @property
-    def layers(self):
-        return (self.layer,)
-
-    def __call__(self, features):
-        logits = features[self.layer]
-        return jnp.take(jax.nn.log_softmax(logits, axis=-1), self.index, axis=-1).mean()
-
-    def __repr__(self):
-        return f"class_log_probability({self.index})"
-
-
-def class_log_probability(index: int, layer: str = "logits") -> ClassLogProbability:
-    """A :class:`ClassLogProbability` objective."""
-    return ClassLogProbability(index, layer)
-
-
-def project_box(low: float = 0.0, high: float = 1.0) -> optax.GradientTransformation:
-    """Changes updates so that ``params + updates`` lies in ``[low, high]`` (projected gradient steps).
-
-    Chain it last: ``optax.chain(optax.adam(lr), project_box(0, 1))``; DeepInversion clips its
-    pixels like this after every step.
-    """
-
-    def update(updates, state, params=None):
-        if params is None:
-            raise ValueError("project_box needs params")
-        return jax.tree.map(lambda u, p: jnp.clip(p + u, low, high) - p, updates, params), state
-
-    return optax.GradientTransformation(lambda params: _Empty(), update)
-
-
-def total_variation_l2(image: jax.Array) -> jax.Array:
-    """DeepInversion's ``loss_var_l2``: the sum of the L2 norms of the differences between each pixel
-    and its right, lower, lower-left and lower-right neighbours, over ``[H, W, C]``."""
-    diffs = (image[:, :-1] - image[:, 1:], image[:-1, :] - image[1:, :],
-             image[1:, :-1] - image[:-1, 1:], image[:-1, :-1] - image[1:, 1:])
-    return sum(jnp.sqrt(jnp.sum(d**2)) for d in diffs)
-
-
-def l2_norm(image: jax.Array) -> jax.Array:
-    """The L2 norm of the whole image (DeepInversion's ``loss_l2`` for one image)."""
-    return jnp.sqrt(jnp.sum(image**2))
-
-
-def deepinversion_penalty(*, tv_l2: float = 1e-4, l2: float = 1e-5) -> Callable[[jax.Array], jax.Array]:
-    """``f(image in [0,1]) = tv_l2 · TV-L2 + l2 · L2`` of the image in torchvision-normalized units."""
-
-    def penalty(image):
-        x = (image - jnp.asarray(TORCHVISION_MEAN)) / jnp.asarray(TORCHVISION_STD)
-        return tv_l2 * total_variation_l2(x) + l2 * l2_norm(x)
-
-    return penalty
-
-
-def _deepinversion_optimizer(steps: int, lr: float) -> optax.GradientTransformation:
-    # DeepInversion's lr_cosine_policy: linear warm-up from lr/warmup over `warmup` steps, then
-    # cosine to 0; its 100 warm-up steps of 2,000 are scaled to 5 % of ours
-    warmup = max(1, round(steps * 100 / 2000))
-    schedule = optax.warmup_cosine_decay_schedule(lr / warmup, lr, warmup, max(steps, warmup + 1), 0.0)
-    return optax.chain(optax.adam(schedule, b1=0.5, b2=0.9, eps=1e-8), project_box(0.0, 1.0))
-
-
 # ---------------------------------------------------------------------------------- recipes
 
 
@@ -328,9 +249,9 @@ def deepinversion(*, size: int = 224, pooled: bool = False) -> Recipe:
             notes=recipe.notes.replace("per-image BN moments", "BN moments pooled over the batch (one launch)"))
     return Recipe(
         name="deepinversion",
-        parameterization=param.pixel(sd=_TORCHVISION_UNIT, squash="clip"),
+        parameterization=param.pixel(sd=TORCHVISION_UNIT, squash="clip"),
         transform=transforms.deepinversion(shift=_canvas(size, 30)),
-        optimizer=Optimizer("deepinversion", 0.25 * _TORCHVISION_UNIT),
+        optimizer=Optimizer("deepinversion", 0.25 * TORCHVISION_UNIT),
         steps=512, size=size,
         prior=lambda model: priors.batchnorm_prior(model, weight=0.01, first_weight=10.0),
         image_penalty=lambda model: deepinversion_penalty(tv_l2=1e-4, l2=1e-5),
