@@ -36,7 +36,7 @@ class _VmappedNone:
 
 def _priors(model):
     from jaxviz import priors
-    from jaxviz.priors import bn_batch as prior_bn_batch, gaussian as prior_gaussian_match, quantile as prior_quantile
+    from jaxviz.priors import bn_batch as prior_bn_batch, gaussian as prior_gaussian_match, quantile_match as prior_quantile
 
     return {
         "none": priors.none(),

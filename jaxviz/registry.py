@@ -35,7 +35,7 @@ def _transforms() -> dict[str, Callable]:
 def _priors() -> dict[str, Callable]:
     from jaxviz import priors
 
-    from jaxviz.priors import bn_batch as prior_bn_batch, gaussian as prior_gaussian_match, quantile as prior_quantile
+    from jaxviz.priors import bn_batch as prior_bn_batch, gaussian as prior_gaussian_match, quantile_match as prior_quantile
 
     return {"none": priors.none, "outliers": priors.outliers, "mahalanobis": priors.mahalanobis,
             "bn": priors.batchnorm_prior, "bn-batch": prior_bn_batch.pooled_batchnorm_prior,
@@ -126,7 +126,7 @@ def build_prior(name: str, *, model, stats_dir: str | None = None, layers=None, 
                                  "(pass stats_dir= / --stats DIR; make them with `jaxviz stats`)")
             layers = stats_store.SHIPPED_PRIOR_LAYERS if layers is None else layers
         return build("prior", name, stats=stats_dir, model=model, layers=layers, **options)
-    if name in ("quantile", "gaussian"):  # jaxviz.priors.quantile, jaxviz.priors.gaussian
+    if name in ("quantile", "gaussian"):  # jaxviz.priors.quantile_match, jaxviz.priors.gaussian
         sources = {"stats": stats_dir, **({"quantiles": stats_dir} if name == "quantile" else {})} if stats_dir else {}
         return build("prior", name, model=model, layers=layers, **sources, **options)
     if name in ("bn", "bn-batch"):

@@ -6,7 +6,7 @@ TFDS split, for these layers:
 - every model: ``pixel`` view of every block output (``blocks.0`` ... last block);
 - efficientnet_lite0 also: ``patch3`` of blocks.2, 4, 5, 8 and ``pooled`` of blocks.5 ... blocks.15;
 - efficientnet_lite0 also: per-channel quantiles (``quantiles.json`` in its ``pixel`` folder) of
-  ``jaxviz.priors.quantile.QUANTILE_LAYERS`` (``--views quantiles`` makes only these).
+  ``jaxviz.priors.quantile_match.QUANTILE_LAYERS`` (``--views quantiles`` makes only these).
 
 Each ``stats.json`` records the exact ``jaxviz stats`` command that made it. Usage (README "The method")::
 
@@ -51,7 +51,7 @@ def commands(model_name: str, model, *, data: str, out: str, extra: list[str]) -
 def ship_quantiles(model, *, data: str, out: str, data_dir=None, max_images=None, argv=()) -> None:
     """Per-channel quantiles of ``QUANTILE_LAYERS`` saved next to ``model``'s ``pixel`` moments."""
     from jaxviz import data as data_lib
-    from jaxviz.priors import quantile as prior_quantile
+    from jaxviz.priors import quantile_match as prior_quantile
 
     source = data_lib.open_source(data, size=model.resolution, data_dir=data_dir, max_images=max_images)
     layers = prior_quantile.QUANTILE_LAYERS

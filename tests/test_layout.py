@@ -87,3 +87,18 @@ def test_render_function_and_module_no_longer_share_a_name():
     with pytest.warns(DeprecationWarning, match="render_images"):
         with pytest.raises(Exception):  # the alias forwards to render_images, which checks its arguments
             render.render(None, [])
+
+
+def test_no_module_shares_its_name_with_what_its_package_exports():
+    """``jaxviz.priors.quantile`` is one thing: a function, or a module, never both (issue 20, one name per concept)."""
+    collisions = []
+    for init in PACKAGE.rglob("__init__.py"):
+        package = ".".join(init.parent.relative_to(ROOT).parts)
+        names = set(getattr(importlib.import_module(package), "__all__", ()))
+        for child in init.parent.iterdir():
+            stem = child.stem if child.suffix == ".py" else child.name if (child / "__init__.py").exists() else None
+            if stem and stem != "__init__" and stem in names:
+                module = importlib.import_module(f"{package}.{stem}")
+                if getattr(importlib.import_module(package), stem) is not module:
+                    collisions.append(f"{package}.{stem}")
+    assert not collisions, collisions

@@ -10,7 +10,7 @@ import pytest
 import scipy.linalg
 
 from jaxviz.priors import gaussian as gm
-from jaxviz.priors import quantile as pq
+from jaxviz.priors import quantile_match as pq
 from jaxviz.stats import store as stats_store
 from jaxviz.common.errors import StatsMismatchError, UsageError
 

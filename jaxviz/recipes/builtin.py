@@ -318,8 +318,8 @@ def _statistics_recipe(name: str, factory: Callable, *, size: int, base: str, op
 
 
 def quantile(*, size: int = 224, base: str = "maco", **prior_options) -> Recipe:
-    """``base``'s recipe plus the quantile-matching prior (:func:`jaxviz.priors.quantile.quantile` options)."""
-    from jaxviz.priors import quantile as prior_quantile
+    """``base``'s recipe plus the quantile-matching prior (:func:`jaxviz.priors.quantile_match.quantile` options)."""
+    from jaxviz.priors import quantile_match as prior_quantile
 
     return _statistics_recipe("quantile", prior_quantile.quantile, size=size, base=base, options=prior_options)
 

@@ -194,7 +194,7 @@ def quantile(quantiles=None, *, model, layers: Sequence[str] | None = None, stat
         quantiles = shipped_quantiles_dir(model.name)
         if quantiles is None:
             raise UsageError(f"quantile: no quantiles ship for {model.name}; pass quantiles= "
-                             "(jaxviz.priors.quantile.collect_quantiles and save_quantiles make them)")
+                             "(jaxviz.priors.quantile_match.collect_quantiles and save_quantiles make them)")
     if isinstance(quantiles, (str, os.PathLike)):
         table = load_quantiles(os.fspath(quantiles), model=model, layers=layers)
     elif isinstance(quantiles, Mapping):
