@@ -43,7 +43,7 @@ def test_tour_notebook_runs_and_shows_results_inline(tmp_path):
     assert "outliers prior:" in _texts(code[3])
     assert "(64, 64, 64, 3)" in _texts(code[4])  # 64 channels, 32 at a time
     dream = _texts(code[5])
-    assert "saliency (1, 128, 128, 3) smoothgrad (1, 128, 128, 3)" in dream
+    assert "saliency (1, 1, 128, 128, 3) smoothgrad (1, 1, 128, 128, 3)" in dream  # [targets, images, H, W, 3]
     assert float(dream.split("changed the photo by")[1].split()[0]) > 0.001
     assert "reloaded (4, 96, 96, 3) True" in _texts(code[6])
     assert "resumed identical: True" in _texts(code[6])
