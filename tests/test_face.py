@@ -211,7 +211,7 @@ def test_model_flag_offers_only_models_with_weights(capsys):
 def test_python_errors_name_python_arguments(toy):
     with pytest.raises(UsageError) as error:
         priors.batchnorm_prior(toy)
-    assert "--" not in str(error.value) and "prior='bn'" in str(error.value)
+    assert "--" not in str(error.value) and "batchnorm_prior(model=...)" in str(error.value)
 
 
 def test_use_cpu_cores_after_jax_started_says_so():

@@ -30,14 +30,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxviz.stats.quantiles import (LEVELS, MAX_POSITIONS, QUANTILE_LAYERS, QUANTILES_FILE, QuantileStats,
-                                    collect_quantiles, load_quantiles, save_quantiles, shipped_quantiles_dir,
-                                    sort_match_targets)
+                                    collect_quantiles, default_levels, load_quantiles, quantiles_of, save_quantiles,
+                                    shipped_quantiles_dir, sort_match_targets)
 
 from jaxviz.common.errors import UsageError
 
 # the reference data's functions are re-exported: the prior is used with them (``quantile(collect_quantiles(...))``)
 __all__ = ["QuantilePrior", "quantile", "QuantileStats", "collect_quantiles", "save_quantiles", "load_quantiles",
-           "shipped_quantiles_dir", "sort_match_targets", "QUANTILE_LAYERS", "QUANTILES_FILE", "LEVELS", "MAX_POSITIONS"]
+           "shipped_quantiles_dir", "sort_match_targets", "default_levels", "quantiles_of", "QUANTILE_LAYERS",
+           "QUANTILES_FILE", "LEVELS", "MAX_POSITIONS"]
 
 
 # ------------------------------------------------------------------------------------ the pass

@@ -165,7 +165,7 @@ def _read_json(directory: str) -> dict:
             meta = json.load(f)
     except FileNotFoundError:
         raise StatsNotFoundError(f"no quantiles in {directory} (scripts/ship_stats.py --views quantiles "
-                                 "or jaxviz.prior_quantile.collect_quantiles make them)") from None
+                                 "or jaxviz.stats.quantiles.collect_quantiles make them)") from None
     except (OSError, ValueError) as e:
         raise StatsNotFoundError(f"cannot read {path}: {e}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("layers"), list) \
