@@ -23,6 +23,11 @@ and seed. Reference row "photos": copy count = mean over each channel's ``k`` ex
 :func:`jaxviz.realism.second_view`); plausibility = the channel's ``k+1``-th photo (not one of its
 examples), second view.
 
+``head`` is a ReLU6 layer: a channel that is 0 everywhere on the initial image gets no gradient and stays
+0 (MaCo left all five head channels of the first tuning run at exactly 0); ``--redirect-steps N``
+gives every method N first passes with redirected ReLU gradients (:class:`jaxviz.RenderConfig`
+``redirect_steps``) so such channels can start.
+
 Outputs in the run folder (default ``experiments/results/neurons-<date>``): ``per_image.csv``,
 ``table.md`` / ``table.csv`` (mean ± sd, paired Wilcoxon tests vs ``--against``), ``sets.json``,
 ``grid.png`` (contact sheet, no photos unless ``--photos-in-grid``), ``config.json``, ``command.txt``.
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -136,6 +142,8 @@ def render_method(name, model, cfg, targets, seed, run_dir, quiet):
 
     path = os.path.join(run_dir, "runs", name.replace("/", "_"), f"seed{seed}.npz")
     config, parts, notes, _ = method_parts(name, model, passes=cfg["passes"], size=cfg["size"])
+    if cfg.get("redirect_steps"):
+        config = dataclasses.replace(config, redirect_steps=min(cfg["redirect_steps"], config.steps))
     described = f"{notes} | {config.numbers()} | " + " | ".join(
         f"{k}={render.fingerprint(v)}" for k, v in sorted(parts.items()) if k != "optimizer")
     signature = _hash({"method": name, "targets": targets, "seed": seed, "described": described,
@@ -226,6 +234,9 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=128, help="side of what the model sees, px (default 128)")
     p.add_argument("--k", type=int, default=8, help="dataset examples per channel (default 8)")
     p.add_argument("--copy-side", type=int, default=448, help="input side of the copy count (default 448)")
+    p.add_argument("--redirect-steps", type=int, default=0,
+                   help="first passes with redirected ReLU gradients for every method (as Lucid's "
+                        "relu_gradient_override), so channels that start dead (head: ReLU6) can move; default 0")
     p.add_argument("--real", default=None, help="the 1,000 photos: a folder (sorted file i = class i)")
     p.add_argument("--out", default=None, help="run folder (default experiments/results/neurons-<date>)")
     p.add_argument("--quick", action="store_true", help="3 channels, 1 seed, 16 passes, 96 px, copy side 192")
@@ -240,7 +251,8 @@ def parse_args(argv=None):
 def _check(args, methods):
     from jaxviz.errors import UsageError
 
-    for name, low in (("channels", 1), ("seeds", 1), ("passes", 1), ("size", 32), ("k", 1), ("copy_side", 32)):
+    for name, low in (("redirect_steps", 0), ("channels", 1), ("seeds", 1), ("passes", 1), ("size", 32), ("k", 1),
+                      ("copy_side", 32)):
         if getattr(args, name) < low:
             raise UsageError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(args, name)}")
     if args.against not in methods:
@@ -296,7 +308,7 @@ def main(argv=None) -> int:
             "held_out_photo": {f"{l}:{c}": int(ranked[(l, c)][args.k]) for l, c in targets}})
         cfg = {"methods": methods, "set": args.set, "targets": [f"{l}:{c}" for l, c in targets],
                "seeds": args.seeds, "passes": args.passes, "size": args.size, "k": args.k,
-               "copy_side": args.copy_side, "against": args.against, "real": os.path.abspath(real),
+               "copy_side": args.copy_side, "against": args.against, "redirect_steps": args.redirect_steps, "real": os.path.abspath(real),
                "judge": "efficientnet_lite2", "base_seed": BASE_SEED, "photos": n_photos,
                "descriptions": {m: method_parts(m, model, passes=args.passes, size=args.size)[2] for m in methods}}
         atomic_write_json(os.path.join(run_dir, "config.json"), cfg)
