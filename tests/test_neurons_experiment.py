@@ -81,3 +81,27 @@ def test_user_mistakes_are_one_line(tmp_path, photo_folder):
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--against" in proc.stderr
     proc = _run(tmp_path / "y", photo_folder, "--k", "40")
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--k 40" in proc.stderr
+
+
+def test_outlier_rates_match_a_per_position_reference():
+    import jaxviz
+    from scipy.stats import chi2
+
+    from experiments import diagnose
+
+    model = jaxviz.load_model("efficientnet_lite0")
+    rng = np.random.default_rng(4)
+    images = rng.uniform(size=(2, 64, 64, 3)).astype(np.float32)
+    feats = model.features(model.params, model.normalize(images * 255.0), ("blocks.2",))["blocks.2"]
+    x = np.asarray(feats, np.float64).reshape(2, -1, 24)
+    a = rng.normal(size=(24, 24))
+    mean, precision = x.mean(axis=(0, 1)), a @ a.T / 24 + np.eye(24)
+    thr = chi2.ppf(0.99, 24)
+    d = x.reshape(-1, 24) - mean
+    precision *= thr / np.median(np.sum(d * (d @ precision), axis=1))   # about half the positions are outliers
+    out = diagnose.outlier_rates(model, images, {"blocks.2": (mean, precision)})["blocks.2"]
+    for n in range(2):
+        d2 = [float((v - mean) @ precision @ (v - mean)) for v in x[n]]
+        assert out["rate"][n] == pytest.approx(np.mean(np.array(d2) > thr))
+        assert out["d2"][n] == pytest.approx(np.mean(d2) / 24, rel=1e-6)
+    assert 0 < out["rate"].mean() < 1   # the toy statistics put the threshold inside the data
