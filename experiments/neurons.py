@@ -26,7 +26,7 @@ examples), second view.
 ``head`` is a ReLU6 layer: a channel that is 0 everywhere on the initial image gets no gradient and stays
 0 (MaCo left all five head channels of the first tuning run at exactly 0); ``--redirect-steps N``
 gives every method N first passes with redirected ReLU gradients (:class:`jaxviz.RenderConfig`
-``redirect_steps``) so such channels can start.
+``redirect_steps``) so such channels can start — 16 did not suffice in a check at 64 passes (README).
 
 Outputs in the run folder (default ``experiments/results/neurons-<date>``): ``per_image.csv``,
 ``table.md`` / ``table.csv`` (mean ± sd, paired Wilcoxon tests vs ``--against``), ``sets.json``,
