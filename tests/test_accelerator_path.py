@@ -24,6 +24,7 @@ def _render(model, precision="float32"):
     return render.render_images(model, targets, config=config, devices=jax.devices()[:1])
 
 
+@pytest.mark.slow  # the GPU/TPU path compiled on CPU: ~20 s each
 def test_vmapped_images_match_images_one_by_one(lite0, lite0_xla, monkeypatch):
     one_by_one = _render(lite0)
     monkeypatch.setattr(step, "vectorize_images", lambda platform: True)
@@ -33,6 +34,7 @@ def test_vmapped_images_match_images_one_by_one(lite0, lite0_xla, monkeypatch):
     np.testing.assert_allclose(vmapped.images, one_by_one.images, atol=5e-2)  # seen: 1.2e-2
 
 
+@pytest.mark.slow  # the GPU/TPU path compiled on CPU: ~20 s each
 def test_bfloat16_on_the_vmapped_path_optimizes(lite0_xla, monkeypatch):
     with pytest.raises(jaxviz.UsageError, match="bfloat16"):  # on CPU's own path it is refused
         _render(lite0_xla, precision="bfloat16")

@@ -96,6 +96,7 @@ def entries(folder):
     return sorted(p for p in folder.iterdir() if p.name.endswith("-cache"))
 
 
+@pytest.mark.slow  # fresh processes compiling Lite0: ~20 s each
 def test_second_process_reads_what_the_first_wrote(tmp_path, reference):
     first = result_of(run_worker(tmp_path))
     assert first["dir"] == str(tmp_path / "xla")
@@ -111,6 +112,7 @@ def test_second_process_reads_what_the_first_wrote(tmp_path, reference):
     assert_same_numbers(second, reference)
 
 
+@pytest.mark.slow  # fresh processes compiling Lite0: ~20 s each
 def test_damaged_entries_fall_back_to_compiling(tmp_path, reference):
     result_of(run_worker(tmp_path))
     for i, path in enumerate(entries(tmp_path / "xla")):
@@ -126,6 +128,7 @@ def test_damaged_entries_fall_back_to_compiling(tmp_path, reference):
     assert_same_numbers(damaged, reference)
 
 
+@pytest.mark.slow  # fresh processes compiling Lite0: ~20 s each
 def test_users_jax_cache_folder_wins(tmp_path):
     theirs = tmp_path / "theirs"
     report = result_of(run_worker(tmp_path / "ours", JAX_COMPILATION_CACHE_DIR=str(theirs)))
