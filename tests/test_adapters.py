@@ -42,6 +42,7 @@ def _manual_linen(variables, x):
     return {"conv1": c1, "conv2": c2, "head": out, "output": out}
 
 
+@pytest.mark.slow  # ~12 s
 def test_linen_adapter_layers_and_values():
     module = LinenCNN()
     x = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3))

@@ -34,6 +34,7 @@ def test_param_count_matches_upstream(lite0):
     assert count - frozen_bn_stats == 4_652_008  # trainable parameters of EfficientNet-Lite0
 
 
+@pytest.mark.slow  # the whole of Lite0 traced twice: ~15 s
 def test_features_jit_and_vmap_agree(lite0, photos):
     images = np.stack([jaxviz.common.images.resize_center_crop(photos[n], 96) for n in ("chelsea", "coffee", "rocket")])
     x = jnp.asarray(lite0.normalize(images.astype(np.float32)))

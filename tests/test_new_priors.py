@@ -119,6 +119,7 @@ def test_outlier_channels_only_match_the_selected_neurons(lite0):
     np.testing.assert_allclose(float(trace), np.sum(per * mask) / mask.sum(), rtol=2e-5)
 
 
+@pytest.mark.slow  # ~12 s
 def test_collected_quantiles_equal_numpy_quantiles_of_the_features(lite0):
     rng = np.random.default_rng(4)
 
@@ -203,6 +204,7 @@ def test_bures_and_kl_equal_float64_references(c, m):
     np.testing.assert_allclose(float(gm.gaussian_kl(xj, g)), _np_kl(x, mu, sigma), rtol=2e-4, atol=1e-3)
 
 
+@pytest.mark.slow  # ~12 s
 def test_gaussian_gradients_are_finite_and_match_finite_differences():
     rng = np.random.default_rng(7)
     c = 5
@@ -251,9 +253,10 @@ def test_gaussian_prior_defaults_and_refusals(lite0):
 
 
 def test_prior_names_and_recipes_build_the_new_priors(lite0):
-    from jaxviz import priors, recipes, registry
+    from jaxviz import recipes, registry
+    from jaxviz.cli.visualize import PRIORS
 
-    assert {"quantile", "gaussian", "bn-batch"} <= set(registry.names("prior")) == set(priors.PRIORS)
+    assert {"quantile", "gaussian", "bn-batch"} <= set(registry.names("prior")) == set(PRIORS)
     q = registry.build_prior("quantile", model=lite0, weight=0.5)
     assert isinstance(q, pq.QuantilePrior) and q.weight == 0.5 and q.layers == stats_store.SHIPPED_PRIOR_LAYERS
     g = registry.build_prior("gaussian", model=lite0, layers=["blocks.4"], distance="kl")
