@@ -39,9 +39,7 @@ class BatchNormPrior:
     weight: float = 0.01
     first_weight: float = 1.0
 
-    @property
-    def layers(self) -> tuple[str, ...]:
-        return tuple(self.bn)
+    layers = property(lambda self: tuple(self.bn), doc="the layers the statistics cover")
 
     def _loss(self, features):
         total = jnp.zeros(())

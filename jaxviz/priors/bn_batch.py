@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Mapping
 
 import jax
 import jax.numpy as jnp
 
 from jaxviz.common.errors import UsageError
+from jaxviz.priors.bn import BatchNormPrior
 
 __all__ = ["PooledBatchNormPrior", "pooled_batchnorm_prior", "pooled_moments"]
 
@@ -44,7 +44,7 @@ def pooled_moments(sums) -> tuple[jax.Array, jax.Array]:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class PooledBatchNormPrior:
+class PooledBatchNormPrior(BatchNormPrior):  # its fields, layers and trace name
     """DeepInversion's BatchNorm prior on batch-pooled moments (module docstring).
 
     Attributes:
@@ -54,17 +54,7 @@ class PooledBatchNormPrior:
       first_weight: extra factor on the first layer's term (DeepInversion: 10).
     """
 
-    trace_name = "bn"
     pooled = True  # jaxviz.render.step passes pool= (a batch-level prior)
-
-    bn: Mapping[str, Mapping[str, jax.Array]]
-    eps: float = 1e-3
-    weight: float = 0.01
-    first_weight: float = 1.0
-
-    @property
-    def layers(self) -> tuple[str, ...]:
-        return tuple(self.bn)
 
     def sums(self, features) -> dict:
         """This image's ``{layer: (n, Σd, Σd²)}`` with ``d = x − μ_run`` over its positions."""

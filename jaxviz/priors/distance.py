@@ -24,9 +24,7 @@ class MahalanobisPrior:
     weight: float = 10.0
     warmup: int = 0
 
-    @property
-    def layers(self) -> tuple[str, ...]:
-        return tuple(self.stats)
+    layers = property(lambda self: tuple(self.stats), doc="the layers the statistics cover")
 
     def _d2(self, features):
         total = jnp.zeros(())

@@ -132,9 +132,7 @@ class GaussianMatchPrior:
     weight: float = 1.0
     warmup: int = 0
 
-    @property
-    def layers(self) -> tuple[str, ...]:
-        return tuple(self.natural)
+    layers = property(lambda self: tuple(self.natural), doc="the layers the statistics cover")
 
     def _distance(self, features):
         from jaxviz.stats import views

@@ -3,7 +3,6 @@ next to the moments (same folder, metadata and content hash as :mod:`jaxviz.stat
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Mapping, NamedTuple, Sequence
 
@@ -159,15 +158,10 @@ def save_quantiles(directory: str, quantiles: Mapping[str, QuantileStats], *, mo
 
 
 def _read_json(directory: str) -> dict:
-    path = os.path.join(os.path.abspath(os.path.expanduser(directory)), QUANTILES_FILE)
-    try:
-        with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
-    except FileNotFoundError:
-        raise StatsNotFoundError(f"no quantiles in {directory} (scripts/ship_stats.py --views quantiles "
-                                 "or jaxviz.stats.quantiles.collect_quantiles make them)") from None
-    except (OSError, ValueError) as e:
-        raise StatsNotFoundError(f"cannot read {path}: {e}") from None
+    from jaxviz.stats.store import read_json
+
+    path, meta = read_json(directory, QUANTILES_FILE, missing=f"no quantiles in {directory} (scripts/ship_stats.py "
+                           "--views quantiles or jaxviz.stats.quantiles.collect_quantiles make them)")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("layers"), list) \
             or not isinstance(meta.get("quantiles"), str) or os.path.basename(meta["quantiles"]) != meta["quantiles"]:
         raise StatsMismatchError(f"{path} is malformed; recompute the quantiles")

@@ -33,7 +33,7 @@ from jaxviz.common.files import atomic_write, atomic_write_json, to_json
 from jaxviz.stats.moments import LayerStats, StatsState
 from jaxviz.common import ASSETS
 
-__all__ = ["StatsBundle", "LayerStats", "StatsMismatchError", "StatsNotFoundError", "save_stats", "load_stats",
+__all__ = ["read_json", "StatsBundle", "LayerStats", "StatsMismatchError", "StatsNotFoundError", "save_stats", "load_stats",
            "read_metadata", "shipped_stats_dir", "content_hash", "STATS_FILE", "SHIPPED_PRIOR_LAYERS"]
 
 FORMAT = 1
@@ -198,14 +198,7 @@ def _check_metadata(meta: dict, path: str) -> None:
 
 def read_metadata(directory: str) -> dict:
     """The ``stats.json`` of a stats directory; :class:`StatsNotFoundError` if there is none."""
-    path = os.path.join(os.path.abspath(os.path.expanduser(directory)), STATS_FILE)
-    try:
-        with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
-    except FileNotFoundError:
-        raise StatsNotFoundError(f"no statistics in {directory} (make them with `jaxviz stats`)") from None
-    except (OSError, ValueError) as e:
-        raise StatsNotFoundError(f"cannot read {path}: {e}") from None
+    path, meta = read_json(directory, STATS_FILE, missing=f"no statistics in {directory} (make them with `jaxviz stats`)")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise StatsMismatchError(f"{path} has an unknown format; recompute it with `jaxviz stats`")
     _check_metadata(meta, path)
@@ -353,3 +346,19 @@ def _moments_by_name(tree, stored: Sequence[str], path: str) -> dict[str, StatsS
         raise StatsMismatchError(f"the moments in {path} are malformed ({type(e).__name__}); "
                                  "recompute them with `jaxviz stats`") from None
     return out
+
+
+def read_json(directory: str, name: str, *, missing: str) -> tuple[str, Any]:
+    """``(path, parsed JSON)`` of ``directory/name``.
+
+    Raises:
+      StatsNotFoundError: ``missing`` when there is no such file; the reason when it cannot be read.
+    """
+    path = os.path.join(os.path.abspath(os.path.expanduser(directory)), name)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return path, json.load(f)
+    except FileNotFoundError:
+        raise StatsNotFoundError(missing) from None
+    except (OSError, ValueError) as e:
+        raise StatsNotFoundError(f"cannot read {path}: {e}") from None
