@@ -85,7 +85,7 @@ def render_set(name, model, targets, *, size, passes, run_dir, quiet):
     objs = [recipe.target(c) if layer == "class" else objectives.channel(layer, c) for layer, c in targets]
     update, close = progress_bar(name, quiet=quiet)
     try:
-        result = render.render(model, objs, key=jax.random.key(BASE_SEED), config=config, progress=update, **parts)
+        result = render.render_images(model, objs, key=jax.random.key(BASE_SEED), config=config, progress=update, **parts)
     finally:
         close()
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -157,7 +157,7 @@ def render_method(name, model, cfg, targets, seed, run_dir, quiet):
     update, close = progress_bar(f"{name} seed {seed}", quiet=quiet)
     t = time.perf_counter()
     try:
-        result = render.render(model, objs, key=jax.random.key(BASE_SEED + seed), config=config,
+        result = render.render_images(model, objs, key=jax.random.key(BASE_SEED + seed), config=config,
                                progress=update, **parts)
     finally:
         close()
