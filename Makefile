@@ -19,9 +19,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/jaxviz demo
 
-# the suite without the long integration tests (≤ 10 minutes on a 2-core machine); CI runs both
+# the suite without the long integration tests (≤ 10 minutes on a 2-core machine from a clean clone: two
+# workers, one per core, each taking whole test files); CI runs both
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -81,6 +81,7 @@ def test_specificity_measure():
     assert other["overlap"] < 0.5 and abs(other["correlation"]) < 0.3
 
 
+@pytest.mark.slow  # three CLI processes: ~8 s
 def test_cli_methods(lite0, tmp_path, capsys):
     from PIL import Image
 

@@ -75,7 +75,7 @@ def _images(n):
 def _render(model, prior, n, *, devices, batch_size=8, lr=1e-2):
     targets = [objectives.class_logit(i % 5) for i in range(n)]
     config = render.RenderConfig(size=SIZE, steps=1, batch_size=batch_size, chunk_steps=1)
-    return render.render(model, targets, config=config, parameterization=param.pixel(squash="clip"), transform="none",
+    return render.render_images(model, targets, config=config, parameterization=param.pixel(squash="clip"), transform="none",
                          optimizer=optax.sgd(lr), prior=prior, init_images=_images(n), devices=devices)
 
 

@@ -277,6 +277,6 @@ def test_new_priors_render_on_lite0(lite0, name):
     from jaxviz import objectives, registry, render
 
     prior = registry.build_prior(name, model=lite0)
-    result = render.render(lite0, [objectives.class_logit(207)], prior=prior,
+    result = render.render_images(lite0, [objectives.class_logit(207)], prior=prior,
                            config=render.RenderConfig(size=64, steps=4, chunk_steps=4))
     assert np.all(np.isfinite(result.images)) and np.all(np.isfinite(result.trace)) and result.trace_name == prior.trace_name

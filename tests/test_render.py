@@ -32,6 +32,7 @@ def test_one_device_equals_eight_devices(lite0):
     np.testing.assert_array_equal(eight.history, one.history)
 
 
+@pytest.mark.slow  # several Lite0 renders: ~10-15 s
 def test_seed_determinism(lite0):
     targets = _targets(lite0, ["blocks.10:7"])
     a = render.render_images(lite0, targets, config=FAST)
@@ -41,6 +42,7 @@ def test_seed_determinism(lite0):
     assert np.abs(a.images - c.images).max() > 1e-2
 
 
+@pytest.mark.slow  # several Lite0 renders: ~10-15 s
 def test_objective_rises_for_each_parameterization(lite0):
     targets = _targets(lite0, ["blocks.12:5"])
     for name in ("pixel", "fourier", "maco"):

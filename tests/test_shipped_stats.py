@@ -85,6 +85,7 @@ def test_no_shipped_statistics_is_one_clear_line(lite0):
     assert stats_store.shipped_stats_dir("efficientnet_lite0", "patch5") is None
 
 
+@pytest.mark.slow  # a statistics pass in a subprocess: ~7 s
 def test_documented_command_recomputes_the_shipped_format(tmp_path, lite0):
     rng = np.random.default_rng(0)
     folder = tmp_path / "photos"
