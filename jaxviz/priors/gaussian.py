@@ -125,14 +125,13 @@ class GaussianMatchPrior:
     """
 
     trace_name = "gauss"
+    layers = property(lambda self: tuple(self.natural), doc="the layers the statistics cover")
 
     natural: Mapping[str, NaturalGaussian]
     view: str = "pixel"
     distance: str = "bures"
     weight: float = 1.0
     warmup: int = 0
-
-    layers = property(lambda self: tuple(self.natural), doc="the layers the statistics cover")
 
     def _distance(self, features):
         from jaxviz.stats import views
