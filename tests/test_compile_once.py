@@ -10,7 +10,7 @@ from flax import linen
 
 from jaxviz import objectives, priors, render
 from jaxviz.models import model as features
-from jaxviz.render import loop, step
+from jaxviz.render import loop, reuse, step
 from jaxviz.image import transforms
 from jaxviz.image import param as param_lib
 from jaxviz.common.errors import UsageError
@@ -38,6 +38,7 @@ def toy():
 def built(monkeypatch):
     """Every step, compiled bundle and XLA compilation render() makes; each step fails if traced twice."""
     chex.clear_trace_counter()
+    reuse.clear()  # programs kept from an earlier test would hide this render's builds
     record = {"steps": 0, "compiled": [], "xla": []}
 
     def on_event(event, seconds, **kwargs):

@@ -33,6 +33,7 @@ from jaxviz.common.errors import NonFiniteLossError, UsageError
 from jaxviz.common.checkpoint import fingerprint
 from jaxviz.recipes.config import RenderConfig
 from jaxviz.report.result import RenderResult
+from jaxviz.render import reuse
 from jaxviz.render.step import AXIS, Programs, compile_programs
 
 __all__ = ["render_images", "render", "devices_for", "seed_images"]
@@ -256,6 +257,9 @@ def _render(model, targets, *, key, config, parameterization, transform, optimiz
     parts = dict(parameterization=parameterization, transform=transform, optimizer=optimizer, prior=prior,
                  image_penalty=image_penalty)
 
+    # the recipe's optimizer is described by its text and step count (its closures are new each call)
+    optimizer_key = reuse.part_key(optimizer) if custom_optimizer or not optimizer_text else (
+        "recipe", optimizer_text, config.steps)
     done_steps, total_steps = 0, n * config.steps
     for group_index, indices in enumerate(_group_by_structure(targets)):
         n_devices = devices_for(len(indices), devices)
@@ -270,9 +274,8 @@ def _render(model, targets, *, key, config, parameterization, transform, optimiz
                 jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(padded)), batch_sharding)
             signature = (jax.tree.structure(obj), n_devices)
             if signature not in compiled:
-                compiled[signature] = compile_programs(
-                    model, targets[chunk[0]], **parts, size=config.size, mesh=mesh, chunk_steps=config.chunk_steps,
-                    compute_dtype=config.compute_dtype, redirect=config.redirect_steps > 0)
+                compiled[signature] = _programs(model, targets[chunk[0]], parts, config, mesh, signature,
+                                                optimizer_key)
             programs = compiled[signature]
             seeds = None if init_images is None else jax.device_put(init_images[padded], batch_sharding)
             state, values_log = _run_launch(programs, config, model_params, obj, target_keys, store,
@@ -296,6 +299,17 @@ def _render(model, targets, *, key, config, parameterization, transform, optimiz
         store.close()
     return RenderResult(images, activation, history, trace, prior_info,
                         tuple(objectives_lib.target_name(t) for t in targets), getattr(prior, "trace_name", None))
+
+
+def _programs(model, objective, parts, config, mesh, signature, optimizer_key) -> Programs:
+    """:func:`compile_programs`, kept across calls (:mod:`jaxviz.render.reuse`): a second render of the same
+    structure does not trace again."""
+    key = (("model", id(model)), tuple(objective.layers), signature, mesh, config.size, config.chunk_steps,
+           config.compute_dtype, config.redirect_steps > 0, optimizer_key,
+           *(reuse.part_key(parts[k]) for k in ("parameterization", "transform", "prior", "image_penalty")))
+    return reuse.cached_programs(key, (model, *parts.values()), lambda: compile_programs(
+        model, objective, **parts, size=config.size, mesh=mesh, chunk_steps=config.chunk_steps,
+        compute_dtype=config.compute_dtype, redirect=config.redirect_steps > 0))
 
 
 def seed_images(images, n_targets: int, size: int) -> np.ndarray:
