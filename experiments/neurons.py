@@ -61,6 +61,10 @@ METRICS = (
     ("plausibility", "plausibility (Lite2 cos)", True),
     ("rank", "plausibility rank (Lite2)", False),
     ("copies", "copy count (Lite0)", False),
+    # a silent channel (map ≤ 0 everywhere) counts 0 copies, which would reward a dead image: these two
+    # columns say how many images are alive and count copies only there (pairs with both alive)
+    ("alive", "channel alive (share)", True),
+    ("copies_alive", "copy count, alive only", False),
     ("activation_pct", "objective % of base", True),
     ("activation", "objective (Lite0)", True),
 )
@@ -339,8 +343,11 @@ def main(argv=None) -> int:
             seconds[m] = sum(q[2] for q in parts)
             feats = realism.judge_features(lite2, images[m]).pool
             p = neuron_metrics.plausibility(feats, ids, photo_feats, examples, ref_ids)
-            per_method[m] = {"plausibility": p["cos_own"], "rank": p["rank"],
-                             "copies": neuron_metrics.copies(model, images[m], all_targets, side=args.copy_side),
+            maps = neuron_metrics.channel_maps(model, images[m], all_targets, side=args.copy_side)
+            copies = neuron_metrics.copy_count(maps)
+            alive = (maps.reshape(len(maps), -1).max(axis=1) > 0).astype(np.float64)
+            per_method[m] = {"plausibility": p["cos_own"], "rank": p["rank"], "copies": copies,
+                             "copies_alive": np.where(alive > 0, copies, np.nan), "alive": alive,
                              "activation": np.concatenate([np.asarray(q[1], np.float64) for q in parts])}
             print(f"{m}: rendered in {seconds[m]:.0f} s, scored", file=sys.stderr)
         for m in methods:
