@@ -33,7 +33,9 @@ from jaxviz.common.errors import NonFiniteLossError, UsageError
 from jaxviz.common.checkpoint import fingerprint
 from jaxviz.recipes.config import RenderConfig
 from jaxviz.report.result import RenderResult
+from jaxviz.common import hardware
 from jaxviz.render import reuse
+from jaxviz.render import step as step_lib
 from jaxviz.render.step import AXIS, Programs, compile_programs
 
 __all__ = ["render_images", "render", "devices_for", "seed_images"]
@@ -304,8 +306,11 @@ def _render(model, targets, *, key, config, parameterization, transform, optimiz
 def _programs(model, objective, parts, config, mesh, signature, optimizer_key) -> Programs:
     """:func:`compile_programs`, kept across calls (:mod:`jaxviz.render.reuse`): a second render of the same
     structure does not trace again."""
+    platform = mesh.devices.flat[0].platform
+    options = hardware.compiler_options(mesh.devices.flat)
     key = (("model", id(model)), tuple(objective.layers), signature, mesh, config.size, config.chunk_steps,
-           config.compute_dtype, config.redirect_steps > 0, optimizer_key,
+           config.compute_dtype, config.redirect_steps > 0, optimizer_key, step_lib.vectorize_images(platform),
+           tuple(sorted((options or {}).items())),
            *(reuse.part_key(parts[k]) for k in ("parameterization", "transform", "prior", "image_penalty")))
     return reuse.cached_programs(key, (model, *parts.values()), lambda: compile_programs(
         model, objective, **parts, size=config.size, mesh=mesh, chunk_steps=config.chunk_steps,
