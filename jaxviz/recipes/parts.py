@@ -4,6 +4,8 @@ normalization constants."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -86,14 +88,22 @@ def l2_norm(image: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.sum(image**2))
 
 
-def deepinversion_penalty(*, tv_l2: float = 1e-4, l2: float = 1e-5) -> Callable[[jax.Array], jax.Array]:
-    """``f(image in [0,1]) = tv_l2 · TV-L2 + l2 · L2`` of the image in torchvision-normalized units."""
+@dataclasses.dataclass(frozen=True)
+class DeepInversionPenalty:
+    """``f(image in [0,1]) = tv_l2 · TV-L2 + l2 · L2`` of the image in torchvision-normalized units
+    (a described object, so its programs can be stored: :mod:`jaxviz.render.stored`)."""
 
-    def penalty(image):
+    tv_l2: float = 1e-4
+    l2: float = 1e-5
+
+    def __call__(self, image):
         x = (image - jnp.asarray(TORCHVISION_MEAN)) / jnp.asarray(TORCHVISION_STD)
-        return tv_l2 * total_variation_l2(x) + l2 * l2_norm(x)
+        return self.tv_l2 * total_variation_l2(x) + self.l2 * l2_norm(x)
 
-    return penalty
+
+def deepinversion_penalty(*, tv_l2: float = 1e-4, l2: float = 1e-5) -> Callable[[jax.Array], jax.Array]:
+    """:class:`DeepInversionPenalty` with these weights."""
+    return DeepInversionPenalty(tv_l2=tv_l2, l2=l2)
 
 
 def deepinversion_optimizer(steps: int, lr: float) -> optax.GradientTransformation:

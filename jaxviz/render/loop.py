@@ -35,6 +35,7 @@ from jaxviz.recipes.config import RenderConfig
 from jaxviz.report.result import RenderResult
 from jaxviz.common import hardware
 from jaxviz.render import reuse
+from jaxviz.render import stored as stored_lib
 from jaxviz.render import step as step_lib
 from jaxviz.render.step import AXIS, Programs, compile_programs
 
@@ -314,7 +315,20 @@ def _programs(model, objective, parts, config, mesh, signature, optimizer_key) -
            *(reuse.part_key(parts[k]) for k in ("parameterization", "transform", "prior", "image_penalty")))
     return reuse.cached_programs(key, (model, *parts.values()), lambda: compile_programs(
         model, objective, **parts, size=config.size, mesh=mesh, chunk_steps=config.chunk_steps,
-        compute_dtype=config.compute_dtype, redirect=config.redirect_steps > 0))
+        compute_dtype=config.compute_dtype, redirect=config.redirect_steps > 0,
+        store_key=_store_key(model, objective, parts, optimizer_key)))
+
+
+def _store_key(model, objective, parts, optimizer_key) -> str | None:
+    """Stable text of everything the programs close over (:mod:`jaxviz.render.stored`); ``None`` when a
+    part cannot be described (a user's model, class or optimizer): those programs are traced each run."""
+    from jaxviz.models import program_identity
+
+    texts = [program_identity(model), stored_lib.describe_tree(objective), repr(tuple(objective.layers)),
+             *(stored_lib.describe(parts[k]) for k in ("parameterization", "transform", "prior", "image_penalty"))]
+    if not (isinstance(optimizer_key, tuple) and optimizer_key[:1] == ("recipe",)) or any(t is None for t in texts):
+        return None
+    return "\n".join((*texts, repr(optimizer_key)))
 
 
 def seed_images(images, n_targets: int, size: int) -> np.ndarray:

@@ -29,6 +29,7 @@ from jaxviz.image import canvas as canvas_lib
 from jaxviz.common import hardware
 from jaxviz.common.errors import UsageError
 from jaxviz.recipes.config import COMPUTE_DTYPES
+from jaxviz.render import stored as stored_lib
 
 __all__ = ["RenderState", "Programs", "make_step", "compile_programs", "step_key", "model_input", "vectorize_images", "AXIS",
            "COMPUTE_DTYPES", "PullToward", "IMAGES", "batch_pool"]
@@ -233,7 +234,7 @@ def _sharded(mesh, fn, n_batched: int, n_replicated: int = 1):
 
 def compile_programs(model, objective, *, parameterization, transform, optimizer, prior, size: int, mesh: Mesh,
                      chunk_steps: int = 16, compute_dtype: str = "float32", redirect: bool = False,
-                     image_penalty=None) -> Programs:
+                     image_penalty=None, store_key: str | None = None) -> Programs:
     """Jitted, sharded :class:`Programs` for targets shaped like ``objective``.
 
     Args:
@@ -243,6 +244,9 @@ def compile_programs(model, objective, *, parameterization, transform, optimizer
       chunk_steps: most steps one ``run_chunk`` call runs.
       compute_dtype: ``float32`` or ``bfloat16`` (GPU/TPU only).
       redirect: also build the redirected-gradient chunk program (``run_chunk(..., redirect=True)``).
+      store_key: stable text naming every part above (their code and settings): the programs are then
+        kept on disk in exported form (:mod:`jaxviz.render.stored`), so a later process neither traces
+        nor lowers them. ``None``: not stored.
 
     Returns:
       :class:`Programs`; ``run_chunk.jitted`` is the plain chunk program (for cost analysis).
@@ -290,7 +294,12 @@ def compile_programs(model, objective, *, parameterization, transform, optimizer
     def init_sharded(model_params, keys, *images):
         return _over_images(functools.partial(init_one, model_params), batched)(keys, *images)
 
-    init_programs = [jax.jit(_sharded(mesh, init_sharded, n)) for n in (1, 2)]  # traced on first use
+    def stored(fn, name, **options):
+        key = None if store_key is None else "|".join(map(str, (
+            store_key, name, size, chunk_steps, compute_dtype, batched, pooled, mesh.axis_names, mesh.devices.shape)))
+        return stored_lib.StoredFunction(fn, name=name, key=key, **options)
+
+    init_programs = [stored(_sharded(mesh, init_sharded, n), f"init{n}") for n in (1, 2)]  # traced on first use
 
     def init(model_params, keys, images=None):
         if images is None:
@@ -302,10 +311,10 @@ def compile_programs(model, objective, *, parameterization, transform, optimizer
             one = functools.partial(_run_image, step_fn, n_steps, chunk_steps, model_params)
             return _over_images(one, batched, IMAGES if pooled else None)(state, obj, keys)
 
-        return jax.jit(_sharded(mesh, run_chunk_sharded, 3, n_replicated=2), donate_argnums=(2,),
-                       compiler_options=options)
+        return _sharded(mesh, run_chunk_sharded, 3, n_replicated=2)
 
-    programs = {flag: chunk_program(fn) for flag, fn in step_fns.items()}
+    programs = {flag: stored(chunk_program(fn), "chunk-redirected" if flag else "chunk", donate_argnums=(2,),
+                             compiler_options=options) for flag, fn in step_fns.items()}
 
     def final(model_params, state, obj):
         return _over_images(functools.partial(final_one, model_params), batched)(state, obj)
@@ -316,5 +325,5 @@ def compile_programs(model, objective, *, parameterization, transform, optimizer
         state, values, traces = programs[redirect](np.int32(n_steps), model_params, state, obj, keys)
         return state, np.asarray(values)[:, :n_steps], np.asarray(traces)[:, :n_steps]
 
-    run_chunk.jitted = programs[False]
-    return Programs(init, run_chunk, jax.jit(_sharded(mesh, final, 2)))
+    run_chunk.jitted = programs[False].jitted
+    return Programs(init, run_chunk, stored(_sharded(mesh, final, 2), "final"))

@@ -1,0 +1,310 @@
+"""Render programs kept on disk in exported form, so a warm run neither traces nor lowers.
+
+JAX's persistent compilation cache (:mod:`jaxviz.common.cache`) skips XLA's compile in a later process,
+but not the Python tracing and lowering that come first: for EfficientNet-Lite0 on a 2-core CPU those
+are seconds (README "Start-up"). A :class:`StoredFunction` wraps one jitted render program: the first
+call with a given argument signature exports it (:func:`jax.export.export`, StableHLO) and writes the
+serialized form to ``<cache folder>/programs``; this and every later process run the program through
+the deserialized :class:`jax.export.Exported` (``exported.call``), whose lowering is a parse of the
+stored module, and whose XLA compile the persistent cache then skips. Cold and warm runs thus run
+the same program, so their results are identical.
+
+A file's name is a hash of everything that changes the program: the caller's key (model, parts,
+settings: :func:`jaxviz.render.loop` builds it from stable descriptions only, and stores nothing for
+parts it cannot describe, such as users' own classes), the arguments' tree, shapes, dtypes and
+shardings, the jaxviz source, the versions of JAX, jaxlib, Flax and Optax, JAX's numerics flags and
+the devices. Like the compilation cache it is on by default, off with ``JAXVIZ_COMPILE_CACHE=0`` or
+``--no-compile-cache``, and the folder is trusted code. An entry that cannot be read is removed and
+exported again; a program that cannot be exported runs as a plain jitted function.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+import sys
+import threading
+import warnings
+from typing import Any, Callable, Sequence
+
+import jax
+
+from jaxviz.common import cache as cache_lib
+from jaxviz.common.checkpoint import fingerprint
+from jaxviz.common.files import atomic_write
+
+__all__ = ["StoredFunction", "programs_dir", "source_digest", "environment_key", "describe", "describe_tree",
+           "MAX_BYTES"]
+
+FORMAT = 1  # the file layout below: one JSON header line, then the serialized Exported
+MAX_BYTES = 1 << 30  # the folder is trimmed (oldest first) past this size
+_MAGIC = b"jaxviz-program"
+
+_lock = threading.Lock()
+_registered: set = set()  # NamedTuple classes registered for jax.export's tree serialization
+
+
+def programs_dir() -> str | None:
+    """``<cache folder>/programs``, or ``None`` when stored programs are off (``JAXVIZ_COMPILE_CACHE=0``)."""
+    if cache_lib.compile_cache_disabled():
+        return None
+    return os.path.join(cache_lib.cache_dir(), "programs")
+
+
+@functools.lru_cache(maxsize=1)
+def source_digest() -> str:
+    """SHA-256 of every ``.py`` file of the installed jaxviz (a changed line is a new program)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    digest = hashlib.sha256()
+    for folder, dirs, files in sorted(os.walk(root)):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                digest.update(os.path.relpath(path, root).encode() + b"\0")
+                with open(path, "rb") as f:
+                    digest.update(f.read())
+    return digest.hexdigest()
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple:
+    return tuple((p, _version(p)) for p in ("jax", "jaxlib", "flax", "optax"))
+
+
+def environment_key() -> str:
+    """What besides the caller's key and the arguments changes an exported program."""
+    flags = {name: str(getattr(jax.config, name, None)) for name in (
+        "jax_enable_x64", "jax_default_matmul_precision", "jax_numpy_rank_promotion", "jax_default_prng_impl",
+        "jax_threefry_partitionable", "jax_softmax_custom_jvp")}
+    devices = [(d.platform, d.device_kind) for d in jax.devices()]
+    return json.dumps({"format": FORMAT, "jaxviz": source_digest(), "versions": _versions(), "flags": flags,
+                       "devices": devices}, sort_keys=True)
+
+
+def _ours(obj: Any) -> bool:
+    return (getattr(obj, "__module__", None) or "").split(".")[0] == "jaxviz"
+
+
+def describe(part: Any) -> str | None:
+    """Stable text of a render part (parameterization, transform, prior, penalty), or ``None``.
+
+    Only jaxviz's own parts are described: their code is in :func:`source_digest`, and their settings
+    and arrays in their :func:`~jaxviz.common.checkpoint.fingerprint`. A function field must be a
+    jaxviz module-level function (a closure's captured values are not visible); anything else,
+    a user's class in particular, is ``None`` (its programs are not stored).
+    """
+    if part is None:
+        return "none"
+    cls = type(part)
+    if not _ours(cls):
+        return None
+    for value in (vars(part).values() if hasattr(part, "__dict__") else ()):
+        if callable(value) and not isinstance(value, type) and not _ours(type(value)):
+            if not (_ours(value) and getattr(value, "__closure__", None) is None
+                    and "<locals>" not in getattr(value, "__qualname__", "<locals>")):
+                return None
+    text = f"{cls.__module__}.{cls.__qualname__}:{fingerprint(part)}"
+    return None if re.search(r" at 0x[0-9a-f]+|<lambda>|<locals>", text) else text
+
+
+def describe_tree(tree: Any) -> str | None:
+    """Stable text of a pytree's structure (objectives), or ``None`` if a node is not jaxviz's or a container."""
+    treedef = jax.tree.structure(tree)
+    todo = [treedef]
+    while todo:
+        node = todo.pop()
+        kind = node.node_data()
+        if kind is not None and kind[0] not in (tuple, list, dict, type(None)) and not _ours(kind[0]):
+            return None
+        todo.extend(node.children())
+    text = str(treedef)
+    return None if re.search(r" at 0x[0-9a-f]+|<lambda>|<locals>", text) else text
+
+
+def _signature(leaves: Sequence[Any], treedef) -> str:
+    def describe(leaf):
+        sharding = getattr(leaf, "sharding", None)
+        where = "" if sharding is None else f"{sharding!r}"
+        return f"{getattr(leaf, 'shape', ())}:{getattr(leaf, 'dtype', type(leaf).__name__)}:{where}"
+
+    return f"{treedef}|" + "|".join(describe(leaf) for leaf in leaves)
+
+
+def _namedtuples(treedef) -> list[type] | None:
+    """The NamedTuple node classes of ``treedef``; ``None`` if it has another custom node."""
+    found, todo = [], [treedef]
+    while todo:
+        node = todo.pop()
+        kind = node.node_data()
+        if kind is not None:
+            cls = kind[0]
+            if cls not in (tuple, list, dict, type(None), collections.OrderedDict):
+                if not (issubclass(cls, tuple) and hasattr(cls, "_fields")):
+                    return None
+                found.append(cls)
+        todo.extend(node.children())
+    return found
+
+
+def _class_name(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _register(classes) -> None:
+    with _lock:
+        for cls in classes:
+            if cls not in _registered:
+                try:
+                    jax.export.register_namedtuple_serialization(cls, serialized_name=_class_name(cls))
+                except ValueError:  # registered already (by another library, or a reloaded module)
+                    pass
+                _registered.add(cls)
+
+
+def _lookup(name: str) -> type | None:
+    """A class named in a stored file, from modules already imported only (a file never imports code)."""
+    module, _, qualname = name.partition(":")
+    obj = sys.modules.get(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    return obj if isinstance(obj, type) and issubclass(obj, tuple) else None
+
+
+class StoredFunction:
+    """A function jitted and run through its exported form, kept on disk under ``key``.
+
+    Args:
+      fn: the function to jit (positional arguments only).
+      name: a readable name (files, messages).
+      key: stable text describing everything the function closes over; ``None``: never stored
+        (the jitted function runs as it is).
+      donate_argnums: positional arguments whose buffers the program may reuse (as ``jax.jit``'s).
+      compiler_options: XLA options of the compile (as ``jax.jit``'s).
+    """
+
+    def __init__(self, fn: Callable, *, name: str, key: str | None, donate_argnums: Sequence[int] = (),
+                 compiler_options: dict | None = None):
+        self.fn, self.name, self.key = fn, name, key
+        # the plain program: when not stored, and for cost analysis (`.jitted.lower(...)`)
+        self.jitted = jax.jit(fn, donate_argnums=donate_argnums, compiler_options=compiler_options)
+        self.donate_argnums = tuple(donate_argnums)
+        self.compiler_options = compiler_options
+        self._calls: dict = {}  # signature -> the jitted call of the flat leaves (False: not exportable)
+
+    def __call__(self, *args):
+        folder = programs_dir() if self.key is not None else None
+        if folder is None:
+            return self.jitted(*args)
+        leaves, treedef = jax.tree.flatten(args)
+        signature = _signature(leaves, treedef)
+        entry = self._calls.get(signature)
+        if entry is None:
+            entry = self._calls[signature] = self._prepare(folder, args, leaves, treedef, signature)
+        if entry is False:  # could not be exported: the plain program
+            return self.jitted(*args)
+        return entry(*leaves)
+
+    def _prepare(self, folder, args, leaves, treedef, signature):
+        digest = hashlib.sha256("\n".join((environment_key(), self.key, signature)).encode()).hexdigest()
+        path = os.path.join(folder, f"{self.name}-{digest[:40]}.jaxexport")
+        exported = self._load(path)
+        if exported is None:
+            exported = self._export(args, treedef, leaves)
+            if exported is None:
+                return False
+            self._save(path, exported)
+        donate = tuple(i for i, leaf_arg in enumerate(_leaf_args(treedef, len(args))) if leaf_arg in self.donate_argnums)
+        return jax.jit(exported.call, donate_argnums=donate, compiler_options=self.compiler_options)
+
+    def _export(self, args, treedef, leaves):
+        specs = [jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=getattr(leaf, "sharding", None))
+                 if hasattr(leaf, "shape") else leaf for leaf in leaves]
+
+        def flat(*flat_args):
+            return self.fn(*jax.tree.unflatten(treedef, flat_args))
+
+        try:
+            return jax.export.export(jax.jit(flat))(*specs)
+        except Exception as err:  # noqa: BLE001 — e.g. a host callback: run the plain program instead
+            warnings.warn(f"jaxviz: {self.name} is not stored ({type(err).__name__}: {err}); it is traced each run",
+                          RuntimeWarning, stacklevel=4)
+            return None
+
+    @staticmethod
+    def _load(path: str):
+        try:
+            with open(path, "rb") as f:
+                blob = f.read()
+        except OSError:
+            return None
+        try:
+            magic, header, payload = blob.split(b"\n", 2)
+            if magic != _MAGIC:
+                raise ValueError("not a jaxviz program file")
+            classes = [_lookup(name) for name in json.loads(header)["namedtuples"]]
+            if any(cls is None for cls in classes):
+                raise ValueError("a state class it names is not loaded")
+            _register(classes)
+            return jax.export.deserialize(bytearray(payload))
+        except Exception:  # noqa: BLE001 — unreadable: export again (it is replaced)
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+            return None
+
+    @staticmethod
+    def _save(path: str, exported) -> None:
+        classes = _namedtuples(exported.out_tree)
+        if classes is None:
+            return  # the output has a node jax.export cannot serialize: kept in this process only
+        _register(classes)
+        try:
+            payload = exported.serialize()
+            header = json.dumps({"namedtuples": sorted({_class_name(c) for c in classes})}).encode()
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            atomic_write(path, b"\n".join((_MAGIC, header, bytes(payload))))
+            _trim(os.path.dirname(path))
+        except Exception:  # noqa: BLE001 — a cache: a read-only or full disk is never an error
+            pass
+
+
+def _leaf_args(treedef, n_args: int) -> list[int]:
+    """For each leaf of the flattened argument tuple, the index of the positional argument it belongs to."""
+    owners = []
+    for i, child in enumerate(treedef.children()[:n_args]):
+        owners += [i] * child.num_leaves
+    return owners
+
+
+def _trim(folder: str, max_bytes: int = MAX_BYTES) -> None:
+    entries = []
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        entries.append((st.st_mtime, st.st_size, path))
+    total = sum(size for _, size, _ in entries)
+    for _, size, path in sorted(entries):
+        if total <= max_bytes:
+            break
+        try:
+            os.remove(path)
+            total -= size
+        except OSError:
+            pass
