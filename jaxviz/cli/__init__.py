@@ -56,5 +56,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def entry() -> None:
+    """The console script (``jaxviz``, ``python -m jaxviz``): :func:`main`, then a quick exit.
+
+    Once ``main`` returns, every output file is written and closed and every checkpoint saved;
+    what is left is the interpreter's teardown of JAX's backend and thousands of modules (~0.4 s
+    of a 4 s warm start on a 2-core CPU, README "Start-up"). The exit handlers still run and the
+    standard streams are flushed; only that teardown is skipped.
+    """
+    import atexit
+
+    code = main()
+    atexit._run_exitfuncs()  # what a normal exit runs first (logging, tqdm, JAX's own clean-up)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can reach it
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
