@@ -10,7 +10,7 @@ from flax import linen
 
 from jaxviz import objectives, priors, render
 from jaxviz.models import model as features
-from jaxviz.render import loop, reuse, step
+from jaxviz.render import reuse, step
 from jaxviz.image import transforms
 from jaxviz.image import param as param_lib
 from jaxviz.common.errors import UsageError
@@ -37,6 +37,9 @@ def toy():
 @pytest.fixture
 def built(monkeypatch):
     """Every step, compiled bundle and XLA compilation render() makes; each step fails if traced twice."""
+    # programs stored on disk (jaxviz.render.stored) run as `jit(call)`: count the plain programs here
+    # (tests/test_stored.py covers the stored ones)
+    monkeypatch.setenv("JAXVIZ_COMPILE_CACHE", "0")
     chex.clear_trace_counter()
     reuse.clear()  # programs kept from an earlier test would hide this render's builds
     record = {"steps": 0, "compiled": [], "xla": []}
@@ -44,7 +47,7 @@ def built(monkeypatch):
     def on_event(event, seconds, **kwargs):
         if event == "/jax/core/compile/backend_compile_duration":
             record["xla"].append(kwargs.get("fun_name", ""))
-    make_step, compile_ = step.make_step, loop.compile_programs
+    make_step, compile_ = step.make_step, step.compile_programs
 
     def counted_make_step(*args, **kwargs):
         record["steps"] += 1
@@ -59,7 +62,7 @@ def built(monkeypatch):
         return out
 
     monkeypatch.setattr(step, "make_step", counted_make_step)
-    monkeypatch.setattr(loop, "compile_programs", recorded_compile)
+    monkeypatch.setattr(step, "compile_programs", recorded_compile)
     jax.monitoring.register_event_duration_secs_listener(on_event)
     yield record
     jax.monitoring.unregister_event_duration_listener(on_event)

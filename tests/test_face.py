@@ -251,7 +251,7 @@ def test_help_example_runs(tmp_path, monkeypatch, capsys):
 def test_distribution_name_is_free_of_pypis_jaxviz():
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         project = tomllib.load(f)["project"]
-    assert project["name"] == "jaxviz-outliers" and project["scripts"]["jaxviz"] == "jaxviz.cli:main"
+    assert project["name"] == "jaxviz-outliers" and project["scripts"]["jaxviz"] == "jaxviz.cli:entry"
     readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     assert "jaxviz-outliers" in readme and "cannot be installed in the same environment" in readme
 

@@ -18,7 +18,7 @@ from flax import traverse_util
 
 from jaxviz.common.errors import MissingWeightsError, UnknownModelError
 from jaxviz.common.files import atomic_write
-from jaxviz.models.model import Model, _tf_lite_normalize, layer_shapes
+from jaxviz.models.model import Model, tf_lite_normalize, layer_shapes
 from jaxviz.models.activations import BACKWARD_RULES
 from jaxviz.models.efficientnet_lite import VARIANTS, EfficientNetLite, torch_to_flax
 from jaxviz.models.torch_reader import UnsafeWeightsError, load_torch_state_dict
@@ -192,7 +192,7 @@ def program_identity(model: Model) -> str | None:
     (:mod:`jaxviz.render.stored`); ``None`` unless its functions are the ones :func:`load_model` built
     (a user's model, or one with a replaced ``apply`` or ``normalize``, is never stored)."""
     apply = _BUILT.get(model.apply)
-    if apply is None or model.normalize is not _tf_lite_normalize:
+    if apply is None or model.normalize is not tf_lite_normalize:
         return None
     redirected = _BUILT.get(model.apply_redirected) if model.apply_redirected is not None else "none"
     if redirected is None:

@@ -24,7 +24,8 @@ __all__ = ["Model", "UnknownLayerError", "from_linen", "from_nnx"]
 ApplyFn = Callable[[Any, jax.Array, "tuple[str, ...] | None"], dict]
 
 
-def _tf_lite_normalize(x255):
+def tf_lite_normalize(x255):
+    """TF-Lite input range: 0..255 → about [-1, 1] (EfficientNet-Lite's own normalization)."""
     return (x255 - 127.0) / 128.0
 
 
@@ -55,7 +56,7 @@ class Model:
     layers: Mapping[str, tuple[int, ...]]
     apply: ApplyFn
     resolution: int | None = None
-    normalize: Callable[[jax.Array], jax.Array] = _tf_lite_normalize
+    normalize: Callable[[jax.Array], jax.Array] = tf_lite_normalize
     hidden_layers: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
     class_names: tuple[str, ...] | None = None
     batchnorm: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)

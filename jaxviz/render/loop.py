@@ -33,11 +33,8 @@ from jaxviz.common.errors import NonFiniteLossError, UsageError
 from jaxviz.common.checkpoint import fingerprint
 from jaxviz.recipes.config import RenderConfig
 from jaxviz.report.result import RenderResult
-from jaxviz.common import hardware
 from jaxviz.render import reuse
-from jaxviz.render import stored as stored_lib
-from jaxviz.render import step as step_lib
-from jaxviz.render.step import AXIS, Programs, compile_programs
+from jaxviz.render.step import AXIS, Programs
 
 __all__ = ["render_images", "render", "devices_for", "seed_images"]
 
@@ -277,8 +274,8 @@ def _render(model, targets, *, key, config, parameterization, transform, optimiz
                 jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(padded)), batch_sharding)
             signature = (jax.tree.structure(obj), n_devices)
             if signature not in compiled:
-                compiled[signature] = _programs(model, targets[chunk[0]], parts, config, mesh, signature,
-                                                optimizer_key)
+                compiled[signature] = reuse.programs_for(model, targets[chunk[0]], parts, config, mesh, signature,
+                                                         optimizer_key)
             programs = compiled[signature]
             seeds = None if init_images is None else jax.device_put(init_images[padded], batch_sharding)
             state, values_log = _run_launch(programs, config, model_params, obj, target_keys, store,
@@ -302,33 +299,6 @@ def _render(model, targets, *, key, config, parameterization, transform, optimiz
         store.close()
     return RenderResult(images, activation, history, trace, prior_info,
                         tuple(objectives_lib.target_name(t) for t in targets), getattr(prior, "trace_name", None))
-
-
-def _programs(model, objective, parts, config, mesh, signature, optimizer_key) -> Programs:
-    """:func:`compile_programs`, kept across calls (:mod:`jaxviz.render.reuse`): a second render of the same
-    structure does not trace again."""
-    platform = mesh.devices.flat[0].platform
-    options = hardware.compiler_options(mesh.devices.flat)
-    key = (("model", id(model)), tuple(objective.layers), signature, mesh, config.size, config.chunk_steps,
-           config.compute_dtype, config.redirect_steps > 0, optimizer_key, step_lib.vectorize_images(platform),
-           tuple(sorted((options or {}).items())),
-           *(reuse.part_key(parts[k]) for k in ("parameterization", "transform", "prior", "image_penalty")))
-    return reuse.cached_programs(key, (model, *parts.values()), lambda: compile_programs(
-        model, objective, **parts, size=config.size, mesh=mesh, chunk_steps=config.chunk_steps,
-        compute_dtype=config.compute_dtype, redirect=config.redirect_steps > 0,
-        store_key=_store_key(model, objective, parts, optimizer_key)))
-
-
-def _store_key(model, objective, parts, optimizer_key) -> str | None:
-    """Stable text of everything the programs close over (:mod:`jaxviz.render.stored`); ``None`` when a
-    part cannot be described (a user's model, class or optimizer): those programs are traced each run."""
-    from jaxviz.models import program_identity
-
-    texts = [program_identity(model), stored_lib.describe_tree(objective), repr(tuple(objective.layers)),
-             *(stored_lib.describe(parts[k]) for k in ("parameterization", "transform", "prior", "image_penalty"))]
-    if not (isinstance(optimizer_key, tuple) and optimizer_key[:1] == ("recipe",)) or any(t is None for t in texts):
-        return None
-    return "\n".join((*texts, repr(optimizer_key)))
 
 
 def seed_images(images, n_targets: int, size: int) -> np.ndarray:

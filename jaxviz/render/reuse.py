@@ -24,9 +24,12 @@ from typing import Any, Callable, Hashable
 
 import jax
 
+from jaxviz.common import hardware
 from jaxviz.common.checkpoint import fingerprint
+from jaxviz.render import step as step_lib
+from jaxviz.render import stored as stored_lib
 
-__all__ = ["part_key", "cached_programs", "clear", "MAX_ENTRIES"]
+__all__ = ["part_key", "cached_programs", "programs_for", "store_key", "clear", "MAX_ENTRIES"]
 
 MAX_ENTRIES = 16  # structures kept; each holds compiled executables (tens of MB for Lite0)
 
@@ -67,6 +70,42 @@ def cached_programs(key: Hashable, keep_alive: Any, build: Callable[[], Any]):
         while len(_entries) > MAX_ENTRIES:
             _entries.popitem(last=False)
     return programs
+
+
+def programs_for(model, objective, parts: dict, config, mesh, signature, optimizer_key):
+    """:func:`~jaxviz.render.step.compile_programs` for a render, kept across calls: a second render of the
+    same structure does not trace again (and its programs are stored on disk: :func:`store_key`).
+
+    Args:
+      model, objective: as ``compile_programs``.
+      parts: ``{parameterization, transform, optimizer, prior, image_penalty}``.
+      config: the :class:`~jaxviz.recipes.config.RenderConfig`.
+      mesh: the mesh of the launch.
+      signature: the stacked objectives' tree structure and the device count.
+      optimizer_key: ``("recipe", description, steps)`` for a recipe's optimizer, else :func:`part_key`.
+    """
+    platform = mesh.devices.flat[0].platform
+    options = hardware.compiler_options(mesh.devices.flat)
+    key = (("model", id(model)), tuple(objective.layers), signature, mesh, config.size, config.chunk_steps,
+           config.compute_dtype, config.redirect_steps > 0, optimizer_key, step_lib.vectorize_images(platform),
+           tuple(sorted((options or {}).items())),
+           *(part_key(parts[k]) for k in ("parameterization", "transform", "prior", "image_penalty")))
+    return cached_programs(key, (model, *parts.values()), lambda: step_lib.compile_programs(
+        model, objective, **parts, size=config.size, mesh=mesh, chunk_steps=config.chunk_steps,
+        compute_dtype=config.compute_dtype, redirect=config.redirect_steps > 0,
+        store_key=store_key(model, objective, parts, optimizer_key)))
+
+
+def store_key(model, objective, parts: dict, optimizer_key) -> str | None:
+    """Stable text of everything the programs close over (:mod:`jaxviz.render.stored`); ``None`` when a
+    part cannot be described (a user's model, class or optimizer): those programs are traced each run."""
+    from jaxviz.models import program_identity
+
+    texts = [program_identity(model), stored_lib.describe_tree(objective), repr(tuple(objective.layers)),
+             *(stored_lib.describe(parts[k]) for k in ("parameterization", "transform", "prior", "image_penalty"))]
+    if not (isinstance(optimizer_key, tuple) and optimizer_key[:1] == ("recipe",)) or any(t is None for t in texts):
+        return None
+    return "\n".join((*texts, repr(optimizer_key)))
 
 
 def clear() -> None:
