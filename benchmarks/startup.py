@@ -10,7 +10,9 @@ Totals are wall times of fresh processes running the command a new user would tr
 - **second call**: a second ``render_images`` of other targets in the worker process (a notebook's
   next cell); it must not trace (:mod:`jaxviz.render.reuse`);
 - **uncached**: the same with ``--no-compile-cache`` and the weights already converted (every
-  rerun before the compilation cache).
+  rerun before the compilation cache);
+- **import**: a fresh ``python -c "import jaxviz"`` (its heavy parts load when used) and
+  ``python -c "import jaxviz, jax"`` (what every command pays), each minus an empty interpreter.
 
 The split comes from a worker process that runs the same pipeline through the public API
 (``load_model``, ``render.render_images``, ``report.write_run``) with timestamps, and counts JAX's own
@@ -138,6 +140,15 @@ def _summary(values: list[float]) -> dict:
     return {"min": min(values), "max": max(values), "median": statistics.median(values), "all": values}
 
 
+def _import_times(repeats: int) -> dict:
+    """Fresh-process import times (min over repeats), less the bare interpreter's start and exit."""
+    env = _env(tempfile.mkdtemp(prefix="jaxviz-import-"))
+    runs = {"python": "pass", "jaxviz": "import jaxviz", "jaxviz+jax": "import jaxviz, jax; jax.devices()"}
+    best = {name: min(_timed([sys.executable, "-c", code], env)[0] for _ in range(repeats))
+            for name, code in runs.items()}
+    return {"jaxviz": best["jaxviz"] - best["python"], "jaxviz+jax": best["jaxviz+jax"] - best["python"]}
+
+
 def measure(repeats: int, size: int) -> dict:
     jaxviz_cmd = [sys.executable, "-m", "jaxviz"]
     totals = {"cold": [], "warm": [], "uncached": []}
@@ -163,6 +174,7 @@ def measure(repeats: int, size: int) -> dict:
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return {
+        "import_s": _import_times(max(3, repeats)),
         "totals": {k: _summary(v) for k, v in totals.items()},
         "cpu_s": {k: _summary(v) for k, v in cpu.items()},  # less sensitive to other load than wall time
         "warm_over_cold": [w / c for w, c in zip(totals["warm"], totals["cold"])],
@@ -187,6 +199,9 @@ def _table(report: dict) -> str:
     lines.append("\nsplit, s (min over repeats)  " + "  ".join(f"{p:>7s}" for p in (*PHASES, "total")))
     for kind, phases in report["split"].items():
         lines.append(f"{kind:28s} " + "  ".join(f"{phases[p]:7.2f}" for p in (*PHASES, "total")))
+    imp = report["import_s"]
+    lines.append(f"\nimport (fresh process, less an empty interpreter; min): import jaxviz {imp['jaxviz']:.2f} s, "
+                 f"import jaxviz, jax + devices {imp['jaxviz+jax']:.2f} s")
     sc = report["second_call"]
     lines.append(f"\nsecond render in the same process (targets {', '.join(SECOND_TARGETS)}, same structure): "
                  f"{min(sc['warm']['min'], sc['cold']['min']):.2f} s min, {max(sc['warm']['max'], sc['cold']['max']):.2f} s max; "
