@@ -106,3 +106,20 @@ def test_function_fields_of_user_parts_are_told_apart(toy, traces):
     # why identity is needed: the description (addresses removed) cannot tell the two apart
     assert render.fingerprint(Scaled(lambda im: im)) == render.fingerprint(Scaled(lambda im: 2 * im))
     assert not np.allclose(dark.history, light.history)
+
+
+def test_a_second_diversity_render_of_one_structure_does_not_trace(toy, traces):
+    def diverse(channel):
+        return render.render_images(toy, objectives.channel("conv2", channel) + 5.0 * objectives.diversity("conv1"),
+                                    key=jax.random.key(1), config=CONFIG, images_per_target=2, progress=False)
+
+    first = diverse(0)
+    assert any("one_step" in name for name in traces), traces
+    traces.clear()
+    second = diverse(3)  # another channel: the objective's values are arguments of the kept programs
+    assert [name for name in traces if any(p in name for p in ("one_step", "init", "final"))] == [], traces
+    assert second.targets == ("conv2:3#0", "conv2:3#1") and not np.array_equal(second.images, first.images)
+    reuse.clear()
+    fresh = diverse(3)
+    np.testing.assert_array_equal(fresh.images, second.images)
+    np.testing.assert_array_equal(fresh.activation, second.activation)

@@ -136,7 +136,9 @@ model = jaxviz.load_model("efficientnet_lite0")
 config = render.RenderConfig(size=64, steps=3, chunk_steps=2, batch_size=2)
 result = render.render_images(model, ["logits:1", "blocks.12:5"], config=config, key=jax.random.key(3),
                               progress=False, recipe="quantile")
-np.save(sys.argv[1], np.concatenate([result.images.ravel(), result.history.ravel()]))
+diverse = render.render_images(model, objectives.channel("blocks.3", 1) + 2.0 * objectives.diversity("blocks.2"),
+                               config=config, key=jax.random.key(4), progress=False, images_per_target=2)
+np.save(sys.argv[1], np.concatenate([result.images.ravel(), result.history.ravel(), diverse.images.ravel()]))
 print(json.dumps(traced))
 """
 
@@ -155,10 +157,11 @@ def test_warm_process_traces_no_render_program_and_matches_cold(tmp_path):
     cold_traced, cold = _run_worker(tmp_path, tmp_path / "cold.npy")
     warm_traced, warm = _run_worker(tmp_path, tmp_path / "warm.npy")
     plain_traced, plain = _run_worker(tmp_path, tmp_path / "plain.npy", JAXVIZ_COMPILE_CACHE="0")
-    model_programs = ("run_chunk_sharded", "init_sharded", "final", "flat")
+    model_programs = ("run_chunk_sharded", "init_sharded", "final", "flat", "one_step", "init")
     assert any(p in name for name in cold_traced for p in model_programs)
     assert not [name for name in warm_traced if any(p in name for p in model_programs)], warm_traced
     assert any(p in name for name in plain_traced for p in model_programs)
     np.testing.assert_array_equal(warm, cold)  # the same stored program
     np.testing.assert_allclose(plain, cold, rtol=0, atol=1e-5)  # the plain jit: within float rounding
-    assert len(os.listdir(tmp_path / "cache" / "programs")) == 6  # init, chunk, final of the two structures
+    # init, chunk, final of the two structures; init, step, final of the diversity group
+    assert len(os.listdir(tmp_path / "cache" / "programs")) == 9

@@ -25,6 +25,8 @@ from jaxviz import priors as priors_lib
 from jaxviz import registry
 from jaxviz.image import transforms as transforms_lib
 from jaxviz.common.errors import NonFiniteLossError, UsageError
+from jaxviz.render import reuse
+from jaxviz.render import stored as stored_lib
 from jaxviz.render.step import model_input, step_key
 
 __all__ = ["render_groups", "per_image_part"]
@@ -45,10 +47,11 @@ def per_image_part(objective):
 
 
 def render_groups(model, targets, n: int, *, key, config, parameterization, transform, optimizer, prior,
-                  image_penalty, progress, checkpoint_dir=None, init_images=None, devices=None):
+                  image_penalty, progress, checkpoint_dir=None, init_images=None, devices=None, optimizer_key=None):
     """``n`` images per target, optimized jointly per target (see the module docstring).
 
-    Arguments as :func:`jaxviz.render.render_images` (parts already chosen). Returns a
+    Arguments as :func:`jaxviz.render.render_images` (parts already chosen; ``optimizer_key`` describes the
+    optimizer for the kept programs, see :func:`jaxviz.render.reuse.programs_for`; ``None``: by identity). Returns a
     :class:`jaxviz.render.RenderResult` with ``len(targets) · n`` rows, target-major; its targets
     are named ``<target>#<k>``; ``history`` is the group's objective (the same for its images),
     ``activation`` each image's per-image terms.
@@ -84,15 +87,18 @@ def render_groups(model, targets, n: int, *, key, config, parameterization, tran
     prior_info: dict = {}
     names = []
     done, total = 0, rows * config.steps
+    parts = dict(parameterization=parameterization, transform=transform, optimizer=optimizer, prior=prior,
+                 image_penalty=image_penalty)
+    optimizer_key = reuse.part_key(optimizer) if optimizer_key is None else optimizer_key
     for t_index, target in enumerate(targets):
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(t_index * n, (t_index + 1) * n))
-        init, chunk, final = _programs(model, target, parameterization, transform, optimizer, prior, image_penalty,
-                                       config.size)
+        obj = jax.device_put(target, device)
+        init, chunk, final = _kept_programs(model, target, parts, config.size, optimizer_key)
         state = init(model_params, keys)
         step = 0
         while step < config.steps:
             m = min(config.chunk_steps, config.steps - step)
-            state, values, traces = chunk(m, model_params, state, keys)
+            state, values, traces = chunk(m, model_params, state, keys, obj)
             values, traces = np.asarray(values), np.asarray(traces)
             if not np.all(np.isfinite(values)):
                 raise NonFiniteLossError(f"the objective became NaN/Inf near step {step}; try a smaller learning rate")
@@ -103,7 +109,7 @@ def render_groups(model, targets, n: int, *, key, config, parameterization, tran
             done += m * n
             if progress:
                 progress(done, total, float(values[-1]))
-        out_images, per_image, report = jax.device_get(final(model_params, state))
+        out_images, per_image, report = jax.device_get(final(model_params, state, obj))
         if not (np.all(np.isfinite(out_images)) and np.all(np.isfinite(per_image))):
             raise NonFiniteLossError("the final image or objective is NaN/Inf; try a smaller learning rate")
         rows_t = slice(t_index * n, (t_index + 1) * n)
@@ -139,9 +145,20 @@ def _check_group_inputs(model, targets, config):
         objectives_lib.check_indices(t, model.layers)
 
 
-def _programs(model, objective, parameterization, transform, optimizer, prior, image_penalty, size):
+def _kept_programs(model, objective, parts, size, optimizer_key):
+    """:func:`_programs` kept across calls (:mod:`jaxviz.render.reuse`), stored on disk when every part is
+    described (:mod:`jaxviz.render.stored`): targets of one structure share them."""
+    key = (("groups", id(model)), jax.tree.structure(objective), tuple(objective.layers), size, optimizer_key,
+           *(reuse.part_key(parts[k]) for k in ("parameterization", "transform", "prior", "image_penalty")))
+    store_key = reuse.store_key(model, objective, parts, optimizer_key)
+    return reuse.cached_programs(key, (model, *parts.values()), lambda: _programs(
+        model, objective, **parts, size=size, store_key=None if store_key is None else f"groups|{size}|{store_key}"))
+
+
+def _programs(model, objective, *, parameterization, transform, optimizer, prior, image_penalty, size, store_key):
+    """``init(model_params, keys)``, ``chunk(m, model_params, state, keys, obj)`` and ``final(model_params, state,
+    obj)`` for objectives shaped like ``objective`` (its values are arguments, so one structure runs one program)."""
     layers = tuple(dict.fromkeys((*objective.layers, *prior.layers)))
-    own = per_image_part(objective)
 
     def init(model_params, keys):
         params = jax.vmap(lambda k: parameterization.init(key=jax.random.split(k)[0], size=size))(keys)
@@ -154,42 +171,44 @@ def _programs(model, objective, parameterization, transform, optimizer, prior, i
             prior_state = jax.vmap(lambda _: prior.init({}))(keys)
         return params, optimizer.init(params), prior_state, jnp.zeros((), jnp.int32)
 
-    def loss(params, prior_state, step, keys, model_params):
+    def loss(params, prior_state, step, keys, model_params, obj):
         images = jax.vmap(parameterization.to_image)(params)
         seen = jax.vmap(lambda im, k: transform(im, key=step_key(k, step)))(images, keys)
         features = model.features(model_params, model_input(model, seen), layers)
-        value = jnp.asarray(objectives_lib.batch_value(objective, features), jnp.float32)
+        value = jnp.asarray(objectives_lib.batch_value(obj, features), jnp.float32)
         penalty, prior_state, trace = jax.vmap(prior.apply, in_axes=(0, 0, None))(features, prior_state, step)
         total = value - jnp.sum(penalty)
         if image_penalty is not None:
             total = total - jnp.sum(jax.vmap(image_penalty)(images))
         return total, (value, prior_state, trace)
 
-    def one_step(model_params, state, keys):
+    def one_step(model_params, state, keys, obj):
         params, opt_state, prior_state, step = state
-        grads, (value, prior_state, trace) = jax.grad(loss, has_aux=True)(params, prior_state, step, keys, model_params)
+        grads, (value, prior_state, trace) = jax.grad(loss, has_aux=True)(params, prior_state, step, keys,
+                                                                          model_params, obj)
         updates, opt_state = optimizer.update(jax.tree.map(jnp.negative, grads), opt_state, params)
         return (optax.apply_updates(params, updates), opt_state, prior_state, step + 1), (value, trace)
 
-    @jax.jit
-    def run_one(model_params, state, keys):
-        return one_step(model_params, state, keys)
+    def stored(fn, name):
+        key = None if store_key is None else f"{store_key}|{name}"
+        return stored_lib.StoredFunction(fn, name=f"groups-{name}", key=key)
 
-    def chunk(m, model_params, state, keys):
+    run_one = stored(one_step, "step")
+
+    def chunk(m, model_params, state, keys, obj):
         values, traces = [], []
         for _ in range(m):
-            state, (value, trace) = run_one(model_params, state, keys)
+            state, (value, trace) = run_one(model_params, state, keys, obj)
             values.append(value)
             traces.append(trace)
         return state, jnp.stack(values), jnp.stack(traces)
 
-    @jax.jit
-    def final(model_params, state):
+    def final(model_params, state, obj):
         params, _, prior_state, _ = state
         images = jax.vmap(parameterization.to_image)(params)
         features = model.features(model_params, model_input(model, images), layers)
-        per_image = jax.vmap(own)(features) if own is not None else jnp.full((images.shape[0],),
-                                                                            objective(features))
+        own = per_image_part(obj)
+        per_image = jax.vmap(own)(features) if own is not None else jnp.full((images.shape[0],), obj(features))
         return images, per_image, jax.vmap(prior.report)(features, prior_state)
 
-    return jax.jit(init), chunk, final
+    return stored(init, "init"), chunk, stored(final, "final")

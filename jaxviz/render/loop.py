@@ -174,7 +174,8 @@ def render_images(model, targets, *, key: jax.Array | None = None, config: Rende
             result = diverse.render_groups(
                 model, targets, images_per_target, key=key, config=config, parameterization=parameterization,
                 transform=transform, optimizer=optimizer, prior=prior, image_penalty=image_penalty,
-                progress=bar, checkpoint_dir=checkpoint_dir, init_images=init_images, devices=devices)
+                progress=bar, checkpoint_dir=checkpoint_dir, init_images=init_images, devices=devices,
+                optimizer_key=_optimizer_key(optimizer, custom_optimizer, optimizer_text, config))
         else:
             result = _render(model, targets, key=key, config=config, parameterization=parameterization,
                              transform=transform, optimizer=optimizer, prior=prior, image_penalty=image_penalty,
@@ -257,9 +258,7 @@ def _render(model, targets, *, key, config, parameterization, transform, optimiz
     parts = dict(parameterization=parameterization, transform=transform, optimizer=optimizer, prior=prior,
                  image_penalty=image_penalty)
 
-    # the recipe's optimizer is described by its text and step count (its closures are new each call)
-    optimizer_key = reuse.part_key(optimizer) if custom_optimizer or not optimizer_text else (
-        "recipe", optimizer_text, config.steps)
+    optimizer_key = _optimizer_key(optimizer, custom_optimizer, optimizer_text, config)
     done_steps, total_steps = 0, n * config.steps
     for group_index, indices in enumerate(_group_by_structure(targets)):
         n_devices = devices_for(len(indices), devices)
@@ -299,6 +298,11 @@ def _render(model, targets, *, key, config, parameterization, transform, optimiz
         store.close()
     return RenderResult(images, activation, history, trace, prior_info,
                         tuple(objectives_lib.target_name(t) for t in targets), getattr(prior, "trace_name", None))
+
+
+def _optimizer_key(optimizer, custom: bool, text: str | None, config):
+    # the recipe's optimizer is described by its text and step count (its closures are new each call)
+    return reuse.part_key(optimizer) if custom or not text else ("recipe", text, config.steps)
 
 
 def seed_images(images, n_targets: int, size: int) -> np.ndarray:
