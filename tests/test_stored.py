@@ -165,3 +165,16 @@ def test_warm_process_traces_no_render_program_and_matches_cold(tmp_path):
     np.testing.assert_allclose(plain, cold, rtol=0, atol=1e-5)  # the plain jit: within float rounding
     # init, chunk, final of the two structures; init, step, final of the diversity group
     assert len(os.listdir(tmp_path / "cache" / "programs")) == 9
+
+
+def test_a_file_naming_a_class_outside_the_state_packages_is_not_trusted(cache):
+    fn, _ = _counted()
+    stored.StoredFunction(fn, name="toy", key="k")(*_args())
+    (path,) = cache.iterdir()
+    magic, header, payload = path.read_bytes().split(b"\n", 2)
+    assert json.loads(header)["namedtuples"] == [f"{__name__}:Pair"]
+    path.write_bytes(b"\n".join((magic, json.dumps({"namedtuples": ["subprocess:CompletedProcess"]}).encode(),
+                                 payload)))
+    fn2, calls2 = _counted()
+    stored.StoredFunction(fn2, name="toy", key="k")(*_args())
+    assert calls2 == [1]  # not loaded: exported again

@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import functools
 import hashlib
+import importlib
 import importlib.metadata
 import json
 import os
@@ -174,10 +175,19 @@ def _register(classes) -> None:
                 _registered.add(cls)
 
 
+_IMPORTABLE = ("jaxviz", "optax", "flax", "jax", "chex")  # packages whose state classes a file may name
+
+
 def _lookup(name: str) -> type | None:
-    """A class named in a stored file, from modules already imported only (a file never imports code)."""
+    """A class named in a stored file: from a module already imported, or one of :data:`_IMPORTABLE`'s
+    (a file never makes this process import anything else)."""
     module, _, qualname = name.partition(":")
     obj = sys.modules.get(module)
+    if obj is None and module.split(".")[0] in _IMPORTABLE:
+        try:
+            obj = importlib.import_module(module)
+        except ImportError:
+            return None
     for part in qualname.split("."):
         obj = getattr(obj, part, None)
     return obj if isinstance(obj, type) and issubclass(obj, tuple) else None
