@@ -34,6 +34,7 @@ import warnings
 from typing import Any, Callable, Sequence
 
 import jax
+import numpy as np
 
 from jaxviz.common import cache as cache_lib
 from jaxviz.common.checkpoint import fingerprint
@@ -139,7 +140,7 @@ def _signature(leaves: Sequence[Any], treedef) -> str:
     def describe(leaf):
         sharding = getattr(leaf, "sharding", None)
         where = "" if sharding is None else f"{sharding!r}"
-        return f"{getattr(leaf, 'shape', ())}:{getattr(leaf, 'dtype', type(leaf).__name__)}:{where}"
+        return f"{leaf.shape}:{leaf.dtype}:{getattr(leaf, 'weak_type', False)}:{where}"
 
     return f"{treedef}|" + "|".join(describe(leaf) for leaf in leaves)
 
@@ -212,13 +213,15 @@ class StoredFunction:
         self.jitted = jax.jit(fn, donate_argnums=donate_argnums, compiler_options=compiler_options)
         self.donate_argnums = tuple(donate_argnums)
         self.compiler_options = compiler_options
-        self._calls: dict = {}  # signature -> the jitted call of the flat leaves (False: not exportable)
+        self._calls: dict = {}  # signature -> the compiled call of the flat leaves (False: the plain program)
 
     def __call__(self, *args):
         folder = programs_dir() if self.key is not None else None
         if folder is None:
             return self.jitted(*args)
         leaves, treedef = jax.tree.flatten(args)
+        if not all(isinstance(leaf, (jax.Array, np.ndarray, np.generic)) for leaf in leaves):
+            return self.jitted(*args)  # Python scalars: their weak types make the plain program the safe one
         signature = _signature(leaves, treedef)
         entry = self._calls.get(signature)
         if entry is None:
@@ -237,11 +240,17 @@ class StoredFunction:
                 return False
             self._save(path, exported)
         donate = tuple(i for i, leaf_arg in enumerate(_leaf_args(treedef, len(args))) if leaf_arg in self.donate_argnums)
-        return jax.jit(exported.call, donate_argnums=donate, compiler_options=self.compiler_options)
+        try:  # compiled ahead of the call: a program that does not fit these arguments is found here, not mid-run
+            return jax.jit(exported.call, donate_argnums=donate, compiler_options=self.compiler_options).lower(
+                *leaves).compile()
+        except Exception as err:  # noqa: BLE001 — a cache never fails a run: the plain program instead
+            warnings.warn(f"jaxviz: the stored {self.name} program does not load ({type(err).__name__}: {err}); "
+                          "it is traced instead", RuntimeWarning, stacklevel=4)
+            return False
 
     def _export(self, args, treedef, leaves):
-        specs = [jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=getattr(leaf, "sharding", None))
-                 if hasattr(leaf, "shape") else leaf for leaf in leaves]
+        specs = [jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=getattr(leaf, "sharding", None),
+                                      weak_type=getattr(leaf, "weak_type", False)) for leaf in leaves]
 
         def flat(*flat_args):
             return self.fn(*jax.tree.unflatten(treedef, flat_args))
