@@ -116,6 +116,7 @@ def lite0():
     return jaxviz.load_model("efficientnet_lite0")
 
 
+@pytest.mark.slow  # 25-50 s: make test stays under 10 minutes from a clean clone
 def test_channel_maps_mean_is_the_channel_objective(lite0):
     import jax
 

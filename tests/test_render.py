@@ -84,6 +84,7 @@ def test_resume_after_kill_is_bit_identical(tmp_path):
     assert other.returncode == 2 and "seed" in other.stderr and "Traceback" not in other.stderr
 
 
+@pytest.mark.slow  # 25-50 s: make test stays under 10 minutes from a clean clone
 def test_visualize_writes_outputs(tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["visualize", "--target", "logits:281", "--target", "blocks.10:0-1", "--size", "64",

@@ -108,6 +108,7 @@ def test_function_fields_of_user_parts_are_told_apart(toy, traces):
     assert not np.allclose(dark.history, light.history)
 
 
+@pytest.mark.slow  # 25-50 s: make test stays under 10 minutes from a clean clone
 def test_a_second_diversity_render_of_one_structure_does_not_trace(toy, traces):
     def diverse(channel):
         return render.render_images(toy, objectives.channel("conv2", channel) + 5.0 * objectives.diversity("conv1"),
