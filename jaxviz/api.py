@@ -32,13 +32,13 @@ def visualize(model, targets, *, recipe=None, size: int | None = None, steps: in
     """
     from jaxviz import recipes
     from jaxviz.models import load_model
-    from jaxviz.render.loop import render
+    from jaxviz.render.loop import render_images
 
     if isinstance(model, str):
         model = load_model(model)
     recipe = recipes.resolve(recipe, size=size or getattr(model, "resolution", None) or 224)
     config = recipe.config(steps=recipe.passes if steps is None else steps, seed=seed, batch_size=batch_size)
-    result = render(model, targets, config=config, recipe=recipe, **render_options)
+    result = render_images(model, targets, config=config, recipe=recipe, **render_options)
     if out is not None:
         result.save(out)
     return result
