@@ -1,0 +1,44 @@
+"""Every built-in recipe gives today's results (tests/golden/recipes.npz, scripts/make_recipe_golden.py).
+
+Bit-identical on the machine and JAX the file was made on; elsewhere (another CPU's vector code) within
+a tight tolerance.
+"""
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(__file__)
+GOLDEN = os.path.join(HERE, "golden", "recipes.npz")
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location(
+        "make_recipe_golden", os.path.join(HERE, "..", "scripts", "make_recipe_golden.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SCRIPT = _script()
+
+
+def _same_machine(golden) -> bool:
+    import jax
+
+    return str(golden["machine"]) == f"{SCRIPT.cpu_name()}|jax {jax.__version__}|devices {jax.device_count()}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [*SCRIPT.CASES, "groups"])
+def test_recipe_matches_golden(lite0, name):
+    golden = np.load(GOLDEN)
+    result = SCRIPT.run_groups(lite0) if name == "groups" else SCRIPT.run_case(lite0, name)
+    for field in ("images", "activation", "history"):
+        want, got = golden[f"{name}/{field}"], np.asarray(getattr(result, field))
+        if _same_machine(golden):
+            np.testing.assert_array_equal(got, want, err_msg=f"{name} {field} changed")
+        else:
+            np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3, err_msg=f"{name} {field} changed")
