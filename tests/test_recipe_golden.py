@@ -28,7 +28,8 @@ SCRIPT = _script()
 def _same_machine(golden) -> bool:
     import jax
 
-    return str(golden["machine"]) == f"{SCRIPT.cpu_name()}|jax {jax.__version__}|devices {jax.device_count()}"
+    # the device count does not change a bit on CPU (one image after another on each device)
+    return str(golden["machine"]).split("|devices")[0] == f"{SCRIPT.cpu_name()}|jax {jax.__version__}"
 
 
 @pytest.mark.slow
