@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import importlib as _importlib
 
-from jaxviz import _compat
 from jaxviz.common import __version__
 from jaxviz.common.errors import (
     CheckpointMismatchError,
@@ -41,8 +40,6 @@ from jaxviz.common.errors import (
     UsageError,
     WeightFileError,
 )
-
-_compat.install()
 
 _SUBMODULES = ("api", "attribution", "cli", "common", "data", "image", "models", "objectives", "pipeline", "priors",
                "realism", "recipes", "registry", "render", "report", "stats")
@@ -73,9 +70,8 @@ def __getattr__(name: str):
         return _importlib.import_module(f"jaxviz.{name}")
     if name in _NAMES:
         return getattr(_importlib.import_module(_NAMES[name]), name)
-    module = _compat.resolve(name)
-    if module is not None:
-        return module
+    if name == "outliers":  # docs/design.md §3: `from jaxviz import stats, outliers`
+        return _importlib.import_module("jaxviz.stats.outliers")
     raise AttributeError(f"module 'jaxviz' has no attribute {name!r}")
 
 

@@ -11,13 +11,12 @@ import sys
 from typing import Sequence
 
 from jaxviz import priors as priors_lib
-from jaxviz import registry
 from jaxviz import render as render_lib
 from jaxviz.common.errors import UsageError
 from jaxviz.objectives.targets import expand_targets
 from jaxviz.common.progress import progress_bar
 
-__all__ = ["expand_targets", "target_label", "build_prior", "visualize", "demo", "check_demo", "DEMO_TARGETS", "DEMO_RUNS"]
+__all__ = ["expand_targets", "target_label", "visualize", "demo", "check_demo", "DEMO_TARGETS", "DEMO_RUNS"]
 
 DEMO_TARGETS = ("logits:207", "logits:281", "logits:947", "logits:980")  # retriever, tabby, mushroom, volcano
 DEMO_RUNS = {"maco": "MaCo recipe (no prior)", "outliers": "MaCo recipe + outlier suppression (the method)"}
@@ -36,12 +35,6 @@ def target_label(model, spec: str) -> str:
     return ""
 
 
-def build_prior(model, name: str = "none", *, stats: str | None = None, layers: Sequence[str] | None = None,
-                **options):
-    """The prior called ``name`` for ``model`` (see :func:`jaxviz.registry.build_prior`)."""
-    return registry.build_prior(name, model=model, stats_dir=stats, layers=list(layers) if layers else None, **options)
-
-
 def visualize(model, targets, out: str, *, config: render_lib.RenderConfig | None = None, prior=None,
               stats: str | None = None, checkpoint_dir: str | None = None, quiet: bool = False,
               title: str | None = None, **render_options):
@@ -53,7 +46,7 @@ def visualize(model, targets, out: str, *, config: render_lib.RenderConfig | Non
         ``LAYER:A-B`` expand) or objectives, one or a list (:func:`jaxviz.objectives.as_targets`).
       out: output directory (created).
       config: a :class:`jaxviz.render.RenderConfig`; default the recipe's.
-      prior: a prior object (e.g. from :func:`build_prior`); default the recipe's.
+      prior: a prior object (e.g. from :func:`jaxviz.registry.build_prior`); default the recipe's.
       stats: where the prior's statistics came from (recorded in metrics.json).
       checkpoint_dir: resume / checkpoint here.
       quiet: no progress bar.

@@ -1,74 +1,67 @@
-"""Names for the pluggable parts, so the CLI (and config files) can say ``--param fourier``.
+"""The one table from names to parts, for the CLI, config files and the short path (``prior="outliers"``).
 
 Names resolve in one direction: this module imports the parts (parameterizations, transforms,
-priors, recipes); no part imports it (docs/design.md §2).
+priors, recipes); no part imports it (docs/design.md §2). The CLI's ``choices``, README's and
+docs/design.md's lists are this table (a test checks the docs name every entry). The library itself
+works with objects; :func:`resolve` accepts either, and :func:`register` adds your own part under a
+name, for the CLI and the library alike (docs/design.md, "Adding a prior").
 
-The library itself works with objects: :func:`jaxviz.render.render_images` takes a parameterization, a
-transform and a prior as objects satisfying :class:`jaxviz.image.param.Parameterization`,
-:class:`jaxviz.image.transforms.Transform` and :class:`jaxviz.priors.Prior`. This module is the one place
-that maps a name to the factory building such an object; :func:`resolve` accepts either.
+:func:`edit_recipe` is what the flags do: each changes the recipe's own part (its prior's weight, its
+optimizer's learning rate...), never rebuilds it from a name; a flag that does not apply to the
+recipe's parts is an error.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
+from jaxviz import priors, recipes
 from jaxviz.common.errors import UsageError
 from jaxviz.common.factories import build_named
+from jaxviz.image import param, transforms
 
-__all__ = ["KINDS", "names", "build", "build_prior", "resolve", "register"]
+__all__ = ["KINDS", "names", "build", "build_prior", "prior_spec", "resolve", "register", "edit_recipe"]
 
-
-def _parameterizations() -> dict[str, Callable]:
-    from jaxviz.image import param
-
-    return {"pixel": param.pixel, "fourier": param.fourier, "maco": param.maco}
-
-
-def _transforms() -> dict[str, Callable]:
-    from jaxviz.image import transforms
-
-    return {"default": transforms.default, "none": transforms.identity, "lucid": transforms.lucid,
-            "maco": transforms.maco, "deepinversion": transforms.deepinversion}
-
-
-def _priors() -> dict[str, Callable]:
-    from jaxviz import priors
-
-    from jaxviz.priors import bn_batch as prior_bn_batch, gaussian as prior_gaussian_match, quantile_match as prior_quantile
-
-    return {"none": priors.none, "outliers": priors.outliers, "mahalanobis": priors.mahalanobis,
-            "bn": priors.batchnorm_prior, "bn-batch": prior_bn_batch.pooled_batchnorm_prior,
-            "quantile": prior_quantile.quantile, "gaussian": prior_gaussian_match.gaussian_match}
-
-
-def _recipes() -> dict[str, Callable]:
-    from jaxviz import recipes
-
-    return dict(recipes.RECIPES)
-
-
-KINDS: dict[str, Callable[[], dict[str, Callable]]] = {
-    "parameterization": _parameterizations, "transform": _transforms, "prior": _priors, "recipe": _recipes,
+# the built-in names of each kind; a factory taking ``size`` gets the render's size (the side the model sees)
+KINDS: dict[str, dict[str, Callable[..., Any]]] = {
+    "parameterization": {"pixel": param.pixel, "fourier": param.fourier, "maco": param.maco},
+    "transform": {"default": transforms.default, "none": transforms.identity,
+                  "lucid": lambda *, size=224: transforms.lucid(upsample=size),
+                  "maco": lambda *, size=224: transforms.maco(out=size), "deepinversion": transforms.deepinversion},
+    "prior": {"none": priors.none, "outliers": priors.outliers, "mahalanobis": priors.mahalanobis,
+              "bn": priors.batchnorm_prior, "bn-batch": priors.pooled_batchnorm_prior, "quantile": priors.quantile,
+              "gaussian": priors.gaussian_match},
+    "recipe": recipes.RECIPES,
 }
 _EXTRA: dict[str, dict[str, Callable]] = {kind: {} for kind in KINDS}
+for _name, _factory in KINDS["prior"].items():
+    _factory.prior_name = _name  # a recipe's PriorSpec and its errors name the prior as the CLI does
 
 
 def _table(kind: str) -> dict[str, Callable]:
     if kind not in KINDS:
         raise UsageError(f"unknown kind '{kind}' (choose {', '.join(KINDS)})")
-    return {**KINDS[kind](), **_EXTRA[kind]}
+    return {**KINDS[kind], **_EXTRA[kind]}
 
 
 def names(kind: str) -> tuple[str, ...]:
-    """The registered names of ``kind`` (``parameterization``, ``transform`` or ``prior``)."""
+    """The registered names of ``kind`` (``parameterization``, ``transform``, ``prior`` or ``recipe``)."""
     return tuple(_table(kind))
 
 
 def register(kind: str, name: str, factory: Callable[..., Any]) -> None:
-    """Makes ``name`` build ``factory(**options)`` (e.g. to reach your own part from a config)."""
+    """Makes ``name`` build ``factory(**options)``, for the CLI (``--prior NAME``) and the library.
+
+    A prior factory takes ``model=`` if it needs the model, and ``stats=`` / ``layers=`` if it reads
+    statistics (then ``--stats`` and ``--stats-layers`` apply to it).
+    """
     _table(kind)
+    if not isinstance(name, str) or not name or name.startswith("-"):
+        raise UsageError(f"a {kind} name must be a non-empty string not starting with '-', got {name!r}")
     _EXTRA[kind][name] = factory
+    if kind == "prior":
+        factory.prior_name = name  # PriorSpec and errors name it as the CLI does
 
 
 def build(kind: str, name: str, **options) -> Any:
@@ -77,11 +70,19 @@ def build(kind: str, name: str, **options) -> Any:
     Raises:
       UsageError: unknown name, or options the factory does not take.
     """
+    if kind == "recipe":
+        return recipes.get(name, **options) if name in recipes.RECIPES else build_named(kind, name, _table(kind), options)
     return build_named(kind, name, _table(kind), options)
 
 
-def resolve(kind: str, value: Any, *, argument: str, protocol: type | None = None) -> Any:
-    """``value`` as an object: a name is built with default options, an object is checked.
+def _with_context(factory: Callable, options: dict, context: dict) -> dict:
+    """``options`` plus the context values (``size``) the factory takes."""
+    taken = inspect.signature(factory).parameters
+    return {**{k: v for k, v in context.items() if k in taken}, **options}
+
+
+def resolve(kind: str, value: Any, *, argument: str, protocol: type | None = None, **context) -> Any:
+    """``value`` as an object: a name is built with default options (and ``context`` it takes), an object is checked.
 
     Args:
       kind: ``parameterization``, ``transform`` or ``prior``.
@@ -93,7 +94,10 @@ def resolve(kind: str, value: Any, *, argument: str, protocol: type | None = Non
       UsageError: unknown name, or an object lacking the protocol's methods.
     """
     if isinstance(value, str):
-        return build(kind, value)
+        table = _table(kind)
+        if value not in table:
+            raise UsageError(f"unknown {kind} '{value}' for {argument}= (choose {', '.join(table)})")
+        return build(kind, value, **_with_context(table[value], {}, context))
     if protocol is not None and not isinstance(value, protocol):
         wanted = ", ".join(m for m in protocol.__dict__ if not m.startswith("_") and callable(protocol.__dict__[m]))
         raise UsageError(f"{argument}= must be a {kind} name ({', '.join(names(kind))}) or an object with "
@@ -101,34 +105,68 @@ def resolve(kind: str, value: Any, *, argument: str, protocol: type | None = Non
     return value
 
 
-def build_prior(name: str, *, model, stats_dir: str | None = None, layers=None, **options):
-    """The prior called ``name`` (one of ``names("prior")``) for ``model``.
+def prior_spec(name: str, **options) -> priors.PriorSpec:
+    """A :class:`jaxviz.priors.PriorSpec` of the prior called ``name`` (options checked against its factory)."""
+    table = _table("prior")
+    if name not in table:
+        raise UsageError(f"unknown prior '{name}' (choose {', '.join(table)})")
+    return priors.PriorSpec(table[name]).edit(**options)
 
-    Args:
-      name: prior name.
-      model: the model being visualized.
-      stats_dir: output of ``jaxviz stats`` for ``outliers`` and ``mahalanobis``; ``None`` uses the
-        pixel-view statistics that ship with jaxviz for ``model`` (README "The method").
-      layers: which of the statistics' layers to use (default all; with the shipped statistics
-        ``stats_store.SHIPPED_PRIOR_LAYERS``).
-      **options: fields of the prior's dataclass (e.g. ``weight``, ``k``, ``every``).
+
+def build_prior(name: str, *, model, stats_dir: str | None = None, layers=None, **options):
+    """The prior called ``name`` for ``model`` (a statistics prior reads ``stats_dir``, default the shipped ones).
 
     Raises:
-      UsageError: unknown name, or statistics missing for a prior that needs them.
+      UsageError: unknown name, options or statistics the prior does not take, or statistics missing.
     """
-    if name in ("outliers", "mahalanobis"):
-        if not stats_dir:
-            from jaxviz.stats import store as stats_store
+    return prior_spec(name, stats=stats_dir, layers=list(layers) if layers else None, **options).build(model)
 
-            stats_dir = stats_store.shipped_stats_dir(model.name, "pixel")
-            if stats_dir is None:
-                raise UsageError(f"prior '{name}' needs statistics: no statistics ship for {model.name} "
-                                 "(pass stats_dir= / --stats DIR; make them with `jaxviz stats`)")
-            layers = stats_store.SHIPPED_PRIOR_LAYERS if layers is None else layers
-        return build("prior", name, stats=stats_dir, model=model, layers=layers, **options)
-    if name in ("quantile", "gaussian"):  # jaxviz.priors.quantile_match, jaxviz.priors.gaussian
-        sources = {"stats": stats_dir, **({"quantiles": stats_dir} if name == "quantile" else {})} if stats_dir else {}
-        return build("prior", name, model=model, layers=layers, **sources, **options)
-    if name in ("bn", "bn-batch"):
-        return build("prior", name, model=model, **options)
-    return build("prior", name, **options)
+
+def _same_factory(spec, factory) -> bool:
+    return isinstance(spec, priors.PriorSpec) and spec.factory is factory
+
+
+def edit_recipe(recipe, *, parameterization: str | None = None, transform: str | None = None,
+                prior: str | None = None, learning_rate: float | None = None, size: int | None = None,
+                names: dict | None = None, **prior_options):
+    """``recipe`` as the flags change it (the CLI's ``--param``, ``--transforms``, ``--prior``, ``--lr``,
+    ``--weight``, ``--stats``...; ``jaxviz.visualize``'s ``prior=``, ``stats=``...); ``None``: unchanged.
+
+    A name that is already the recipe's part keeps the recipe's own settings of it (``--prior bn`` on
+    ``deepinversion`` keeps its first-layer weight); another name replaces the part; every other option
+    edits the recipe's part (:meth:`jaxviz.recipes.Recipe.edit`).
+
+    Args:
+      recipe: a :class:`jaxviz.recipes.Recipe`.
+      parameterization, transform, prior: registered names (``prior="none"``: no prior).
+      learning_rate: the recipe optimizer's learning rate.
+      size: the side the model sees (for a transform preset built from a name).
+      names: how to name each argument in errors (the CLI passes its flags).
+      **prior_options: options of the (possibly new) prior: ``weight``, ``stats``, ``layers``, ``k``...
+
+    Raises:
+      UsageError: unknown names, or a setting that does not apply to the recipe's parts.
+    """
+    import dataclasses
+
+    names = names or {}
+    changes: dict = {}
+    context = {} if size is None else {"size": size}
+    if parameterization is not None:
+        built = resolve("parameterization", parameterization, argument=names.get("parameterization", "parameterization"))
+        if type(built) is not type(recipe.parameterization):
+            changes["parameterization"] = built
+    if transform is not None:
+        built = resolve("transform", transform, argument=names.get("transform", "transform"), **context)
+        if built != recipe.transform:
+            changes["transform"] = built
+    if prior is not None:
+        table = _table("prior")
+        if prior not in table:
+            raise UsageError(f"unknown prior '{prior}' for {names.get('prior', 'prior=')} (choose {', '.join(table)})")
+        if prior == "none":
+            changes["prior"] = None
+        elif not _same_factory(recipe.prior, table[prior]):
+            changes["prior"] = prior_spec(prior)
+    edited = dataclasses.replace(recipe, **changes) if changes else recipe
+    return edited.edit(names=names, learning_rate=learning_rate, **prior_options)

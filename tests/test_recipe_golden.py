@@ -1,7 +1,7 @@
 """Every built-in recipe gives today's results (tests/golden/recipes.npz, scripts/make_recipe_golden.py).
 
 Bit-identical on the machine and JAX the file was made on; elsewhere (another CPU's vector code) within
-a tight tolerance.
+a tight tolerance. The file was made before parts became arguments of the render programs.
 """
 
 import importlib.util
@@ -39,7 +39,9 @@ def test_recipe_matches_golden(lite0, name):
     result = SCRIPT.run_groups(lite0) if name == "groups" else SCRIPT.run_case(lite0, name)
     for field in ("images", "activation", "history"):
         want, got = golden[f"{name}/{field}"], np.asarray(getattr(result, field))
-        if _same_machine(golden):
+        # groups (images_per_target) now run inside the render's one chunk program (a fori_loop under
+        # shard_map) instead of a program per step: the same arithmetic, fused differently by XLA
+        if _same_machine(golden) and name != "groups":
             np.testing.assert_array_equal(got, want, err_msg=f"{name} {field} changed")
         else:
             np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3, err_msg=f"{name} {field} changed")

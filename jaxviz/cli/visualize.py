@@ -8,9 +8,6 @@ import re
 from jaxviz.cli._common import add_model_flag, number, whole
 from jaxviz.common.errors import UsageError
 
-PRIORS = ("none", "outliers", "mahalanobis", "bn", "bn-batch", "quantile", "gaussian")  # the registry's names (tests/test_cli.py checks they agree)
-
-
 def register(sub) -> None:
     p = sub.add_parser("visualize", help="synthesize images that maximize targets")
     add_model_flag(p)
@@ -25,26 +22,33 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
-def add_render_flags(p) -> None:
-    """The render flags of `visualize`: a recipe, and flags that replace parts of it."""
-    from jaxviz.recipes import DEFAULT, NAMES
+# the Python names of the settings the render flags edit, as the flags (errors name the flag the user typed)
+FLAGS = {"parameterization": "--param", "transform": "--transforms", "prior": "--prior", "learning_rate": "--lr",
+         "weight": "--weight", "k": "--top-k", "every": "--every", "warmup": "--warmup", "quantile": "--quantile",
+         "stats": "--stats", "layers": "--stats-layers"}
 
-    p.add_argument("--recipe", default=DEFAULT, choices=NAMES,
+
+def add_render_flags(p) -> None:
+    """The render flags of `visualize`: a recipe, and flags that edit its parts."""
+    from jaxviz import registry
+    from jaxviz.recipes import DEFAULT
+
+    p.add_argument("--recipe", default=DEFAULT, choices=registry.names("recipe"),
                    help=f"the full settings to start from (default {DEFAULT}, the best measured: README "
-                        "'Experiments'); the flags below replace parts of it")
-    p.add_argument("--param", default=None, choices=("pixel", "fourier", "maco"),
+                        "'Experiments'); the flags below edit its parts")
+    p.add_argument("--param", default=None, choices=registry.names("parameterization"),
                    help="image parameterization (default: the recipe's)")
-    p.add_argument("--prior", default=None, choices=PRIORS,
+    p.add_argument("--prior", default=None, choices=registry.names("prior"),
                    help="prior against unnatural images (default: the recipe's; none for maco)")
-    p.add_argument("--stats", metavar="DIR", help="statistics from `jaxviz stats` (for --prior outliers/mahalanobis/gaussian/quantile; "
-                   "default: the shipped ImageNet statistics of the model, layers blocks.2,blocks.4)")
+    p.add_argument("--stats", metavar="DIR", help="statistics from `jaxviz stats` for the recipe's prior (default: the "
+                   "shipped ImageNet statistics of the model, layers blocks.2,blocks.4)")
     p.add_argument("--stats-layers", metavar="L1,L2",
                    help="use only these layers of the statistics (default: all of --stats; blocks.2,blocks.4 of the "
                         "shipped ones)")
-    p.add_argument("--weight", type=number, default=None, help="prior weight λ (default: the prior's)")
+    p.add_argument("--weight", type=number, default=None, help="prior weight λ (default: the recipe's prior's)")
     p.add_argument("--top-k", type=whole, default=None, help="outliers: neurons suppressed per layer (default 8)")
     p.add_argument("--every", type=whole, default=None, help="outliers: steps between re-selections (default 16)")
-    p.add_argument("--warmup", type=whole, default=None, help="outliers: DeepDream steps before suppression (default 32)")
+    p.add_argument("--warmup", type=whole, default=None, help="steps before the prior acts (outliers: default 32)")
     p.add_argument("--quantile", type=number, default=None, help="outliers: χ² quantile of outlier positions (0.99)")
     p.add_argument("--steps", type=whole, default=None,
                    help="forward-backward passes per image (default: the recipe's, 512 for maco)")
@@ -52,8 +56,8 @@ def add_render_flags(p) -> None:
                    help="side in px of what the model sees (default: the model's resolution)")
     p.add_argument("--seed", type=whole, default=0, help="random seed (default 0)")
     p.add_argument("--lr", type=number, default=None, help="learning rate of the recipe's optimizer (default: the recipe's)")
-    p.add_argument("--transforms", default=None, choices=("default", "none"),
-                   help="robustness transforms: default (pad, jitter, scale, rotate) or none (default: the recipe's)")
+    p.add_argument("--transforms", default=None, choices=registry.names("transform"),
+                   help="robustness transforms (default: the recipe's)")
     p.add_argument("--batch-size", type=whole, default=8, help="targets optimized together (default 8)")
     p.add_argument("--checkpoint-dir", metavar="D", help="checkpoint here; rerunning the same command resumes")
     p.add_argument("--checkpoint-every", type=whole, default=64, help="steps between checkpoints (default 64)")
@@ -65,28 +69,42 @@ def add_render_flags(p) -> None:
 
 
 def recipe_from_flags(args, model=None):
-    """The recipe of ``--recipe`` at ``--size`` (``model`` gives the default size)."""
-    from jaxviz.recipes import get
+    """The recipe of ``--recipe`` at ``--size`` (``model`` gives the default size), edited by the flags."""
+    from jaxviz import registry
     from jaxviz.recipes.config import MAX_SIZE
 
     if args.size is not None and not 1 <= args.size <= MAX_SIZE:
         raise UsageError(f"--size must be an integer between 1 and {MAX_SIZE}, got {args.size}")
     default = (getattr(model, "resolution", None) or 224) if model is not None else 224
-    return get(args.recipe, size=args.size if args.size is not None else default)
+    size = args.size if args.size is not None else default
+    recipe = registry.build("recipe", args.recipe, size=size)
+    layers = [l for l in (args.stats_layers or "").split(",") if l] or None
+    return registry.edit_recipe(recipe, parameterization=args.param, transform=args.transforms, prior=args.prior,
+                                learning_rate=args.lr, size=size, names=FLAGS, weight=args.weight, k=args.top_k,
+                                every=args.every, warmup=args.warmup, quantile=args.quantile, stats=args.stats,
+                                layers=layers)
 
 
-def render_config(args, model=None):
-    """The :class:`jaxviz.render.RenderConfig` of the render flags (checked; ``model`` gives the default size).
-
-    The recipe's canvas and pass count, with the flags that replace parts of it (``--param``,
-    ``--transforms``, ``--lr``) as its unset fields."""
-    recipe = recipe_from_flags(args, model)
+def render_config(args, model=None, recipe=None):
+    """The :class:`jaxviz.render.RenderConfig` of the render flags (checked; ``model`` gives the default size)."""
+    recipe = recipe or recipe_from_flags(args, model)
     config = recipe.config(steps=args.steps if args.steps is not None else recipe.passes,
-                           param=args.param, transforms=args.transforms, learning_rate=args.lr,
                            batch_size=args.batch_size, seed=args.seed, checkpoint_every=args.checkpoint_every,
                            redirect_steps=args.redirect_steps, compute_dtype=args.precision)
     config.check()  # its messages name RenderConfig fields; the CLI shows them as flags
     return config
+
+
+def stats_source(recipe, model) -> str | None:
+    """Where the recipe's prior reads its statistics (recorded in metrics.json): ``--stats``, the shipped
+    folder for a prior that takes statistics, else ``None``."""
+    from jaxviz import priors
+    from jaxviz.stats.store import shipped_stats_dir
+
+    spec = recipe.prior
+    if not isinstance(spec, priors.PriorSpec) or "stats" not in spec.accepts():
+        return None
+    return dict(spec.options).get("stats") or shipped_stats_dir(model.name, "pixel")
 
 
 def check_targets(specs, *, whole_layers: bool = True) -> None:
@@ -101,38 +119,6 @@ def check_targets(specs, *, whole_layers: bool = True) -> None:
         if whole_layers and ":" not in spec and re.fullmatch(r"[A-Za-z0-9_.\-/]{1,200}", spec.strip(), flags=re.ASCII):
             continue  # a whole layer (DeepDream); the model checks the name
         split_target(spec)
-
-
-_RECIPE_PRIORS = {"outliers": "outliers", "deepinversion": "bn"}  # the prior each recipe comes with
-
-
-def prior_name(args) -> str:
-    """The prior the run uses: ``--prior``, else the recipe's."""
-    return args.prior or _RECIPE_PRIORS.get(args.recipe, "none")
-
-
-def check_prior_flags(args) -> dict:
-    """The prior options the flags give, after the checks that need no model."""
-    options = {name: getattr(args, flag) for name, flag in
-               (("weight", "weight"), ("k", "top_k"), ("every", "every"), ("warmup", "warmup"),
-                ("quantile", "quantile")) if getattr(args, flag) is not None}
-    name = prior_name(args)
-    if name != "outliers" and set(options) - {"weight"}:
-        raise UsageError("--top-k, --every, --warmup and --quantile only apply to --prior outliers")
-    if name == "none" and options:
-        raise UsageError("--weight needs a --prior other than none")
-    return options
-
-
-def prior_from_flags(args, model):
-    """The prior the flags ask for (``--prior`` with its options and ``--stats``), or ``None``: the recipe's."""
-    from jaxviz.pipeline import build_prior
-
-    options = check_prior_flags(args)
-    if args.prior is None and not options and not args.stats and not args.stats_layers:
-        return None
-    layers = [l for l in (args.stats_layers or "").split(",") if l] or None
-    return build_prior(model, prior_name(args), stats=args.stats, layers=layers, **options)
 
 
 def init_from_flags(args, size: int) -> dict:
@@ -162,17 +148,13 @@ def run(args) -> int:
 
     render_config(args)  # everything checkable without the model fails before it loads
     check_targets(args.target)
-    check_prior_flags(args)
+    if args.stats is not None and not os.path.isdir(args.stats):
+        raise UsageError(f"--stats {args.stats}: no such folder (make statistics with `jaxviz stats`)")
     model = load_model(args.model)
-    config = render_config(args, model)
-    prior = prior_from_flags(args, model)
-    stats = args.stats if prior_name(args) in ("outliers", "mahalanobis") else None
-    if stats is None and prior_name(args) in ("outliers", "mahalanobis"):
-        from jaxviz.stats.store import shipped_stats_dir
-
-        stats = shipped_stats_dir(model.name, "pixel")
-    metrics, _ = visualize(model, args.target, args.out, config=config, recipe=recipe_from_flags(args, model),
-                           prior=prior, stats=stats, checkpoint_dir=args.checkpoint_dir,
+    recipe = recipe_from_flags(args, model)
+    config = render_config(args, model, recipe)
+    metrics, _ = visualize(model, args.target, args.out, config=config, recipe=recipe,
+                           stats=stats_source(recipe, model), checkpoint_dir=args.checkpoint_dir,
                            quiet=args.quiet, title=f"jaxviz {model.name}", **init_from_flags(args, config.size))
     for entry in metrics["targets"]:
         print(f"{entry['target']:<16} {entry['label'][:24]:<24} activation {entry['activation']:.3f}")

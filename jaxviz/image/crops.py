@@ -6,12 +6,12 @@ combine them (``transforms.lucid``, ``maco``, ``deepinversion``) live in :mod:`j
 
 from __future__ import annotations
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
 
 from jaxviz.common.errors import UsageError
+from jaxviz.common.pytree import part, static
 from jaxviz.image.resample import bilinear
 
 __all__ = ["RandomCrop", "Noise", "RandomFlip", "Roll", "Upsample", "random_crop", "noise", "random_flip", "roll",
@@ -25,7 +25,7 @@ def pixel_count(value, what: str) -> int:
     return value
 
 
-@dataclasses.dataclass(frozen=True)
+@part
 class RandomCrop:
     """Random square crop, resized (bilinear) to ``out`` × ``out`` (``None``: the input side).
 
@@ -34,9 +34,9 @@ class RandomCrop:
     image. Not fused with its neighbours (its zoom depends on the input size).
     """
 
-    side: tuple[float, float] = (0.6, 1.0)
-    out: int | None = None
-    centre_sd: float = 0.15
+    side: tuple[float, float] = static((0.6, 1.0))
+    out: int | None = static(None)
+    centre_sd: float = static(0.15)
 
     affine = False  # not fusable: see the class docstring
 
@@ -51,53 +51,53 @@ class RandomCrop:
         step = side * jnp.asarray([h, w], jnp.float32) / out
         return out, step, (centre - side / 2) * jnp.asarray([h, w], jnp.float32) + 0.5 * step - 0.5
 
-    def __call__(self, image, *, key):
+    def __call__(self, image, *, key, step=None):
         out, step, t = self.draw(image.shape[:2], key=key)
         M = jnp.diag(step)
         return bilinear(image, jax.lax.stop_gradient(M), jax.lax.stop_gradient(t), (out, out), None)
 
 
-@dataclasses.dataclass(frozen=True)
+@part
 class Noise:
     """Adds ``N(0, sd)`` and ``U(-sd/2, sd/2)`` noise to every pixel (Xplique's MaCo)."""
 
-    sd: float
+    sd: float = static()
 
-    def __call__(self, image, *, key):
+    def __call__(self, image, *, key, step=None):
         k_normal, k_uniform = jax.random.split(key)
         return (image + self.sd * jax.random.normal(k_normal, image.shape, image.dtype)
                 + jax.random.uniform(k_uniform, image.shape, image.dtype, -self.sd / 2, self.sd / 2))
 
 
-@dataclasses.dataclass(frozen=True)
+@part
 class RandomFlip:
     """Mirrors the image left-right with probability 1/2."""
 
-    def __call__(self, image, *, key):
+    def __call__(self, image, *, key, step=None):
         return jnp.where(jax.random.bernoulli(key), image[:, ::-1], image)
 
 
-@dataclasses.dataclass(frozen=True)
+@part
 class Roll:
     """Circular shift by ``-d..d`` pixels in each direction (DeepInversion's ``torch.roll``); same shape."""
 
-    d: int
+    d: int = static()
 
-    def __call__(self, image, *, key):
+    def __call__(self, image, *, key, step=None):
         dy, dx = jax.random.randint(key, (2,), -self.d, self.d + 1)
         return jnp.roll(image, (dy, dx), axis=(0, 1))
 
 
-@dataclasses.dataclass(frozen=True)
+@part
 class Upsample:
     """Bilinear resize to ``size`` × ``size`` of an image smaller than that; larger ones pass as they are.
 
     Lucent's ``render_vis`` does this to every image under 224 px before the model.
     """
 
-    size: int
+    size: int = static()
 
-    def __call__(self, image, *, key=None):
+    def __call__(self, image, *, key=None, step=None):
         h, w, c = image.shape
         if h >= self.size and w >= self.size:
             return image

@@ -3,8 +3,8 @@
 A parameterization is any object that satisfies the :class:`Parameterization` protocol: two pure
 methods for ONE image, ``init(*, key, size) -> params`` and ``to_image(params) -> [size, size, 3]``
 float32 in ``[0, 1]`` (jittable, differentiable; the size is read from the params' static shape).
-Vmap them for batches. The built-in ones are frozen dataclasses, so they compare and print by value
-(their ``repr`` identifies a run in checkpoints); a user's own is just another such object.
+Vmap them for batches. The built-in ones are frozen pytree dataclasses (:func:`jaxviz.common.pytree.part`), so
+they compare and print by value and travel through ``jit`` as arguments; a user's own is just another such object.
 
 - :func:`pixel`: one value per pixel and channel, squashed by a sigmoid (or clipped, DeepInversion).
 - :func:`fourier`: Lucid-style. Real/imaginary parts of an ``rfft2`` spectrum, scaled by
@@ -31,11 +31,11 @@ values keep the photos' contrast.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
+from jaxviz.common.pytree import part, static
 
 from jaxviz.image.color import (COLOR_MEAN, COLOR_SQRT, COLORS, LUCID_COLOR, color_stats, decorrelated_to_rgb, spectrum_to_rgb,
                                  rgb_to_decorrelated)
@@ -44,7 +44,7 @@ from jaxviz.image.spectrum import (MACO_SPECTRUM_PATH, irfft2, maco_magnitude, m
 
 
 __all__ = [
-    "Parameterization", "Pixel", "Fourier", "Maco", "pixel", "fourier", "maco", "get", "PARAMETERIZATIONS",
+    "Parameterization", "Pixel", "Fourier", "Maco", "pixel", "fourier", "maco",
     "COLOR_SQRT", "COLOR_MEAN", "LUCID_COLOR", "COLORS", "color_stats", "maco_magnitude", "maco_mean",
     "photo_spectrum", "MACO_SPECTRUM_PATH", "SeededPhase",
 ]
@@ -54,8 +54,7 @@ __all__ = [
 class Parameterization(Protocol):
     """What :func:`jaxviz.render.render_images` needs of a parameterization (pure, for one image).
 
-    Optional: ``inverse(image [size, size, 3]) -> params`` with ``to_image(inverse(x)) ≈ x``, needed
-    to start from a photo (``render(..., init_images=...)``); the built-in ones have it.
+    Make it a pytree (:func:`jaxviz.common.pytree.part`): the render programs take it as an argument.
     """
 
     def init(self, *, key: jax.Array, size: int) -> Any:
@@ -64,8 +63,12 @@ class Parameterization(Protocol):
     def to_image(self, params: Any) -> jax.Array:
         """``[size, size, 3]`` float32 in ``[0, 1]``; differentiable in ``params``."""
 
+    def inverse(self, image: jax.Array) -> Any:
+        """Params with ``to_image(inverse(image)) ≈ image`` (to start from a photo: ``init_images=``);
+        raise ``NotImplementedError`` where there is none."""
 
-@dataclasses.dataclass(frozen=True)
+
+@part
 class Pixel:
     """One free value per pixel and channel; params are ``[size, size, 3]`` float32.
 
@@ -77,9 +80,9 @@ class Pixel:
         DeepInversion does, see :func:`jaxviz.recipes.project_box`).
     """
 
-    sd: float = 0.01
-    decorrelate: bool = False
-    squash: str = "sigmoid"
+    sd: float = static(0.01)
+    decorrelate: bool = static(False)
+    squash: str = static("sigmoid")
 
     def init(self, *, key, size):
         noise = self.sd * jax.random.normal(key, (size, size, 3), jnp.float32)
@@ -108,7 +111,7 @@ def pixel(*, sd: float = 0.01, decorrelate: bool = False, squash: str = "sigmoid
     return Pixel(float(sd), bool(decorrelate), _choice(squash, ("sigmoid", "clip"), "squash"))
 
 
-@dataclasses.dataclass(frozen=True)
+@part
 class Fourier:
     """Lucid-style spectrum; params are ``[size, size // 2 + 1, 3, 2]`` float32 (real, imag).
 
@@ -124,12 +127,12 @@ class Fourier:
       color: ``photos`` (:data:`COLOR_SQRT`) or ``lucid`` (:data:`LUCID_COLOR`).
     """
 
-    decay: float = 1.0
-    decorrelate: bool = True
-    sd: float = 0.01
-    normalize: bool = True
-    gain: float = 1.0
-    color: str = "photos"
+    decay: float = static(1.0)
+    decorrelate: bool = static(True)
+    sd: float = static(0.01)
+    normalize: bool = static(True)
+    gain: float = static(1.0)
+    color: str = static("photos")
 
     def init(self, *, key, size):
         return self.sd * jax.random.normal(key, (size, size // 2 + 1, 3, 2), jnp.float32)
@@ -163,7 +166,7 @@ def fourier(*, decay: float = 1.0, decorrelate: bool = True, sd: float = 0.01, n
                    _choice(color, tuple(COLORS), "color"))
 
 
-@dataclasses.dataclass(frozen=True)
+@part
 class Maco:
     """MaCo: phase-only spectrum with the photos' magnitude (see the module docstring).
 
@@ -179,8 +182,8 @@ class Maco:
         that saturates the sigmoid; the spread of a uniform phase has ``E cos φ = 0``.
     """
 
-    decorrelate: bool = True
-    normalize_phase: bool = False
+    decorrelate: bool = static(True)
+    normalize_phase: bool = static(False)
 
     def init(self, *, key, size):
         return jax.random.uniform(key, (size, size // 2 + 1, 3), jnp.float32, -jnp.pi, jnp.pi)
@@ -238,17 +241,3 @@ def _logit(image) -> jax.Array:
 def maco(*, decorrelate: bool = True, normalize_phase: bool = False) -> Maco:
     """A :class:`Maco` parameterization (see its attributes)."""
     return Maco(bool(decorrelate), bool(normalize_phase))
-
-
-PARAMETERIZATIONS = {"pixel": pixel, "fourier": fourier, "maco": maco}
-
-
-def get(name: str, **kwargs) -> Parameterization:
-    """The parameterization called ``name`` (``pixel``, ``fourier`` or ``maco``) built with ``kwargs``.
-
-    Raises:
-      UsageError: unknown name or options.
-    """
-    from jaxviz.common.factories import build_named
-
-    return build_named("parameterization", name, PARAMETERIZATIONS, kwargs)

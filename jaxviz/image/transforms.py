@@ -3,9 +3,10 @@
 Optimizing through small random shifts, zooms and rotations keeps the optimizer from exploiting
 pixel-exact high-frequency patterns (Lucid's "transformation robustness").
 
-A transform is any object satisfying :class:`Transform`: ``t(image [H, W, 3], *, key) -> image``
+A transform is any object satisfying :class:`Transform`: ``t(image [H, W, 3], *, key, step) -> image``
 for one image, pure, jittable and differentiable in ``image``; output shapes depend only on input
-shapes (static). The built-in ones are frozen dataclasses, so they compare, hash and print by value.
+shapes (static). The built-in ones are frozen pytree dataclasses (:func:`jaxviz.common.pytree.part`) with
+static settings, so they compare, hash and print by value and are arguments of the render programs.
 Vmap them for batches, with one key per image. A transform that also satisfies
 :class:`GeometricTransform` (it can say which affine map it applies) is fused by :class:`Chain` with
 its geometric neighbours into one resampling; any other transform is simply applied in turn.
@@ -23,7 +24,6 @@ crop-and-resize plus noise per forward pass, as Xplique's MaCo does for each of 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Protocol, Sequence, runtime_checkable
 
@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxviz.common.errors import UsageError
+from jaxviz.common.pytree import part, static
 from jaxviz.image.crops import (Noise, RandomCrop, RandomFlip, Roll, Upsample, noise, pixel_count,
                                  random_crop, random_flip, roll, upsample_to)
 from jaxviz.image.resample import about_centre, affine, bilinear, bilinear_filled, draw, snap, zoom_rotate
@@ -46,8 +47,11 @@ __all__ = [
 class Transform(Protocol):
     """What :func:`jaxviz.render.render_images` needs of a transform."""
 
-    def __call__(self, image: jax.Array, *, key: jax.Array) -> jax.Array:
-        """One image ``[H, W, 3]`` → the transformed image (shape static given the input's)."""
+    def __call__(self, image: jax.Array, *, key: jax.Array, step: jax.Array | None = None) -> jax.Array:
+        """One image ``[H, W, 3]`` → the transformed image (shape static given the input's).
+
+        ``step``: the pass being run (an int32 scalar; ``None`` outside a render), for schedules;
+        every transform accepts it, most ignore it."""
 
 
 @runtime_checkable
@@ -61,18 +65,18 @@ class GeometricTransform(Protocol):
     transform can only open a fused run. ``affine = False`` opts out of fusion.
     """
 
-    def __call__(self, image: jax.Array, *, key: jax.Array) -> jax.Array: ...
+    def __call__(self, image: jax.Array, *, key: jax.Array, step: jax.Array | None = None) -> jax.Array: ...
 
     def geometry(self, hw, *, key): ...
 
     def stretch(self) -> tuple[float, float]: ...
 
 
-@dataclasses.dataclass(frozen=True)
+@part
 class Identity:
     """Leaves the image as it is (``--transforms none``)."""
 
-    def __call__(self, image, *, key=None):
+    def __call__(self, image, *, key=None, step=None):
         return image
 
 
@@ -81,15 +85,15 @@ def identity() -> Identity:
     return Identity()
 
 
-@dataclasses.dataclass(frozen=True)
+@part
 class Pad:
     """Pads ``n`` pixels on every side (``reflect``, or ``constant`` with ``value``)."""
 
-    n: int
-    mode: str = "reflect"
-    value: float = 0.5
+    n: int = static()
+    mode: str = static("reflect")
+    value: float = static(0.5)
 
-    def __call__(self, image, *, key=None):
+    def __call__(self, image, *, key=None, step=None):
         if self.n == 0:
             return image
         widths = ((self.n, self.n), (self.n, self.n), (0, 0))
@@ -114,13 +118,13 @@ class Pad:
         return 1.0, 0.0
 
 
-@dataclasses.dataclass(frozen=True)
+@part
 class Jitter:
     """Random crop of ``H - d`` by ``W - d`` pixels: a shift by 0..d pixels in each direction."""
 
-    d: int
+    d: int = static()
 
-    def __call__(self, image, *, key):
+    def __call__(self, image, *, key, step=None):
         if self.d == 0:
             return image
         h, w = image.shape[:2]
@@ -141,13 +145,13 @@ class Jitter:
         return 1.0, 0.0
 
 
-@dataclasses.dataclass(frozen=True)
+@part
 class RandomScale:
     """Zoom about the centre by a factor drawn uniformly from ``scales``; same output shape."""
 
-    scales: tuple[float, ...]
+    scales: tuple[float, ...] = static()
 
-    def __call__(self, image, *, key):
+    def __call__(self, image, *, key, step=None):
         return affine(image, draw(key, self.scales), 0.0)
 
     def geometry(self, hw, *, key):
@@ -157,12 +161,12 @@ class RandomScale:
         return max(self.scales), 0.0
 
 
-@dataclasses.dataclass(frozen=True)
+@part
 class RandomRotate:
     """Rotation about the centre: angle uniform in ``[-degrees, degrees]``, or drawn from ``choices``."""
 
-    degrees: float = 0.0
-    choices: tuple[float, ...] | None = None
+    degrees: float = static(0.0)
+    choices: tuple[float, ...] | None = static(None)
 
     def _angle(self, key):
         if self.choices is not None:
@@ -171,7 +175,7 @@ class RandomRotate:
             angle = jax.random.uniform(key, (), jnp.float32, -self.degrees, self.degrees)
         return angle * (math.pi / 180.0)
 
-    def __call__(self, image, *, key):
+    def __call__(self, image, *, key, step=None):
         return affine(image, 1.0, self._angle(key))
 
     def geometry(self, hw, *, key):
@@ -224,7 +228,7 @@ def _fused(transforms, keys, image):
     return bilinear_filled(image, jax.lax.stop_gradient(M), jax.lax.stop_gradient(t), hw, float(fill), reach)
 
 
-@dataclasses.dataclass(frozen=True)
+@part
 class Chain:
     """Applies ``transforms`` in order, each with its own key split from ``key``.
 
@@ -235,9 +239,9 @@ class Chain:
     """
 
     transforms: tuple
-    fuse: bool = True
+    fuse: bool = static(True)
 
-    def __call__(self, image, *, key):
+    def __call__(self, image, *, key, step=None):
         if not self.transforms:
             return image
         keys = list(jax.random.split(key, len(self.transforms)))
@@ -250,17 +254,17 @@ class Chain:
             if any(_resamples(t) for t in run):
                 image, i = _fused(run, keys[i:j], image), j
             else:  # nothing to resample (or not fusing): crops and pads are exact and cheap as they are
-                image, i = self.transforms[i](image, key=keys[i]), i + 1
+                image, i = self.transforms[i](image, key=keys[i], step=step), i + 1
         return image
 
 
-@dataclasses.dataclass(frozen=True)
+@part
 class CropOrResize:
     """Deterministic: centre crop to ``size`` when larger, bilinear resize up when smaller."""
 
-    size: int
+    size: int = static()
 
-    def __call__(self, image, *, key=None):
+    def __call__(self, image, *, key=None, step=None):
         h, w = image.shape[:2]
         if h >= self.size and w >= self.size:
             top, left = (h - self.size) // 2, (w - self.size) // 2

@@ -36,7 +36,7 @@ from jaxviz.common.errors import UnknownLayerError, UsageError
 __all__ = [
     "Objective", "Neuron", "Channel", "Layer", "ClassLogit", "Direction", "Diversity", "Sum",
     "neuron", "channel", "layer", "class_logit", "direction", "diversity",
-    "stack", "batch_value",
+    "stack", "batch_value", "per_image_part",
 ]
 
 _NUMBER = (int, float, np.number)
@@ -381,3 +381,14 @@ def batch_value(obj: Objective, features: Mapping[str, jax.Array]) -> jax.Array:
     return obj(features) if obj.batched else jax.vmap(obj)(features).sum()
 
 
+def per_image_part(objective: Objective) -> Objective | None:
+    """The per-image terms of ``objective`` (what each image of a group reports), or ``None``."""
+    if not objective.batched:
+        return objective
+    terms = [(t, w) for t, w in zip(getattr(objective, "terms", ()), getattr(objective, "weights", ())) if not t.batched]
+    if not terms:
+        return None
+    out = terms[0][0] * terms[0][1]
+    for t, w in terms[1:]:
+        out = out + t * w
+    return out

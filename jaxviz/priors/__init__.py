@@ -8,8 +8,8 @@
 - :mod:`~jaxviz.priors.bn`, :mod:`~jaxviz.priors.bn_batch`: DeepInversion's BatchNorm prior, per image and
   pooled over the batch.
 
-A new prior is a new file here with a frozen dataclass satisfying :class:`Prior`; give it a name for
-the CLI in :mod:`jaxviz.registry`.
+A new prior is a new file here with a pytree dataclass satisfying :class:`Prior`; give it a name for
+the CLI with :func:`jaxviz.registry.register` (docs/design.md, "Adding a prior").
 """
 
 from jaxviz.priors.base import *  # noqa: F401,F403
@@ -25,12 +25,3 @@ __all__ = [*_base_all, "OutlierPrior", "outliers", "MahalanobisPrior", "mahalano
            "batchnorm_prior", "PooledBatchNormPrior", "pooled_batchnorm_prior", "GaussianMatchPrior", "gaussian_match",
            "QuantilePrior", "quantile"]
 
-
-def __getattr__(name):
-    if name == "build":  # moved: parts never import the name registry (docs/design.md §2)
-        import importlib
-        import warnings
-
-        warnings.warn("jaxviz.priors.build is now jaxviz.registry.build_prior", DeprecationWarning, stacklevel=2)
-        return importlib.import_module("jaxviz.registry").build_prior
-    raise AttributeError(f"module 'jaxviz.priors' has no attribute {name!r}")

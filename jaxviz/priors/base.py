@@ -21,6 +21,7 @@ penalizes the mean ``D²/dim`` of all positions, ``bn`` is DeepInversion's Batch
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import os
@@ -30,27 +31,58 @@ import jax
 import jax.numpy as jnp
 
 from jaxviz.common.errors import UsageError
+from jaxviz.common.pytree import part
 
-__all__ = ["Prior", "LayerMoments", "NoPrior", "none", "moments", "load_moments", "stats_moments_of", "check_options",
-           "feature_view", "spatial_map", "describe"]
+__all__ = ["Prior", "PriorBase", "PriorSpec", "ordered", "LayerMoments", "NoPrior", "none", "moments", "load_moments", "stats_moments_of", "check_options",
+           "feature_view", "spatial_map", "describe", "shipped_or"]
 
 
 @runtime_checkable
 class Prior(Protocol):
-    """What :func:`jaxviz.render.render_images` needs of a prior (all methods for ONE image)."""
+    """What :func:`jaxviz.render.render_images` needs of a prior (all methods for ONE image).
+
+    Make it a pytree (:func:`jaxviz.common.pytree.part`: statistics as leaves, settings static): the
+    render programs take it as an argument. Subclass :class:`PriorBase` for the declared attributes'
+    defaults. Every prior accepts every keyword below, and ignores those it does not use.
+    """
+
+    pooled: bool  # a batch-level prior: render calls apply(..., pool=) with the launch's images mapped
+    trace_name: str | None  # what apply's trace is called in results (None: "prior")
+    warmup: int  # steps before it acts (render refuses warmup >= steps)
 
     @property
     def layers(self) -> tuple[str, ...]:
         """Layers whose features ``init``, ``apply`` and ``report`` read."""
 
-    def init(self, features: Mapping[str, jax.Array]) -> Any:
-        """Initial state (a pytree) from the features of the first transformed image."""
+    def init(self, features: Mapping[str, jax.Array], *, canvas: Mapping[str, tuple] | None = None) -> Any:
+        """Initial state (a pytree) from the features of the first transformed image; ``canvas``: each
+        layer's activation shape on the untransformed image (given when the transform's geometry is known)."""
 
-    def apply(self, features: Mapping[str, jax.Array], state: Any, step: jax.Array) -> tuple[Any, Any, Any]:
-        """``(penalty, new_state, trace)``: scalar subtracted from the objective, next state, logged scalar."""
+    def apply(self, features: Mapping[str, jax.Array], state: Any, step: jax.Array, *, pool=None,
+              locate=None) -> tuple[Any, Any, Any]:
+        """``(penalty, new_state, trace)``: scalar subtracted from the objective, next state, logged scalar.
+
+        ``pool(tree)``: the sum of ``tree`` over the launch's images (only for ``pooled`` priors, else
+        ``None``); ``locate``: canvas cells of feature positions (:func:`jaxviz.image.canvas.canvas_cells`),
+        given with ``init(canvas=)``, else ``None``."""
 
     def report(self, features: Mapping[str, jax.Array], state: Any) -> dict:
-        """Per-image diagnostics ``{name: array}`` of the final image (may be empty)."""
+        """Per-image diagnostics ``{name: array}`` of the final image; every scalar goes into
+        ``metrics.json`` (``times/L`` and ``score/L`` make its ``suppressed`` list)."""
+
+
+class PriorBase:
+    """Defaults of the :class:`Prior` protocol's declared attributes."""
+
+    pooled = False
+    trace_name = None
+    warmup = 0
+
+
+def ordered(mapping: Mapping) -> "collections.OrderedDict":
+    """``mapping`` as an ``OrderedDict``: a pytree that keeps its layers in order (a plain dict's are
+    sorted when flattened, and a prior's first layer and its sums follow the given order)."""
+    return collections.OrderedDict(mapping.items())
 
 
 class LayerMoments(NamedTuple):
@@ -61,16 +93,16 @@ class LayerMoments(NamedTuple):
     std: jax.Array
 
 
-@dataclasses.dataclass(frozen=True)
-class NoPrior:
+@part
+class NoPrior(PriorBase):
     """Plain activation maximization: no penalty."""
 
-    layers: tuple[str, ...] = ()
+    layers = ()
 
-    def init(self, features):
+    def init(self, features, *, canvas=None):
         return ()
 
-    def apply(self, features, state, step):
+    def apply(self, features, state, step, *, pool=None, locate=None):
         return jnp.zeros(()), state, jnp.zeros(())
 
     def report(self, features, state):
@@ -131,6 +163,27 @@ def load_moments(stats_dir: str, model, layers=None) -> tuple[dict[str, LayerMom
     bundle = stats_store.load_stats(stats_dir, model=model, layers=layers)
     model.check_layers(list(bundle.layers))
     return moments(bundle.layers), bundle.view
+
+
+def shipped_or(stats, model, layers, who: str, view: str | None = None):
+    """``(stats, layers)``: the given statistics, or those shipped for ``model`` in ``view`` (default
+    ``pixel``, at the prior layers of README "Shipped statistics") when ``stats`` is ``None``.
+
+    Raises:
+      UsageError: no statistics given and none ship for the model.
+    """
+    if stats is not None:
+        return stats, layers
+    from jaxviz.stats import store as stats_store
+
+    view = view or "pixel"
+    shipped = stats_store.shipped_stats_dir(model.name, view) if model is not None else None
+    if shipped is None:
+        raise UsageError(f"{who} needs statistics: no {view} statistics ship for {getattr(model, 'name', 'this model')} "
+                         "(pass stats= / --stats DIR; make them with `jaxviz stats`)")
+    if layers is None and view == "pixel":
+        layers = list(stats_store.SHIPPED_PRIOR_LAYERS)
+    return shipped, layers
 
 
 def stats_moments_of(stats, model, layers, view):
@@ -201,10 +254,68 @@ def describe(info: Mapping[str, "jax.Array"], index: int, *, top: int = 10) -> d
                 if times[j] > 0:
                     suppressed.append({"layer": layer, "channel": int(j), "count": int(times[j]),
                                        "mean_contribution": round(float(score[j] / times[j]), 4)})
-        elif key in ("d2", "bn_loss", "rounds", "quantile", "gauss"):
-            record[key] = round(float(np.asarray(value[index])), 5)
         elif key == "outlier_map_canvas":
             record["outlier_map_coordinates"] = "canvas" if bool(np.asarray(value[index])) else "model input"
+        elif not key.startswith("score/") and np.ndim(value[index]) == 0:  # every scalar a prior reports
+            record[key] = round(float(np.asarray(value[index])), 5)
     if suppressed or "times/" in "".join(info):
         record["suppressed"] = sorted(suppressed, key=lambda e: -e["count"] * e["mean_contribution"])[:top]
     return record
+
+
+@dataclasses.dataclass(frozen=True)
+class PriorSpec:
+    """A prior to build for a model: a factory and its options (a recipe's prior is one).
+
+    Like ``functools.partial`` (optax's variants are partials of their base), but its options can be
+    read and edited: ``spec.edit(weight=2.0)`` keeps every other option, and refuses one the factory
+    does not take, in one line.
+
+    Attributes:
+      factory: ``factory(*, model, **options) -> Prior`` (``model`` only if it takes one).
+      options: ``((name, value), ...)``.
+    """
+
+    factory: Any
+    options: tuple = ()
+
+    @property
+    def name(self) -> str:
+        return getattr(self.factory, "prior_name", None) or getattr(self.factory, "__name__", repr(self.factory))
+
+    def accepts(self) -> tuple[str, ...]:
+        """The option names the factory takes (``model`` aside); ``("*",)`` if it takes any."""
+        import inspect
+
+        params = inspect.signature(self.factory).parameters.values()
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            return ("*",)
+        return tuple(p.name for p in params if p.name != "model" and p.kind is not p.VAR_POSITIONAL)
+
+    def edit(self, *, names: Mapping[str, str] | None = None, **changes) -> "PriorSpec":
+        """This spec with ``changes`` applied to its options (``None`` values are left out).
+
+        Args:
+          names: how to name each option in errors (``{"weight": "--weight"}``); default ``weight=``.
+
+        Raises:
+          UsageError: an option the factory does not take.
+        """
+        changes = {k: v for k, v in changes.items() if v is not None}
+        taken = self.accepts()
+        bad = [k for k in changes if "*" not in taken and k not in taken]
+        if bad:
+            shown = ", ".join((names or {}).get(k, f"{k}=") for k in bad)
+            raise UsageError(f"{shown} does not apply to the prior {self.name} (it takes "
+                             f"{', '.join(t for t in taken if t != 'model') or 'no options'})")
+        return dataclasses.replace(self, options=tuple({**dict(self.options), **changes}.items()))
+
+    def build(self, model) -> Any:
+        """The prior for ``model``."""
+        import inspect
+
+        takes_model = "model" in inspect.signature(self.factory).parameters
+        return self.factory(**({"model": model} if takes_model else {}), **dict(self.options))
+
+    def __repr__(self):
+        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.options)})"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Mapping
 
@@ -10,13 +9,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxviz.common.errors import UsageError
-from jaxviz.priors.base import check_options
+from jaxviz.common.pytree import part, static
+from jaxviz.priors.base import PriorBase, check_options, ordered
 
 __all__ = ["BatchNormPrior", "batchnorm_prior"]
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class BatchNormPrior:
+@part
+class BatchNormPrior(PriorBase):
     """DeepInversion: the BatchNorm inputs' statistics should match the running statistics.
 
     For each BatchNorm layer, the input ``x`` is recovered from the captured output and the
@@ -35,9 +35,9 @@ class BatchNormPrior:
     trace_name = "bn"
 
     bn: Mapping[str, Mapping[str, jax.Array]]
-    eps: float = 1e-3
-    weight: float = 0.01
-    first_weight: float = 1.0
+    eps: float = static(1e-3)
+    weight: float = static(0.01)
+    first_weight: float = static(1.0)
 
     layers = property(lambda self: tuple(self.bn), doc="the layers the statistics cover")
 
@@ -51,10 +51,10 @@ class BatchNormPrior:
             total = total + (self.first_weight if i == 0 else 1.0) * term
         return total
 
-    def init(self, features):
+    def init(self, features, *, canvas=None):
         return ()
 
-    def apply(self, features, state, step):
+    def apply(self, features, state, step, *, pool=None, locate=None):
         loss = self._loss(features)
         return self.weight * loss, state, loss
 
@@ -82,4 +82,4 @@ def batchnorm_prior(model, *, weight: float = 0.01, first_weight: float = 1.0) -
     from jaxviz.models.own import batchnorm_arrays
 
     bn = {layer: batchnorm_arrays(model, layer) for layer in model.batchnorm}
-    return BatchNormPrior(bn, eps=model.batchnorm_eps, weight=weight, first_weight=float(first_weight))
+    return BatchNormPrior(ordered(bn), eps=model.batchnorm_eps, weight=weight, first_weight=float(first_weight))

@@ -18,13 +18,14 @@ loss is ``Σ_l w_l (‖μ − μ_run‖₂ + ‖σ² − σ²_run‖₂)`` with 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
 
 from jaxviz.common.errors import UsageError
+from jaxviz.common.pytree import part
+from jaxviz.priors.base import ordered
 from jaxviz.priors.bn import BatchNormPrior
 
 __all__ = ["PooledBatchNormPrior", "pooled_batchnorm_prior", "pooled_moments"]
@@ -43,7 +44,7 @@ def pooled_moments(sums) -> tuple[jax.Array, jax.Array]:
     return shift, s2 / n - shift * shift
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@part
 class PooledBatchNormPrior(BatchNormPrior):  # its fields, layers and trace name
     """DeepInversion's BatchNorm prior on batch-pooled moments (module docstring).
 
@@ -73,10 +74,10 @@ class PooledBatchNormPrior(BatchNormPrior):  # its fields, layers and trace name
             total = total + (self.first_weight if i == 0 else 1.0) * term
         return total
 
-    def init(self, features):
+    def init(self, features, *, canvas=None):
         return ()
 
-    def apply(self, features, state, step, *, pool=None):
+    def apply(self, features, state, step, *, pool=None, locate=None):
         sums = self.sums(features)
         loss = self.loss(pool(sums) if pool is not None else sums)
         return self.weight * loss, state, loss
@@ -106,4 +107,4 @@ def pooled_batchnorm_prior(model, *, weight: float = 0.01, first_weight: float =
         for part in path:
             node = node[part]
         bn[layer] = {k: jnp.asarray(node[k]) for k in ("scale", "bias", "mean", "var")}
-    return PooledBatchNormPrior(bn, eps=model.batchnorm_eps, weight=float(weight), first_weight=float(first_weight))
+    return PooledBatchNormPrior(ordered(bn), eps=model.batchnorm_eps, weight=float(weight), first_weight=float(first_weight))

@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Mapping
 
 import jax.numpy as jnp
 
-from jaxviz.priors.base import LayerMoments, check_options, feature_view, stats_moments_of
+from jaxviz.common.pytree import part, static
+from jaxviz.priors.base import LayerMoments, PriorBase, check_options, feature_view, ordered, shipped_or, stats_moments_of
 from jaxviz.stats import outliers as outliers_lib
 
 __all__ = ["MahalanobisPrior", "mahalanobis"]
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class MahalanobisPrior:
+@part
+class MahalanobisPrior(PriorBase):
     """Ablation: penalize the mean ``D²/dim`` of every position (no neuron selection)."""
 
     trace_name = "d2"
 
     stats: Mapping[str, LayerMoments]
-    view: str = "pixel"
-    weight: float = 10.0
-    warmup: int = 0
+    view: str = static("pixel")
+    weight: float = static(10.0)
+    warmup: int = static(0)
 
     layers = property(lambda self: tuple(self.stats), doc="the layers the statistics cover")
 
@@ -33,10 +33,10 @@ class MahalanobisPrior:
             total = total + jnp.mean(outliers_lib.mahalanobis(x, m.mean, m.precision)) / x.shape[-1]
         return total / len(self.stats)
 
-    def init(self, features):
+    def init(self, features, *, canvas=None):
         return ()
 
-    def apply(self, features, state, step):
+    def apply(self, features, state, step, *, pool=None, locate=None):
         d2 = self._d2(features)
         active = jnp.asarray(step >= self.warmup, d2.dtype)
         dims = [m.mean.shape[0] for m in self.stats.values()]
@@ -50,8 +50,9 @@ class MahalanobisPrior:
         return f"mahalanobis(layers={list(self.layers)}, view={self.view}, weight={self.weight})"
 
 
-def mahalanobis(stats, *, model=None, layers=None, view: str | None = None, **options) -> MahalanobisPrior:
-    """Ablation: penalize the whole Mahalanobis distance (arguments as :func:`outliers`)."""
+def mahalanobis(stats=None, *, model=None, layers=None, view: str | None = None, **options) -> MahalanobisPrior:
+    """Ablation: penalize the whole Mahalanobis distance (arguments as :func:`jaxviz.priors.outliers`)."""
     check_options("mahalanobis", MahalanobisPrior, **options)
+    stats, layers = shipped_or(stats, model, layers, "prior 'mahalanobis'", view)
     stats_moments, stats_view = stats_moments_of(stats, model, layers, view)
-    return MahalanobisPrior(stats_moments, view=stats_view, **options)
+    return MahalanobisPrior(ordered(stats_moments), view=stats_view, **options)

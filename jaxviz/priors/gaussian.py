@@ -19,7 +19,6 @@ eigenvalues floored), so repeated or zero eigenvalues of a rank-deficient ``S`` 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Mapping, NamedTuple, Sequence
 
@@ -28,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxviz.common.errors import UsageError
+from jaxviz.common.pytree import part, static
+from jaxviz.priors.base import PriorBase, ordered
 
 __all__ = ["GaussianMatchPrior", "NaturalGaussian", "gaussian_match", "natural_gaussian", "bures_wasserstein",
            "gaussian_kl", "trace_sqrtm", "DISTANCES"]
@@ -112,8 +113,8 @@ def gaussian_kl(x: jax.Array, natural: NaturalGaussian, ridge: float = _KL_RIDGE
     return 0.5 * (jnp.sum(natural.precision * s) + d @ natural.precision @ d - c + natural.logdet - logdet_s)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class GaussianMatchPrior:
+@part
+class GaussianMatchPrior(PriorBase):
     """Matches each layer's feature mean and covariance to natural ones (module docstring).
 
     Attributes:
@@ -128,10 +129,10 @@ class GaussianMatchPrior:
     layers = property(lambda self: tuple(self.natural), doc="the layers the statistics cover")
 
     natural: Mapping[str, NaturalGaussian]
-    view: str = "pixel"
-    distance: str = "bures"
-    weight: float = 1.0
-    warmup: int = 0
+    view: str = static("pixel")
+    distance: str = static("bures")
+    weight: float = static(1.0)
+    warmup: int = static(0)
 
     def _distance(self, features):
         from jaxviz.stats import views
@@ -146,10 +147,10 @@ class GaussianMatchPrior:
             total = total + term / len(self.natural)
         return total
 
-    def init(self, features):
+    def init(self, features, *, canvas=None):
         return ()
 
-    def apply(self, features, state, step):
+    def apply(self, features, state, step, *, pool=None, locate=None):
         value = self._distance(features)
         active = jnp.asarray(step >= self.warmup, value.dtype)
         return self.weight * active * value, state, value
@@ -207,4 +208,4 @@ def gaussian_match(stats=None, *, model, layers: Sequence[str] | None = None, di
         raise UsageError(f"gaussian_match: needs per-position features (pixel or patchK view), got {view}")
     model.check_layers(chosen)
     natural = {l: natural_gaussian(table[l].mean, table[l].cov) for l in chosen}
-    return GaussianMatchPrior(natural, view=view, distance=distance, weight=float(weight), warmup=warmup)
+    return GaussianMatchPrior(ordered(natural), view=view, distance=distance, weight=float(weight), warmup=warmup)

@@ -21,7 +21,6 @@ in its ``pixel`` folder (:data:`QUANTILE_LAYERS`), made by ``scripts/ship_stats.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any, Mapping, NamedTuple, Sequence
 
@@ -34,6 +33,8 @@ from jaxviz.stats.quantiles import (LEVELS, MAX_POSITIONS, QUANTILE_LAYERS, QUAN
                                     shipped_quantiles_dir, sort_match_targets)
 
 from jaxviz.common.errors import UsageError
+from jaxviz.common.pytree import HostConstant, part, static
+from jaxviz.priors.base import PriorBase, ordered
 
 # the reference data's functions are re-exported: the prior is used with them (``quantile(collect_quantiles(...))``)
 __all__ = ["QuantilePrior", "quantile", "QuantileStats", "collect_quantiles", "save_quantiles", "load_quantiles",
@@ -50,9 +51,16 @@ __all__ = ["QuantilePrior", "quantile", "QuantileStats", "collect_quantiles", "s
 # ------------------------------------------------------------------------------------ the prior
 
 
-class _Layer(NamedTuple):
-    quantiles: QuantileStats
-    moments: Any  # priors.LayerMoments, for channels="outliers"
+@part
+class _Layer:
+    """One layer's natural quantiles (a static host table: read in float64 at trace time) and moments."""
+
+    table: HostConstant = static()  # wraps a QuantileStats
+    moments: Any = None  # priors.LayerMoments (leaves), for channels="outliers"
+
+    @property
+    def quantiles(self) -> QuantileStats:
+        return self.table.value
 
 
 class _SelectState(NamedTuple):
@@ -61,8 +69,8 @@ class _SelectState(NamedTuple):
     rounds: jax.Array
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class QuantilePrior:
+@part
+class QuantilePrior(PriorBase):
     """Sort-matching of per-channel activation distributions to natural quantiles (module docstring).
 
     Attributes:
@@ -76,12 +84,12 @@ class QuantilePrior:
     trace_name = "quantile"
 
     layers_: Mapping[str, _Layer]
-    weight: float = 1.0
-    channels: str = "all"
-    k: int = 8
-    every: int = 16
-    warmup: int = 0
-    threshold_quantile: float = 0.99
+    weight: float = static(1.0)
+    channels: str = static("all")
+    k: int = static(8)
+    every: int = static(16)
+    warmup: int = static(0)
+    threshold_quantile: float = static(0.99)
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -93,13 +101,13 @@ class QuantilePrior:
         z = (jnp.sort(x, axis=0) - target) / jnp.asarray(np.maximum(q.std, 1e-6), x.dtype)
         return jnp.mean(z * z, axis=0)  # [C]
 
-    def init(self, features):
+    def init(self, features, *, canvas=None):
         if self.channels == "all":
             return ()
         zeros = {l: jnp.zeros(entry.quantiles.values.shape[0]) for l, entry in self.layers_.items()}
         return _SelectState(zeros, zeros, jnp.zeros((), jnp.int32))
 
-    def apply(self, features, state, step):
+    def apply(self, features, state, step, *, pool=None, locate=None):
         from jaxviz.stats import outliers as outliers_lib
 
         total = jnp.zeros(())
@@ -136,14 +144,6 @@ class QuantilePrior:
             out["rounds"] = state.rounds
         return out
 
-    @property
-    def fingerprint(self) -> str:
-        from jaxviz.common.files import content_hash
-
-        arrays = [np.asarray(a) for e in self.layers_.values() for a in (e.quantiles.values, e.quantiles.std)]
-        arrays += [np.asarray(a) for e in self.layers_.values() if e.moments is not None for a in e.moments]
-        return content_hash(*arrays)
-
     def __repr__(self):
         sel = (f", k={self.k}, every={self.every}, threshold_quantile={self.threshold_quantile}"
                if self.channels == "outliers" else "")
@@ -159,18 +159,17 @@ def _number(name, value, *, low=0.0, integer=False, below=None):
         raise UsageError(f"quantile: {name} must be {kind} ≥ {low}{f' and < {below}' if below else ''}, got {value!r}")
 
 
-def quantile(quantiles=None, *, model, layers: Sequence[str] | None = None, stats=None, weight: float = 1.0,
+def quantile(stats=None, *, model, layers: Sequence[str] | None = None, quantiles=None, weight: float = 1.0,
              channels: str = "all", k: int = 8, every: int = 16, warmup: int = 0,
              threshold_quantile: float = 0.99) -> QuantilePrior:
     """The quantile-matching prior for ``model``.
 
     Args:
-      quantiles: a folder with ``quantiles.json`` or ``{layer: QuantileStats}``; default the
-        quantiles shipped for ``model``.
+      stats: a stats folder (its ``quantiles.json``, and its moments for ``channels="outliers"``), or
+        :class:`jaxviz.stats.Statistics`; default the statistics shipped for ``model``.
       model: the model being visualized.
-      layers: which layers (default: ``stats_store.SHIPPED_PRIOR_LAYERS``, the outlier prior's).
-      stats: moments for ``channels="outliers"`` (a stats folder, a StatsBundle or
-        ``{layer: LayerMoments}``); default the shipped ``pixel`` statistics.
+      layers: which layers (default: all of ``stats``; of the shipped ones, those of the outlier prior).
+      quantiles: the quantiles when not those of ``stats``: a folder or ``{layer: QuantileStats}``.
       weight, channels, k, every, warmup, threshold_quantile: see :class:`QuantilePrior`.
 
     Raises:
@@ -187,7 +186,18 @@ def quantile(quantiles=None, *, model, layers: Sequence[str] | None = None, stat
         raise UsageError(f"quantile: threshold_quantile must be strictly between 0 and 1, got {threshold_quantile!r}")
     if channels not in ("all", "outliers"):
         raise UsageError(f"quantile: channels must be 'all' or 'outliers', got {channels!r}")
-    layers = list(layers) if layers is not None else list(stats_store.SHIPPED_PRIOR_LAYERS)
+    if quantiles is None and isinstance(stats, (str, os.PathLike)):
+        quantiles = stats  # quantiles live next to the moments of a stats folder
+    if quantiles is None and hasattr(stats, "quantiles"):  # jaxviz.stats.Statistics
+        quantiles = stats.quantiles
+    if quantiles is None:
+        layers = list(stats_store.SHIPPED_PRIOR_LAYERS) if layers is None else layers
+    elif layers is None and isinstance(quantiles, Mapping):
+        layers = list(quantiles)
+    elif layers is None:  # a folder: all its layers
+        quantiles = load_quantiles(os.fspath(quantiles), model=model)
+        layers = list(quantiles)
+    layers = list(layers)
     if not layers:
         raise UsageError("quantile: layers is empty")
     model.check_layers(layers)
@@ -217,5 +227,5 @@ def quantile(quantiles=None, *, model, layers: Sequence[str] | None = None, stat
         moments, view = stats_moments_of(source, model, layers, "pixel")
         if view != "pixel":
             raise UsageError(f"quantile: channels='outliers' needs pixel-view statistics, got {view}")
-    return QuantilePrior({l: _Layer(table[l], moments[l]) for l in layers}, weight=float(weight), channels=channels,
+    return QuantilePrior(ordered({l: _Layer(HostConstant(table[l]), moments[l]) for l in layers}), weight=float(weight), channels=channels,
                          k=k, every=every, warmup=warmup, threshold_quantile=float(threshold_quantile))

@@ -8,13 +8,13 @@ schedule). README "The method", docs/design.md §1.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from jaxviz.priors.base import LayerMoments, check_options, feature_view, spatial_map, stats_moments_of
+from jaxviz.common.pytree import part, static
+from jaxviz.priors.base import LayerMoments, PriorBase, check_options, ordered, shipped_or, feature_view, spatial_map, stats_moments_of
 from jaxviz.stats import outliers as outliers_lib
 
 __all__ = ["OutlierPrior", "outliers"]
@@ -29,8 +29,8 @@ class _OutlierState(NamedTuple):
     rounds: jax.Array
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class OutlierPrior:
+@part
+class OutlierPrior(PriorBase):
     """The method: suppress the shallow neurons that make the image an outlier.
 
     Attributes:
@@ -50,17 +50,16 @@ class OutlierPrior:
     """
 
     trace_name = "d2"  # what apply's trace is: mean D² at the stats layers
-    maps_canvas = True  # render passes init(canvas=) / apply(locate=): the outlier map in canvas coordinates
 
     stats: Mapping[str, LayerMoments]
-    view: str = "pixel"
-    weight: float = 10.0
-    k: int = 8
-    every: int = 16
-    warmup: int = 32
-    quantile: float = 0.99
-    penalty: str = "activation"
-    scope: str = "outliers"
+    view: str = static("pixel")
+    weight: float = static(10.0)
+    k: int = static(8)
+    every: int = static(16)
+    warmup: int = static(32)
+    quantile: float = static(0.99)
+    penalty: str = static("activation")
+    scope: str = static("outliers")
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -100,7 +99,7 @@ class OutlierPrior:
             outlier.astype(old.dtype), mode="drop")
         return flat.reshape(rows, cols)
 
-    def apply(self, features, state: _OutlierState, step, *, locate=None):
+    def apply(self, features, state: _OutlierState, step, *, pool=None, locate=None):
         """``locate``: see :func:`jaxviz.image.canvas.canvas_cells` (given by render with ``init(canvas=)``)."""
         refresh = (step >= self.warmup) & ((step - self.warmup) % self.every == 0)
         penalty, trace = jnp.zeros(()), jnp.zeros(())
@@ -141,13 +140,14 @@ class OutlierPrior:
                 f"scope={self.scope})")
 
 
-def outliers(stats, *, model=None, layers=None, view: str | None = None, **options) -> OutlierPrior:
+def outliers(stats=None, *, model=None, layers=None, view: str | None = None, **options) -> OutlierPrior:
     """The method: suppress the shallow neurons that make the image an outlier of ``stats``.
 
     Args:
-      stats: a ``jaxviz stats`` directory (needs ``model``), a StatsBundle, or ``{layer: LayerMoments}``.
+      stats: a ``jaxviz stats`` directory (needs ``model``), a StatsBundle, :class:`jaxviz.stats.Statistics`
+        or ``{layer: LayerMoments}``; default the statistics shipped for ``model`` (README "Shipped statistics").
       model: the model being visualized (checks the statistics' layers and shapes).
-      layers: use only these layers of ``stats`` (default all).
+      layers: use only these layers of ``stats`` (default all of them; of the shipped ones, blocks.2 and blocks.4).
       view: the feature view, for ``{layer: LayerMoments}`` (directories and bundles record theirs).
       **options: :class:`OutlierPrior` fields (``weight``, ``k``, ``every``, ``warmup``, ``quantile``).
 
@@ -155,5 +155,6 @@ def outliers(stats, *, model=None, layers=None, view: str | None = None, **optio
       UsageError: bad options or statistics.
     """
     check_options("outliers", OutlierPrior, **options)
+    stats, layers = shipped_or(stats, model, layers, "prior 'outliers'", view)
     stats_moments, stats_view = stats_moments_of(stats, model, layers, view)
-    return OutlierPrior(stats_moments, view=stats_view, **options)
+    return OutlierPrior(ordered(stats_moments), view=stats_view, **options)

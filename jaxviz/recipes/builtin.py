@@ -6,7 +6,7 @@ public parts, each checked against its source's code (named in its ``notes``). U
 
     recipe = recipes.get("lucid")
     targets = [recipe.target(c) for c in (207, 281)]     # the source's class objective
-    result = render.render_images(model, targets, config=recipe.config(), **recipe.parts(model))
+    result = render.render_images(model, targets, config=recipe.config(), recipe=recipe)
 
 Budgets are counted in forward-backward passes of the model per image: a recipe with ``K`` crops
 per step runs ``K`` passes per optimizer step (gradients of the ``K`` crops are averaged by
@@ -42,12 +42,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from typing import Any, Callable, Sequence
 
 import optax
 
-
 from jaxviz import objectives, priors
+from jaxviz.common.pytree import part, static
 from jaxviz.image import param
 from jaxviz.image import transforms
 from jaxviz.common.errors import UsageError
@@ -92,20 +93,40 @@ class Optimizer:
         return f"{self.name}(learning_rate={self.learning_rate:.6g}{extra})"
 
 
+@part
+class Schedule:
+    """The optimizer a render steps once per pass: a recipe's :class:`Optimizer` at a budget of passes,
+    with its crops accumulated into one update by ``optax.MultiSteps`` (a static pytree part)."""
+
+    optimizer: Any = static()
+    passes: int = static()
+    crops: int = static(1)
+
+    def make(self) -> optax.GradientTransformation:
+        crops = max(1, min(self.crops, self.passes))  # a budget below one step accumulates all its passes
+        inner = self.optimizer(max(1, self.passes // crops))
+        return inner if crops == 1 else optax.MultiSteps(inner, every_k_schedule=crops).gradient_transformation()
+
+    def __repr__(self):
+        crops = max(1, min(self.crops, self.passes))
+        return repr(self.optimizer) + (f" over {crops} passes (optax.MultiSteps)" if crops > 1 else "")
+
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """One anchor's complete settings.
+    """One anchor's complete settings: data, which flags and arguments edit (:meth:`edit`).
 
     Attributes:
       name: the registry name.
       parameterization: a :class:`jaxviz.image.param.Parameterization`.
       transform: a :class:`jaxviz.image.transforms.Transform` (applied before every forward pass).
-      optimizer: ``optimizer(steps) -> optax.GradientTransformation`` for one update per step
-        (a factory: schedules need the step count).
+      optimizer: an :class:`Optimizer` (``optimizer(steps) -> optax.GradientTransformation``, one
+        update per step: schedules need the step count).
       steps: optimizer steps.
       size: image side (the canvas; transforms may resize what the model sees).
-      prior: ``prior(model) -> Prior``, or ``None``.
-      image_penalty: ``image_penalty(model) -> f(image [S,S,3] in [0,1]) -> scalar``, or ``None``.
+      prior: a :class:`jaxviz.priors.PriorSpec` (built for the model by :meth:`build_prior`), a prior
+        object, or ``None``.
+      image_penalty: ``f(image [S,S,3] in [0,1]) -> scalar`` (a pytree part), or ``None``.
       crops_per_step: forward-backward passes averaged into one update.
       notes: what is faithful to the source and what is scaled down.
       objective: ``objective(class_index) -> Objective``, the source's class objective
@@ -115,11 +136,11 @@ class Recipe:
     name: str
     parameterization: Any
     transform: Any
-    optimizer: Callable[[int], optax.GradientTransformation]
+    optimizer: Any
     steps: int
     size: int
-    prior: Callable[[Any], Any] | None = None
-    image_penalty: Callable[[Any], Callable] | None = None
+    prior: Any = None
+    image_penalty: Any = None
     crops_per_step: int = 1
     notes: str = ""
     objective: Callable[[int], Any] | None = None
@@ -140,60 +161,65 @@ class Recipe:
                              f"({self.crops_per_step} crops)")
         return dataclasses.replace(self, steps=passes // self.crops_per_step)
 
-    def make_optimizer(self, passes: int | None = None) -> optax.GradientTransformation:
-        """The optimizer ``render`` steps once per pass (crops accumulated by ``optax.MultiSteps``).
+    def schedule(self, passes: int | None = None) -> Schedule:
+        """The optimizer part of a render of ``passes`` passes (default :attr:`passes`)."""
+        return Schedule(self.optimizer, self.passes if passes is None else int(passes), self.crops_per_step)
 
-        ``passes``: the run's pass count when it differs from :attr:`passes` (schedules follow it; a
-        budget below one step accumulates all its passes into one update).
-        """
-        crops = self.crops_per_step if passes is None else max(1, min(self.crops_per_step, passes))
-        inner = self.optimizer(self.steps if passes is None else max(1, passes // crops))
-        if crops == 1:
-            return inner
-        return optax.MultiSteps(inner, every_k_schedule=crops).gradient_transformation()
+    def build_prior(self, model):
+        """The recipe's prior for ``model`` (:func:`jaxviz.priors.none` when it has none)."""
+        if self.prior is None:
+            return priors.none()
+        return self.prior.build(model) if isinstance(self.prior, priors.PriorSpec) else self.prior
 
     def parts(self, model) -> dict:
-        """Keyword arguments of :func:`jaxviz.render.render_images` for ``model``."""
-        return dict(parameterization=self.parameterization, transform=self.transform,
-                    optimizer=self.make_optimizer(), prior=self.prior(model) if self.prior else None,
-                    image_penalty=self.image_penalty(model) if self.image_penalty else None)
+        """Keyword arguments of :func:`jaxviz.render.render_images` for ``model``: this recipe, with its prior
+        built once (for many renders with the same prior)."""
+        return {"recipe": self, "prior": self.build_prior(model)}
 
     def config(self, **overrides):
-        """A :class:`jaxviz.render.RenderConfig` with this recipe's size and pass count (its parts
-        stay the recipe's: ``param``, ``transforms`` and ``learning_rate`` are left unset)."""
+        """A :class:`jaxviz.render.RenderConfig` with this recipe's size and pass count."""
         from jaxviz.recipes.config import RenderConfig
 
         return RenderConfig(**{"size": self.size, "steps": self.passes, **overrides})
 
-    def override(self, *, parameterization=None, transform=None, learning_rate: float | None = None,
-                 prior=None) -> "Recipe":
-        """This recipe with some parts replaced (``None`` keeps the recipe's); names are resolved by
-        :mod:`jaxviz.registry` when rendering. ``prior``: a ``Prior`` object (``"none"``: no prior)."""
-        changes: dict = {}
-        if parameterization is not None:
-            changes["parameterization"] = parameterization
-        if transform is not None:
-            changes["transform"] = transform
+    def edit(self, *, names: dict | None = None, learning_rate: float | None = None, **prior_options) -> "Recipe":
+        """This recipe with its own parts' settings changed: the optimizer's learning rate, and options of
+        its prior (``weight``, ``stats``, ``layers``, ``k``...); ``None`` values change nothing.
+
+        Args:
+          names: how to name each setting in errors (the CLI passes its flags); default ``name=``.
+
+        Raises:
+          UsageError: a setting that does not apply to this recipe's parts.
+        """
+        names = names or {}
+        recipe = self
         if learning_rate is not None:
+            if isinstance(learning_rate, bool) or not (isinstance(learning_rate, (int, float))
+                                                       and math.isfinite(learning_rate) and learning_rate > 0):
+                raise UsageError(f"{names.get('learning_rate', 'learning_rate=')} must be a finite number > 0, "
+                                 f"got {learning_rate!r}")
             if not isinstance(self.optimizer, Optimizer):
-                raise UsageError(f"recipe {self.name}: its optimizer has no learning rate to change; "
-                                 "pass an optimizer instead")
-            changes["optimizer"] = dataclasses.replace(self.optimizer, learning_rate=float(learning_rate))
-        if prior is not None:
-            changes["prior"] = None if prior == "none" else (lambda model: prior)
-        return dataclasses.replace(self, **changes) if changes else self
+                raise UsageError(f"{names.get('learning_rate', 'learning_rate=')} does not apply: recipe {self.name}'s "
+                                 "optimizer has no learning rate to change; pass an optimizer instead")
+            recipe = dataclasses.replace(recipe, optimizer=dataclasses.replace(
+                self.optimizer, learning_rate=float(learning_rate)))
+        given = {k: v for k, v in prior_options.items() if v is not None}
+        if given:
+            if not isinstance(self.prior, priors.PriorSpec):
+                shown = ", ".join(names.get(k, f"{k}=") for k in given)
+                what = "has no prior" if self.prior is None else "has a prior object, not a spec, to edit"
+                raise UsageError(f"{shown} does not apply: recipe {self.name} {what} (choose one with "
+                                 f"{names.get('prior', 'prior=')})")
+            recipe = dataclasses.replace(recipe, prior=self.prior.edit(names=names, **given))
+        return recipe
 
     def describe(self) -> dict:
         """The recipe's parts as text, for records (``metrics.json``)."""
         return {"recipe": self.name, "parameterization": repr(self.parameterization),
                 "transform": repr(self.transform), "optimizer": repr(self.optimizer),
-                "optimizer_steps": self.steps, "crops_per_step": self.crops_per_step, "size": self.size}
-
-
-# ---------------------------------------------------------------------------- building blocks
-
-
-# ---------------------------------------------------------------------------------- recipes
+                "optimizer_steps": self.steps, "crops_per_step": self.crops_per_step, "size": self.size,
+                "prior": repr(self.prior) if self.prior is not None else "none"}
 
 
 def _canvas(size: int, native: int) -> int:
@@ -241,11 +267,9 @@ def deepinversion(*, size: int = 224, pooled: bool = False) -> Recipe:
         default per image.
     """
     if pooled:
-        from jaxviz.priors import bn_batch as prior_bn_batch
-
         recipe = deepinversion(size=size)
         return dataclasses.replace(
-            recipe, prior=lambda model: prior_bn_batch.pooled_batchnorm_prior(model, weight=0.01, first_weight=10.0),
+            recipe, prior=priors.PriorSpec(priors.pooled_batchnorm_prior, (("weight", 0.01), ("first_weight", 10.0))),
             notes=recipe.notes.replace("per-image BN moments", "BN moments pooled over the batch (one launch)"))
     return Recipe(
         name="deepinversion",
@@ -253,8 +277,8 @@ def deepinversion(*, size: int = 224, pooled: bool = False) -> Recipe:
         transform=transforms.deepinversion(shift=_canvas(size, 30)),
         optimizer=Optimizer("deepinversion", 0.25 * TORCHVISION_UNIT),
         steps=512, size=size,
-        prior=lambda model: priors.batchnorm_prior(model, weight=0.01, first_weight=10.0),
-        image_penalty=lambda model: deepinversion_penalty(tv_l2=1e-4, l2=1e-5),
+        prior=priors.PriorSpec(priors.batchnorm_prior, (("weight", 0.01), ("first_weight", 10.0))),
+        image_penalty=deepinversion_penalty(tv_l2=1e-4, l2=1e-5),
         objective=class_log_probability,
         notes="DeepInversion imagenet_inversion.py (README command): r_feature 0.01, first BN x10, tv_l2 1e-4, "
               "l2 1e-5, jitter 30 (roll) + flip, Adam(0.5, 0.9) lr 0.25 cosine with warm-up, clip to the valid "
@@ -269,67 +293,37 @@ def jaxviz(*, size: int = 224) -> Recipe:
         notes="jaxviz visualize defaults (fourier, default transforms, Adam 0.05), no prior.")
 
 
-def outliers(*, size: int = 224, base: str = "maco", stats: str | None = None, view: str = "pixel",
-             layers: Sequence[str] | None = None, **prior_options) -> Recipe:
-    """The method: ``base``'s recipe plus the outlier prior.
-
-    Args:
-      size: as the base recipe.
-      base: the recipe whose parameterization, transforms and optimizer are used (default ``maco``,
-        chosen by the method study in README "Experiments").
-      stats: a ``jaxviz stats`` folder; default the statistics shipped for the model and ``view``.
-      view: ``pixel``, ``patch3`` or ``pooled`` (which shipped statistics to use).
-      layers: the statistics' layers to use (default: the shipped default for ``pixel``, else all).
-      **prior_options: :class:`jaxviz.priors.OutlierPrior` options (``weight``, ``k``, ``penalty``...).
-    """
+def _with_prior(name: str, factory: Callable, *, size: int, base: str, options: dict) -> Recipe:
+    """``base``'s recipe plus the prior ``factory(model=..., **options)`` (its options checked now)."""
     if base not in RECIPES or base in _STATISTICS_RECIPES:
         raise UsageError(f"unknown base recipe '{base}' (choose "
                          f"{', '.join(n for n in RECIPES if n not in _STATISTICS_RECIPES)})")
-    recipe = RECIPES[base](size=size)
-    priors.check_options("outliers", priors.OutlierPrior, **prior_options)
-
-    def prior(model):
-        from jaxviz.stats import store as stats_store
-
-        folder = stats or stats_store.shipped_stats_dir(model.name, view)
-        if folder is None:
-            raise UsageError(f"no {view} statistics ship for {model.name}; pass stats=")
-        chosen = list(layers) if layers else (list(stats_store.SHIPPED_PRIOR_LAYERS)
-                                              if stats is None and view == "pixel" else None)
-        return priors.outliers(folder, model=model, layers=chosen, **prior_options)
-
-    described = ", ".join(f"{k}={v}" for k, v in
-                          {"view": view, "layers": list(layers) if layers else "default", **prior_options}.items())
-    return dataclasses.replace(recipe, name="outliers", prior=prior,
-                               notes=f"{base} recipe + outlier prior ({described}).")
-
-
-def _statistics_recipe(name: str, factory: Callable, *, size: int, base: str, options: dict) -> Recipe:
-    """``base``'s recipe plus the prior ``factory(model=..., **options)`` (checked now, built per model)."""
-    if base not in RECIPES or base in _STATISTICS_RECIPES:
-        raise UsageError(f"unknown base recipe '{base}' (choose lucid, maco, deepinversion, jaxviz)")
     try:
         inspect.signature(factory).bind(model=None, **options)
     except TypeError as e:
         raise UsageError(f"bad options for recipe '{name}': {e}") from None
     described = ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
-    return dataclasses.replace(RECIPES[base](size=size), name=name, prior=lambda model: factory(model=model, **options),
+    return dataclasses.replace(RECIPES[base](size=size), name=name,
+                               prior=priors.PriorSpec(factory, tuple(options.items())),
                                notes=f"{base} recipe + {name} prior ({described}).")
+
+
+def outliers(*, size: int = 224, base: str = "maco", **prior_options) -> Recipe:
+    """The method: ``base``'s recipe plus the outlier prior (:func:`jaxviz.priors.outliers` options:
+    ``stats``, ``layers``, ``weight``, ``k``...; default the shipped statistics)."""
+    priors.check_options("outliers", priors.OutlierPrior, **{k: v for k, v in prior_options.items()
+                                                            if k not in ("stats", "layers", "view")})
+    return _with_prior("outliers", priors.outliers, size=size, base=base, options=prior_options)
 
 
 def quantile(*, size: int = 224, base: str = "maco", **prior_options) -> Recipe:
     """``base``'s recipe plus the quantile-matching prior (:func:`jaxviz.priors.quantile_match.quantile` options)."""
-    from jaxviz.priors import quantile_match as prior_quantile
-
-    return _statistics_recipe("quantile", prior_quantile.quantile, size=size, base=base, options=prior_options)
+    return _with_prior("quantile", priors.quantile, size=size, base=base, options=prior_options)
 
 
 def gaussian(*, size: int = 224, base: str = "maco", **prior_options) -> Recipe:
     """``base``'s recipe plus joint Gaussian matching (:func:`jaxviz.priors.gaussian.gaussian_match` options)."""
-    from jaxviz.priors import gaussian as prior_gaussian_match
-
-    return _statistics_recipe("gaussian", prior_gaussian_match.gaussian_match, size=size, base=base,
-                              options=prior_options)
+    return _with_prior("gaussian", priors.gaussian_match, size=size, base=base, options=prior_options)
 
 
 _STATISTICS_RECIPES = ("outliers", "quantile", "gaussian")

@@ -7,7 +7,6 @@ so that recipes never import the renderer.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 
@@ -36,16 +35,11 @@ def min_size(model) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class RenderConfig:
-    """Settings of one visualization run (everything that changes the numbers, and chunking).
+    """The numbers of one visualization run (the parts are the recipe's: :class:`jaxviz.recipes.Recipe`).
 
     Attributes:
       size: image side in pixels.
       steps: optimization steps per target (0 only with ``init_images``: the photos themselves).
-      param: parameterization name (``pixel``, ``fourier``, ``maco``) replacing the recipe's when
-        ``render`` is not given a parameterization object; ``None``: the recipe's.
-      transforms: a transform name (``default``, ``none``...) replacing the recipe's, as ``param``.
-      learning_rate: replaces the recipe optimizer's learning rate (``None``: the recipe's; not
-        used when an optimizer is passed to :func:`render`).
       batch_size: targets optimized together per launch.
       chunk_steps: steps per compiled chunk between host syncs (progress, NaN check, checkpoints).
       checkpoint_every: steps between Orbax checkpoints (rounded up to whole chunks).
@@ -58,9 +52,6 @@ class RenderConfig:
 
     size: int = 224
     steps: int = 256
-    param: str | None = None
-    transforms: str | None = None
-    learning_rate: float | None = None
     batch_size: int = 8
     chunk_steps: int = 16
     checkpoint_every: int = 64
@@ -77,7 +68,7 @@ class RenderConfig:
             fields.pop("compute_dtype")
         if not fields["redirect_steps"]:
             fields.pop("redirect_steps")
-        return {k: v for k, v in fields.items() if v is not None}  # unset parts are the recipe's
+        return fields
 
     def check(self, model=None) -> None:
         """Raises :class:`UsageError` (naming the field) for values that cannot run (on ``model``, if given)."""
@@ -99,10 +90,6 @@ class RenderConfig:
         whole("checkpoint_every", 1)
         whole("redirect_steps", 0, self.steps if isinstance(self.steps, int) else MAX_STEPS)
         whole("seed", 0, 2**32 - 1)
-        if self.learning_rate is not None and not (
-                isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
-                and self.learning_rate > 0):
-            raise UsageError(f"RenderConfig.learning_rate must be a finite number > 0, got {self.learning_rate!r}")
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise UsageError(f"RenderConfig.compute_dtype must be {' or '.join(COMPUTE_DTYPES)}, "
                              f"got {self.compute_dtype!r}")

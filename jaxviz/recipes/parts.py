@@ -4,8 +4,6 @@ normalization constants."""
 
 from __future__ import annotations
 
-import dataclasses
-
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -16,6 +14,7 @@ import optax
 from flax import struct
 
 from jaxviz import objectives
+from jaxviz.common.pytree import part, static
 
 __all__ = ["ClassLogProbability", "class_log_probability", "project_box", "total_variation_l2", "l2_norm",
            "deepinversion_penalty", "deepinversion_optimizer", "EmptyState", "TORCHVISION_MEAN", "TORCHVISION_STD",
@@ -88,13 +87,12 @@ def l2_norm(image: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.sum(image**2))
 
 
-@dataclasses.dataclass(frozen=True)
+@part
 class DeepInversionPenalty:
-    """``f(image in [0,1]) = tv_l2 · TV-L2 + l2 · L2`` of the image in torchvision-normalized units
-    (a described object, so its programs can be stored: :mod:`jaxviz.render.stored`)."""
+    """``f(image in [0,1]) = tv_l2 · TV-L2 + l2 · L2`` of the image in torchvision-normalized units."""
 
-    tv_l2: float = 1e-4
-    l2: float = 1e-5
+    tv_l2: float = static(1e-4)
+    l2: float = static(1e-5)
 
     def __call__(self, image):
         x = (image - jnp.asarray(TORCHVISION_MEAN)) / jnp.asarray(TORCHVISION_STD)

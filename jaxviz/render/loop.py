@@ -1,20 +1,20 @@
 """The optimization loop: many targets at once, sharded over devices, checkpointed.
 
-One image per target. :mod:`jaxviz.render.step` builds the step for one image and compiles it for a
-batch whose leading axis is sharded over the devices; this module runs it: groups targets by
-structure (one compiled program each), pads launches, runs chunks of steps between host syncs
-(progress, NaN guard, Orbax checkpoints through :class:`jaxviz.common.checkpoint.RunStore`) and gathers
-the results.
+:mod:`jaxviz.render.step` builds the step of one unit (an image, or a group of images of one target)
+and compiles it for a batch whose leading axis is sharded over the devices; this module runs it:
+builds the parts from the recipe, groups targets by structure, pads launches, runs chunks of steps
+between host syncs (progress, NaN guard, Orbax checkpoints through
+:class:`jaxviz.common.checkpoint.RunStore`) and gathers the results.
 
-Randomness is a pure function of ``(key, target index, step)``, so a run resumed from a
-checkpoint, or split over a different number of devices, draws the same transforms.
+Randomness is a pure function of ``(key, image index, step)``, so a run resumed from a checkpoint,
+or split over a different number of devices, draws the same transforms.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import re
+import weakref
 from typing import Any, Callable, Sequence
 
 import jax
@@ -23,28 +23,52 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxviz.common import identity as identity_lib
 from jaxviz import objectives as objectives_lib
-from jaxviz.image import param as param_lib
 from jaxviz import priors as priors_lib
 from jaxviz import registry
-from jaxviz.image import transforms as transforms_lib
+from jaxviz.common import identity as identity_lib
+from jaxviz.common import pytree
 from jaxviz.common.errors import NonFiniteLossError, UsageError
-from jaxviz.common.checkpoint import fingerprint
+from jaxviz.image import param as param_lib
+from jaxviz.image import transforms as transforms_lib
 from jaxviz.recipes.config import RenderConfig
+from jaxviz.render import step as step_lib
+from jaxviz.render.step import AXIS, Parts, PlainOptimizer, Programs
 from jaxviz.report.result import RenderResult
-from jaxviz.render import reuse
-from jaxviz.render.step import AXIS, Programs
 
-__all__ = ["render_images", "render", "devices_for", "seed_images"]
+__all__ = ["render_images", "build_parts", "devices_for", "seed_images", "programs_for", "clear_programs"]
+
+MAX_PROGRAMS = 16  # program sets kept per model (each holds compiled executables: tens of MB for Lite0)
+_programs: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> {settings: Programs}
 
 
-def _part(obj: Any, argument: str) -> str:
-    """A part's checkpoint identity: its :func:`fingerprint`, or for an object whose repr is only its
-    address (your own class without a ``__repr__``) what :func:`jaxviz.common.identity.identify` finds."""
-    if re.search(r" at 0x[0-9a-f]+", repr(obj)):
-        return identity_lib.identify(obj, argument=argument)
-    return fingerprint(obj)
+def programs_for(model, *, size: int, mesh: Mesh, chunk_steps: int, compute_dtype: str, redirect: bool,
+                 images: int, pooled: bool) -> Programs:
+    """The :class:`~jaxviz.render.step.Programs` of ``model`` for these settings, kept across calls.
+
+    Parts and objectives are arguments of the programs, so a later render with parts of the same
+    structure (other statistics, another class) neither traces nor compiles again: JAX's own cache
+    decides. The programs are also stored on disk when the model is one :func:`jaxviz.load_model` built.
+    """
+    from jaxviz.models import program_identity
+    from jaxviz.common import hardware
+
+    options = hardware.compiler_options(mesh.devices.flat)
+    settings = (size, mesh, chunk_steps, compute_dtype, redirect, images, pooled, tuple(sorted((options or {}).items())))
+    table = _programs.setdefault(model, {})
+    if settings not in table:
+        identity = program_identity(model)
+        table[settings] = step_lib.compile_programs(
+            model, size=size, mesh=mesh, chunk_steps=chunk_steps, compute_dtype=compute_dtype, redirect=redirect,
+            images=images, pooled=pooled, store_key=identity)
+        while len(table) > MAX_PROGRAMS:
+            table.pop(next(iter(table)))
+    return table[settings]
+
+
+def clear_programs() -> None:
+    """Forget every kept program (the next render traces again)."""
+    _programs.clear()
 
 
 def devices_for(n_targets: int, devices) -> int:
@@ -71,32 +95,80 @@ def _group_by_structure(targets) -> list[list[int]]:
     return list(groups.values())
 
 
-def _check_inputs(model, targets, config, prior, seeded=False):
+def _check_inputs(model, targets, config, prior, images: int, seeded=False):
     config.check(model)
     if config.steps == 0 and not seeded:
         raise UsageError("RenderConfig.steps must be at least 1 (0 is allowed only with init_images)")
     if not targets:
         raise UsageError("targets is empty")
+    if isinstance(images, bool) or not isinstance(images, (int, np.integer)) or not 1 <= images <= 1024:
+        raise UsageError(f"images_per_target must be an integer between 1 and 1024, got {images!r}")
     for t in targets:
         if not isinstance(t, objectives_lib.Objective):
             raise UsageError(f"targets must be jaxviz.objectives objects, got {type(t).__name__}")
         objectives_lib.check_indices(t, model.layers)
+        if t.batched and images < 2:
+            raise UsageError("a batch objective (diversity) needs images_per_target >= 2")
     if config.redirect_steps and model.apply_redirected is None:
         raise UsageError(f"redirect_steps needs a model with redirected ReLUs; {model.name} has none")
-    if any(getattr(t, "batched", False) for t in targets):
-        raise UsageError("a batch objective (diversity) needs images_per_target >= 2")
-    warmup = getattr(prior, "warmup", 0)
+    warmup = prior.warmup
     if isinstance(warmup, int) and warmup >= config.steps > 0 and not isinstance(prior, priors_lib.NoPrior):
         raise UsageError(f"the prior's warmup ({warmup}) is not below steps ({config.steps}): it would never act; "
                          "lower warmup or raise steps")
 
 
+def _checked(kind: str, value, protocol, argument: str, attributes: tuple[str, ...] = ()):
+    """``value`` (a name or an object) as an object satisfying ``protocol`` (one-line errors)."""
+    value = registry.resolve(kind, value, argument=argument, protocol=protocol)
+    missing = [a for a in attributes if not hasattr(value, a)]
+    if missing:
+        raise UsageError(f"{argument}= lacks {', '.join(missing)} (subclass jaxviz.priors.PriorBase for defaults)")
+    return value
+
+
+def build_parts(model, recipe, config: RenderConfig, *, parameterization=None, transform=None, optimizer=None,
+                prior=None, image_penalty=None) -> tuple[Parts, dict]:
+    """The :class:`~jaxviz.render.step.Parts` of a render: the recipe's, with the given ones instead.
+
+    Args:
+      model: the model (priors are built for it).
+      recipe: a :class:`jaxviz.recipes.Recipe`.
+      config: the run's numbers (its ``steps``, in passes, set the optimizer's schedule).
+      parameterization, transform, prior: objects, or registered names (:mod:`jaxviz.registry`); a
+        prior may be ``"none"``; ``None``: the recipe's.
+      optimizer: an optax transformation; ``None``: the recipe's at ``config.steps`` passes.
+      image_penalty: ``f(image) -> scalar`` (a pytree, or a plain function); ``None``: the recipe's.
+
+    Returns:
+      ``(parts, record)``: the parts, and their description for ``metrics.json``.
+    """
+    p = _checked("parameterization", parameterization if parameterization is not None else recipe.parameterization,
+                 param_lib.Parameterization, "parameterization")
+    t = _checked("transform", transform if transform is not None else recipe.transform,
+                 transforms_lib.Transform, "transform")
+    if prior is None:
+        prior = recipe.build_prior(model)
+    elif isinstance(prior, str):
+        prior = registry.build_prior(prior, model=model)
+    prior = _checked("prior", prior, priors_lib.Prior, "prior", ("pooled", "trace_name", "warmup"))
+    penalty = image_penalty if image_penalty is not None else recipe.image_penalty
+    if penalty is not None and not callable(penalty):
+        raise UsageError(f"image_penalty must be a function of the image, got {type(penalty).__name__}")
+    if penalty is not None and jax.tree_util.all_leaves([penalty]):
+        penalty = pytree.Static(penalty)  # a plain function: a leafless node, by identity (a part stays as it is)
+    opt = PlainOptimizer(optimizer) if optimizer is not None else recipe.schedule(config.steps)
+    parts = Parts(p, t, prior, penalty, opt)
+    record = {"parameterization": repr(p), "transform": repr(t), "optimizer": repr(opt), "prior": repr(prior),
+              "image_penalty": None if penalty is None else pytree.describe(penalty)}
+    return parts, record
+
+
 def render_images(model, targets, *, key: jax.Array | None = None, config: RenderConfig | None = None,
-           recipe=None, parameterization=None, transform=None, optimizer: optax.GradientTransformation | None = None,
-           prior=None, image_penalty: Callable | None = None, checkpoint_dir: str | None = None,
-           progress: Callable | bool | None = None, devices: Sequence[jax.Device] | None = None,
-           init_images=None, images_per_target: int = 1) -> RenderResult:
-    """Optimizes one image per target (``images_per_target`` images with a batch objective).
+                  recipe=None, parameterization=None, transform=None, optimizer: optax.GradientTransformation | None = None,
+                  prior=None, image_penalty: Callable | None = None, checkpoint_dir: str | None = None,
+                  progress: Callable | bool | None = None, devices: Sequence[jax.Device] | None = None,
+                  init_images=None, images_per_target: int = 1) -> RenderResult:
+    """Optimizes one image per target (``images_per_target`` images, optimized together, per target).
 
     Every part not given comes from ``recipe``: by default :data:`jaxviz.recipes.DEFAULT`, the
     best recipe measured (README "Experiments").
@@ -107,17 +179,13 @@ def render_images(model, targets, *, key: jax.Array | None = None, config: Rende
         whole layer), or a list of them (see :func:`jaxviz.objectives.as_targets`); targets with
         the same structure share one compiled step.
       key: PRNG key; default ``jax.random.key(config.seed)``.
-      config: a :class:`RenderConfig`; default ``recipe.config()`` (its size and passes).
+      config: a :class:`RenderConfig` (numbers only); default ``recipe.config()`` (its size and passes).
       recipe: a :class:`jaxviz.recipes.Recipe` or its name (built at ``config.size``); default
         :data:`jaxviz.recipes.DEFAULT`.
-      parameterization: a :class:`jaxviz.image.param.Parameterization` object or name; default
-        ``config.param``, else the recipe's.
-      transform: a :class:`jaxviz.image.transforms.Transform` object or name; default ``config.transforms``,
-        else the recipe's.
-      optimizer: any optax transformation; default the recipe's (``config.learning_rate`` replaces
-        its learning rate).
-      prior: a :class:`jaxviz.priors.Prior` (or name) subtracted from the objective; default the
-        recipe's (``"none"``: no prior).
+      parameterization: a :class:`jaxviz.image.param.Parameterization` object or name; default the recipe's.
+      transform: a :class:`jaxviz.image.transforms.Transform` object or name; default the recipe's.
+      optimizer: any optax transformation; default the recipe's.
+      prior: a :class:`jaxviz.priors.Prior` (or name, ``"none"``: no prior); default the recipe's.
       image_penalty: ``f(image [S,S,3]) -> scalar`` subtracted from the objective; default the recipe's.
       checkpoint_dir: Orbax checkpoints every ``config.checkpoint_every`` steps; an existing one
         with the same settings is resumed.
@@ -128,9 +196,10 @@ def render_images(model, targets, *, key: jax.Array | None = None, config: Rende
         one per target ``[T, H, W, 3]`` (float in ``[0, 1]`` or uint8; resized and centre-cropped to
         ``config.size``); the params start at ``parameterization.inverse(image)``, so with
         ``config.steps = 0`` the result is the photos (within 1/255).
-      images_per_target: optimize this many images per target together, so that a batch objective
-        such as ``channel(...) + 100 * objectives.diversity(layer)`` (Lucid's diversity) compares
-        them (see :mod:`jaxviz.render.groups`). Rows are target-major.
+      images_per_target: optimize this many images per target together (one optimizer state, one
+        batched forward pass), so that a batch objective such as
+        ``channel(...) + 100 * objectives.diversity(layer)`` (Lucid's diversity) compares them.
+        Rows are target-major, named ``<target>#<k>``.
 
     Returns:
       A :class:`RenderResult` in the order of ``targets``.
@@ -138,10 +207,16 @@ def render_images(model, targets, *, key: jax.Array | None = None, config: Rende
     Raises:
       UsageError: bad arguments; NonFiniteLossError: NaN/Inf loss (last good checkpoint kept);
       CheckpointMismatchError: the checkpoint belongs to another run.
-    """
-    from jaxviz.common.cache import enable_compile_cache
 
+    >>> import jaxviz
+    >>> model = jaxviz.load_model("efficientnet_lite0")
+    >>> config = jaxviz.RenderConfig(size=64, steps=2)
+    >>> result = jaxviz.render_images(model, "logits:207", config=config, recipe="jaxviz", progress=False)
+    >>> result.images.shape, result.record["recipe"]
+    ((1, 64, 64, 3), 'jaxviz')
+    """
     from jaxviz import recipes as recipes_lib
+    from jaxviz.common.cache import enable_compile_cache
     from jaxviz.common.progress import progress_bar
 
     enable_compile_cache()  # compiled steps persist across processes (JAXVIZ_COMPILE_CACHE=0: off)
@@ -149,160 +224,142 @@ def render_images(model, targets, *, key: jax.Array | None = None, config: Rende
     recipe = recipes_lib.resolve(recipe, size=None if config is None else config.size)
     config = recipe.config() if config is None else config
     config.check()
-    if prior is None and recipe.prior is not None:
-        prior = recipe.prior(model)
-    if image_penalty is None and recipe.image_penalty is not None:
-        image_penalty = recipe.image_penalty(model)
-    own_parts = not (parameterization or config.param) or not (transform or config.transforms) or optimizer is None
-    parameterization = parameterization or config.param or recipe.parameterization
-    transform = transform or config.transforms or recipe.transform
-    custom_optimizer = optimizer is not None
-    if optimizer is None:
-        optimizer = recipe.override(learning_rate=config.learning_rate).make_optimizer(config.steps)
-        optimizer_text = repr(recipe.override(learning_rate=config.learning_rate).optimizer) + (
-            f" over {recipe.crops_per_step} passes (optax.MultiSteps)" if recipe.crops_per_step > 1 else "")
-    else:
-        optimizer_text = f"custom {type(optimizer).__name__}"
+    parts, record = build_parts(model, recipe, config, parameterization=parameterization, transform=transform,
+                                optimizer=optimizer, prior=prior, image_penalty=image_penalty)
     if progress is None or progress is True:
         bar, close_bar = progress_bar("jaxviz render")
     else:
         bar, close_bar = (progress or None), (lambda: None)
     try:
-        if images_per_target != 1 or any(getattr(t, "batched", False) for t in targets):
-            from jaxviz.render import groups as diverse
-
-            result = diverse.render_groups(
-                model, targets, images_per_target, key=key, config=config, parameterization=parameterization,
-                transform=transform, optimizer=optimizer, prior=prior, image_penalty=image_penalty,
-                progress=bar, checkpoint_dir=checkpoint_dir, init_images=init_images, devices=devices,
-                optimizer_key=_optimizer_key(optimizer, custom_optimizer, optimizer_text, config))
-        else:
-            result = _render(model, targets, key=key, config=config, parameterization=parameterization,
-                             transform=transform, optimizer=optimizer, prior=prior, image_penalty=image_penalty,
-                             checkpoint_dir=checkpoint_dir, progress=bar, devices=devices, init_images=init_images,
-                             custom_optimizer=custom_optimizer, optimizer_text=optimizer_text)
+        result = _render(model, targets, key=key, config=config, parts=parts, checkpoint_dir=checkpoint_dir,
+                         progress=bar, devices=devices, init_images=init_images, images=images_per_target)
     finally:
         close_bar()
-    record = {"recipe": recipe.name if own_parts else "custom", "model": model.name,
-              **{k: v for k, v in config.numbers().items() if k not in ("param", "transforms", "learning_rate")},
-              "parameterization": repr(registry.resolve("parameterization", parameterization,
-                                                        argument="parameterization")),
-              "transform": repr(registry.resolve("transform", transform, argument="transform")),
-              "optimizer": optimizer_text, "prior": repr(result_prior(prior)),
-              "image_penalty": None if image_penalty is None else fingerprint(image_penalty)}
+    record = {"recipe": recipe.name, "model": model.name, **config.numbers(), **record}
     if images_per_target != 1:
         record["images_per_target"] = images_per_target
     return result._replace(record=record)
 
 
-def result_prior(prior):
-    """The prior object a render used (``None`` → :func:`jaxviz.priors.none`)."""
-    return registry.resolve("prior", prior or "none", argument="prior", protocol=priors_lib.Prior)
+def _identity(parts: Parts, config: RenderConfig, optimizer_probe) -> dict:
+    """What of the parts a checkpoint must match: their structure and arrays, or for code without a stable
+    name (your own function or optimizer) what :mod:`jaxviz.common.identity` finds in it."""
+    out = {}
+    for name, value in parts._asdict().items():
+        if name == "optimizer" and isinstance(value, PlainOptimizer):
+            out[name] = identity_lib.optimizer_identity(value.transformation, optimizer_probe())
+            continue
+        text = pytree.describe(value)
+        if not pytree.by_value(text):
+            inner = value.value if isinstance(value, pytree.Static) else value
+            text = identity_lib.identify(inner, argument=f"{name}=")
+        out[name] = text
+    return out
 
 
-def _render(model, targets, *, key, config, parameterization, transform, optimizer, prior, image_penalty,
-            checkpoint_dir, progress, devices, init_images, custom_optimizer, optimizer_text=None) -> RenderResult:
-    """:func:`render` once the parts are chosen: one image per per-image target."""
+def _render(model, targets, *, key, config, parts: Parts, checkpoint_dir, progress, devices, init_images,
+            images: int) -> RenderResult:
+    """:func:`render_images` once the parts are built: every unit of every target."""
     from jaxviz.common import checkpoint as ckpt_lib
 
-    prior = registry.resolve("prior", prior or "none", argument="prior", protocol=priors_lib.Prior)
-    _check_inputs(model, targets, config, prior, seeded=init_images is not None)
-    parameterization = registry.resolve("parameterization", parameterization,
-                                        argument="parameterization", protocol=param_lib.Parameterization)
+    _check_inputs(model, targets, config, parts.prior, images, seeded=init_images is not None)
     if init_images is not None:
         init_images = seed_images(init_images, len(targets), config.size)
-        if not callable(getattr(parameterization, "inverse", None)):
-            raise UsageError(f"init_images needs a parameterization with an inverse; {parameterization!r} has none")
-    transform = registry.resolve("transform", transform, argument="transform",
-                                 protocol=transforms_lib.Transform)
-    if image_penalty is not None and not callable(image_penalty):
-        raise UsageError(f"image_penalty must be a function of the image, got {type(image_penalty).__name__}")
     explicit_key = key is not None
     key = key if explicit_key else jax.random.key(config.seed)
     devices = list(devices or jax.local_devices())
-    placements: dict = {}  # devices used -> (mesh, batch sharding, replicated model params)
+    placements: dict = {}  # devices used -> (mesh, batch sharding, replicated model params, replicated parts)
 
     def place(n_used):
         if n_used not in placements:
             mesh = Mesh(np.array(devices[:n_used]), (AXIS,))
+            everywhere = NamedSharding(mesh, PartitionSpec())
             placements[n_used] = (mesh, NamedSharding(mesh, PartitionSpec(AXIS)),
-                                  jax.device_put(model.params, NamedSharding(mesh, PartitionSpec())))
+                                  jax.device_put(model.params, everywhere), jax.device_put(parts, everywhere))
         return placements[n_used]
 
     store = None
     if checkpoint_dir:
+        probe = lambda: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(  # noqa: E731
+            lambda: parts.parameterization.init(key=jax.random.key(0), size=config.size)))
         identity = dict(config=config, model=model.name, targets=[repr(t) for t in targets],
-                        prior=_part(prior, "prior="), parameterization=_part(parameterization, "parameterization="),
-                        transform=_part(transform, "transform="), launch=_launch_size(config.batch_size, len(devices)))
+                        launch=_launch_size(config.batch_size, len(devices)), **_identity(parts, config, probe))
+        if images != 1:
+            identity["images_per_target"] = images
         if explicit_key:
             identity["key"] = np.asarray(jax.random.key_data(key)).tolist()
-        if image_penalty is not None:  # code: hashed, not its repr (README "Guarantees")
-            identity["image_penalty"] = identity_lib.identify(image_penalty, argument="image_penalty=")
         if init_images is not None:
             identity["init_images"] = hashlib.sha1(init_images.tobytes()).hexdigest()
-        if custom_optimizer:  # its closures' hyperparameters and its state on a probe (jaxviz.common.identity)
-            probe = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(
-                lambda: parameterization.init(key=jax.random.key(0), size=config.size)))
-            identity["optimizer"] = identity_lib.optimizer_identity(optimizer, probe)
-        elif optimizer_text:  # the recipe's optimizer, with its hyperparameters
-            identity["optimizer"] = optimizer_text
         store = ckpt_lib.RunStore(checkpoint_dir, **identity)
 
     n = len(targets)
-    images = np.zeros((n, config.size, config.size, 3), np.float32)
-    activation = np.zeros(n, np.float32)
+    rows = n * images
+    out_images = np.zeros((n, images, config.size, config.size, 3), np.float32)
+    activation = np.zeros((n, images), np.float32)
     history = np.zeros((n, config.steps), np.float32)
-    trace = np.zeros((n, config.steps), np.float32)
+    trace = np.zeros((n, images, config.steps), np.float32)
     prior_info: dict[str, np.ndarray] = {}
-    compiled: dict[Any, Programs] = {}
-    parts = dict(parameterization=parameterization, transform=transform, optimizer=optimizer, prior=prior,
-                 image_penalty=image_penalty)
-
-    optimizer_key = _optimizer_key(optimizer, custom_optimizer, optimizer_text, config)
-    done_steps, total_steps = 0, n * config.steps
+    done_steps, total_steps = 0, rows * config.steps
     for group_index, indices in enumerate(_group_by_structure(targets)):
         n_devices = devices_for(len(indices), devices)
-        mesh, batch_sharding, model_params = place(n_devices)
+        mesh, batch_sharding, model_params, placed_parts = place(n_devices)
+        programs = programs_for(model, size=config.size, mesh=mesh, chunk_steps=config.chunk_steps,
+                                compute_dtype=config.compute_dtype, redirect=config.redirect_steps > 0,
+                                images=images, pooled=bool(parts.prior.pooled))
         # a group smaller than the batch is padded only to the device count, not to batch_size
         launch = min(_launch_size(config.batch_size, n_devices), int(math.ceil(len(indices) / n_devices)) * n_devices)
         for start in range(0, len(indices), launch):
             chunk = indices[start : start + launch]
             padded = list(chunk) + [chunk[-1]] * (launch - len(chunk))
             obj = jax.device_put(objectives_lib.stack([targets[i] for i in padded]), batch_sharding)
-            target_keys = jax.device_put(
-                jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(padded)), batch_sharding)
-            signature = (jax.tree.structure(obj), n_devices)
-            if signature not in compiled:
-                compiled[signature] = reuse.programs_for(model, targets[chunk[0]], parts, config, mesh, signature,
-                                                         optimizer_key)
-            programs = compiled[signature]
+            target_keys = jax.device_put(_unit_keys(key, padded, images), batch_sharding)
             seeds = None if init_images is None else jax.device_put(init_images[padded], batch_sharding)
-            state, values_log = _run_launch(programs, config, model_params, obj, target_keys, store,
-                                            f"{group_index:03d}_{start:06d}", checkpoint_dir, len(chunk),
-                                            lambda steps, value: progress and progress(done_steps + steps, total_steps,
-                                                                                       value), seeds)
-            done_steps += config.steps * len(chunk)
-            out_images, out_values, out_prior = jax.device_get(programs.final(model_params, state, obj))
+            real = len(chunk) * images
+            state, log = _run_launch(programs, config, model_params, obj, target_keys, placed_parts, store,
+                                     f"{group_index:03d}_{start:06d}", checkpoint_dir, len(chunk),
+                                     lambda steps, value: progress and progress(done_steps + steps * images,
+                                                                                total_steps, value), seeds)
+            done_steps += config.steps * real
+            got_images, got_values, got_prior = jax.device_get(programs.final(model_params, state, obj, placed_parts))
             keep = slice(0, len(chunk))
-            if not (np.all(np.isfinite(out_images[keep])) and np.all(np.isfinite(out_values[keep]))):
+            if not (np.all(np.isfinite(got_images[keep])) and np.all(np.isfinite(got_values[keep]))):
                 # the last update is applied after the last checked value: check its result too
                 raise NonFiniteLossError("the final image or objective is NaN/Inf; try a smaller learning rate")
-            images[chunk] = out_images[keep]
-            activation[chunk] = out_values[keep]
-            history[chunk] = values_log[0, :, keep].T
-            trace[chunk] = values_log[1, :, keep].T
-            for name, value in out_prior.items():
-                prior_info.setdefault(name, np.zeros((n, *value.shape[1:]), value.dtype))
-                prior_info[name][chunk] = value[keep]
+            lead = (len(chunk), images)
+            out_images[chunk] = got_images[keep].reshape(*lead, *got_images.shape[-3:])
+            activation[chunk] = got_values[keep].reshape(lead)
+            history[chunk] = log[0, :, keep].T
+            trace[chunk] = np.moveaxis(log[1:, :, keep], (0, 1, 2), (1, 2, 0))
+            for name, value in got_prior.items():
+                value = value[keep].reshape(*lead, *value.shape[1 + (images > 1):])
+                prior_info.setdefault(name, np.zeros((n, images, *value.shape[2:]), value.dtype))
+                prior_info[name][chunk] = value
     if store:
         store.close()
-    return RenderResult(images, activation, history, trace, prior_info,
-                        tuple(objectives_lib.target_name(t) for t in targets), getattr(prior, "trace_name", None))
+    flat = lambda a: a.reshape(rows, *a.shape[2:])  # noqa: E731 - target-major rows
+    names = tuple(objectives_lib.target_name(t) for t in targets)
+    if images != 1:
+        names = tuple(f"{_group_name(t)}#{k}" for t in targets for k in range(images))
+    return RenderResult(flat(out_images), flat(activation), np.repeat(history, images, axis=0), flat(trace),
+                        {k: flat(v) for k, v in prior_info.items()}, names, parts.prior.trace_name)
 
 
-def _optimizer_key(optimizer, custom: bool, text: str | None, config):
-    # the recipe's optimizer is described by its text and step count (its closures are new each call)
-    return reuse.part_key(optimizer) if custom or not text else ("recipe", text, config.steps)
+def _unit_keys(key, padded: Sequence[int], images: int) -> jax.Array:
+    """Each unit's key (``[B]``), or its images' keys (``[B, images]``): image ``i`` of the run folds in ``i``."""
+    index = jnp.asarray(padded)
+    if images == 1:
+        return jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
+    rows = index[:, None] * images + jnp.arange(images)[None]
+    return jax.vmap(jax.vmap(lambda i: jax.random.fold_in(key, i)))(rows)
+
+
+def _group_name(objective) -> str:
+    """``blocks.10:7`` for ``channel('blocks.10', 7) + w * diversity(...)`` (its per-image target), else the repr."""
+    own = objectives_lib.per_image_part(objective)
+    terms, weights = getattr(own, "terms", None), getattr(own, "weights", None)
+    if terms is not None and len(terms) == 1 and float(np.asarray(weights[0])) == 1.0:
+        own = terms[0]
+    return objectives_lib.target_name(own) if own is not None else repr(objective)
 
 
 def seed_images(images, n_targets: int, size: int) -> np.ndarray:
@@ -344,11 +401,13 @@ def _unit(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def _run_launch(programs: Programs, config: RenderConfig, model_params, obj, target_keys, store, launch_id: str,
-                checkpoint_dir, n_real: int, report: Callable, seeds=None):
-    """Runs (or resumes) one launch to ``config.steps``; returns ``(state, log [2, steps, B])``."""
-    state = programs.init(model_params, target_keys, seeds)
-    values_log = np.zeros((2, config.steps, int(target_keys.shape[0])), np.float32)  # objective, prior trace
+def _run_launch(programs: Programs, config: RenderConfig, model_params, obj, target_keys, parts, store,
+                launch_id: str, checkpoint_dir, n_real: int, report: Callable, seeds=None):
+    """Runs (or resumes) one launch to ``config.steps``; returns ``(state, log [1 + images, steps, B])``:
+    the objective, then the prior's trace of each image of a unit."""
+    state = programs.init(model_params, target_keys, parts, seeds)
+    images = int(np.prod(target_keys.shape[1:]))
+    values_log = np.zeros((1 + images, config.steps, int(target_keys.shape[0])), np.float32)
     resumed = store.restore(launch_id, state, values_log) if store else None
     if resumed is not None:
         state, values_log = resumed
@@ -357,7 +416,8 @@ def _run_launch(programs: Programs, config: RenderConfig, model_params, obj, tar
         redirect = step < config.redirect_steps
         # a chunk never straddles the end of the redirected steps: each runs one program
         n = min(config.chunk_steps, (config.redirect_steps if redirect else config.steps) - step)
-        new_state, values, traces = programs.run_chunk(n, model_params, state, obj, target_keys, redirect=redirect)
+        new_state, values, traces = programs.run_chunk(n, model_params, state, obj, target_keys, parts,
+                                                       redirect=redirect)
         values = np.asarray(values).T  # [steps, targets]
         if not np.all(np.isfinite(values)):
             where = f" (last checkpoint kept in {checkpoint_dir})" if store else ""
@@ -365,18 +425,10 @@ def _run_launch(programs: Programs, config: RenderConfig, model_params, obj, tar
                 f"the objective became NaN/Inf at step {step + int(np.argmax(~np.isfinite(values).all(1)))}"
                 f"{where}; try a smaller learning rate")
         state = new_state
-        values_log[:, step : step + n] = values, np.asarray(traces).T
+        values_log[0, step : step + n] = values
+        values_log[1:, step : step + n] = np.asarray(traces).reshape(len(values.T), n, images).transpose(2, 1, 0)
         step += n
         if store and (step % config.checkpoint_every < n or step == config.steps):
             store.save(launch_id, step, state, values_log)
         report(step * n_real, float(values[-1, :n_real].mean()))
     return state, values_log
-
-
-def render(*args, **kwargs):
-    """Deprecated name of :func:`render_images` (the module and the function shared a name)."""
-    import warnings
-
-    warnings.warn("jaxviz.render.render is now jaxviz.render.render_images (or jaxviz.render_images)",
-                  DeprecationWarning, stacklevel=2)
-    return render_images(*args, **kwargs)

@@ -9,10 +9,9 @@ the deserialized :class:`jax.export.Exported` (``exported.call``), whose lowerin
 stored module, and whose XLA compile the persistent cache then skips. Cold and warm runs thus run
 the same program, so their results are identical.
 
-A file's name is a hash of everything that changes the program: the caller's key (model, parts,
-settings: :func:`jaxviz.render.loop` builds it from stable descriptions only, and stores nothing for
-parts it cannot describe, such as users' own classes), the arguments' tree, shapes, dtypes and
-shardings, the jaxviz source, the versions of JAX, jaxlib, Flax and Optax, JAX's numerics flags and
+A file's name is a hash of everything that changes the program: the caller's key (the model and the
+settings the program closes over), the arguments' tree (the parts' static settings included: parts are
+arguments), shapes, dtypes and shardings, the jaxviz source, the versions of JAX, jaxlib, Flax and Optax, JAX's numerics flags and
 the devices. Like the compilation cache it is on by default, off with ``JAXVIZ_COMPILE_CACHE=0`` or
 ``--no-compile-cache``, and the folder is trusted code. An entry that cannot be read is removed and
 exported again; a program that cannot be exported runs as a plain jitted function.
@@ -27,7 +26,6 @@ import importlib
 import importlib.metadata
 import json
 import os
-import re
 import sys
 import threading
 import warnings
@@ -37,11 +35,10 @@ import jax
 import numpy as np
 
 from jaxviz.common import cache as cache_lib
-from jaxviz.common.checkpoint import fingerprint
+from jaxviz.common import pytree
 from jaxviz.common.files import atomic_write
 
-__all__ = ["StoredFunction", "programs_dir", "source_digest", "environment_key", "describe", "describe_tree",
-           "MAX_BYTES"]
+__all__ = ["StoredFunction", "programs_dir", "source_digest", "environment_key", "storable", "MAX_BYTES"]
 
 FORMAT = 1  # the file layout below: one JSON header line, then the serialized Exported
 MAX_BYTES = 1 << 30  # the folder is trimmed (oldest first) past this size
@@ -96,44 +93,23 @@ def environment_key() -> str:
                        "devices": devices}, sort_keys=True)
 
 
-def _ours(obj: Any) -> bool:
-    return (getattr(obj, "__module__", None) or "").split(".")[0] == "jaxviz"
+_VERSIONED = ("jaxviz", "optax", "flax", "jax", "jaxlib", "chex")  # packages whose code the key versions
 
 
-def describe(part: Any) -> str | None:
-    """Stable text of a render part (parameterization, transform, prior, penalty), or ``None``.
-
-    Only jaxviz's own parts are described: their code is in :func:`source_digest`, and their settings
-    and arrays in their :func:`~jaxviz.common.checkpoint.fingerprint`. A function field must be a
-    jaxviz module-level function (a closure's captured values are not visible); anything else,
-    a user's class in particular, is ``None`` (its programs are not stored).
-    """
-    if part is None:
-        return "none"
-    cls = type(part)
-    if not _ours(cls):
-        return None
-    for value in (vars(part).values() if hasattr(part, "__dict__") else ()):
-        if callable(value) and not isinstance(value, type) and not _ours(type(value)):
-            if not (_ours(value) and getattr(value, "__closure__", None) is None
-                    and "<locals>" not in getattr(value, "__qualname__", "<locals>")):
-                return None
-    text = f"{cls.__module__}.{cls.__qualname__}:{fingerprint(part)}"
-    return None if re.search(r" at 0x[0-9a-f]+|<lambda>|<locals>", text) else text
-
-
-def describe_tree(tree: Any) -> str | None:
-    """Stable text of a pytree's structure (objectives), or ``None`` if a node is not jaxviz's or a container."""
-    treedef = jax.tree.structure(tree)
+def storable(treedef) -> bool:
+    """The one rule for what can be stored: every node of the arguments' tree is a container or a class of
+    a package whose code the key versions (:func:`source_digest`, :func:`environment_key`), and its text
+    names every static setting by value (no object address, lambda or local class). A user's own part is
+    reused in-process by JAX's cache, but never stored: its code could change under the same name."""
     todo = [treedef]
     while todo:
         node = todo.pop()
         kind = node.node_data()
-        if kind is not None and kind[0] not in (tuple, list, dict, type(None)) and not _ours(kind[0]):
-            return None
+        if kind is not None and kind[0] not in (tuple, list, dict, type(None), collections.OrderedDict):
+            if (getattr(kind[0], "__module__", None) or "").split(".")[0] not in _VERSIONED:
+                return False
         todo.extend(node.children())
-    text = str(treedef)
-    return None if re.search(r" at 0x[0-9a-f]+|<lambda>|<locals>", text) else text
+    return pytree.by_value(str(treedef))
 
 
 def _signature(leaves: Sequence[Any], treedef) -> str:
@@ -201,7 +177,7 @@ class StoredFunction:
       fn: the function to jit (positional arguments only).
       name: a readable name (files, messages).
       key: stable text describing everything the function closes over; ``None``: never stored
-        (the jitted function runs as it is).
+        (the jitted function runs as it is). Arguments whose tree is not :func:`storable` run the plain program.
       donate_argnums: positional arguments whose buffers the program may reuse (as ``jax.jit``'s).
       compiler_options: XLA options of the compile (as ``jax.jit``'s).
     """
@@ -224,6 +200,8 @@ class StoredFunction:
             return self.jitted(*args)  # Python scalars: their weak types make the plain program the safe one
         signature = _signature(leaves, treedef)
         entry = self._calls.get(signature)
+        if entry is None and not storable(treedef):
+            entry = self._calls[signature] = False
         if entry is None:
             entry = self._calls[signature] = self._prepare(folder, args, leaves, treedef, signature)
         if entry is False:  # could not be exported: the plain program
