@@ -11,21 +11,23 @@ run the same way (``none (vmapped)``). No figures are asserted anywhere (README 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 
+from jaxviz.common.pytree import part
+from jaxviz.priors import PriorBase
 
-@dataclasses.dataclass(frozen=True)
-class _VmappedNone:
+
+@part
+class _VmappedNone(PriorBase):
     """No penalty, but a batch-level prior: the base of ``bn-batch`` (vmapped images)."""
 
     pooled = True
-    layers: tuple = ()
+    layers = ()
 
-    def init(self, features):
+    def init(self, features, *, canvas=None):
         return ()
 
-    def apply(self, features, state, step, *, pool=None):
+    def apply(self, features, state, step, *, pool=None, locate=None):
         import jax.numpy as jnp
 
         return jnp.zeros(()), state, jnp.zeros(())
@@ -40,8 +42,8 @@ def _priors(model):
 
     return {
         "none": priors.none(),
-        "outliers": priors.build("outliers", model=model, warmup=0),
-        "mahalanobis": priors.build("mahalanobis", model=model),
+        "outliers": priors.outliers(model=model, warmup=0),
+        "mahalanobis": priors.mahalanobis(model=model),
         "quantile (all channels)": prior_quantile.quantile(model=model),
         "quantile (outlier channels)": prior_quantile.quantile(model=model, channels="outliers"),
         "gaussian (bures)": prior_gaussian_match.gaussian_match(model=model),
@@ -88,21 +90,23 @@ def main(argv=None) -> int:
     targets = [objectives.class_logit(7 + 100 * i) for i in range(launch)]
     obj = jax.device_put(objectives.stack(targets), sharding)
     keys = jax.device_put(jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(jnp.arange(launch)), sharding)
-    parts = dict(parameterization=param.fourier(), transform=transforms.default(), optimizer=optax.adam(0.05))
+    compiled = {pooled: step.compile_programs(model, size=args.size, mesh=mesh, chunk_steps=args.steps, pooled=pooled)
+                for pooled in (False, True)}  # a batch-level prior runs vmapped with a pooling axis
 
     runs = {}
     for name, prior in _priors(model).items():
         t = time.perf_counter()
-        programs = step.compile_programs(model, targets[0], **parts, prior=prior, size=args.size, mesh=mesh,
-                                         chunk_steps=args.steps)
-        state = programs.init(params, keys)
-        state, values, _ = programs.run_chunk(args.steps, params, state, obj, keys)  # compiles and warms up
-        runs[name] = [programs, state, []]
+        parts = jax.device_put(step.Parts(param.fourier(), transforms.default(), prior, None,
+                                          step.PlainOptimizer(optax.adam(0.05))), NamedSharding(mesh, PartitionSpec()))
+        programs = compiled[bool(prior.pooled)]
+        state = programs.init(params, keys, parts)
+        state, values, _ = programs.run_chunk(args.steps, params, state, obj, keys, parts)  # compiles and warms up
+        runs[name] = [parts, state, [], programs]
         print(f"compiled {name}: {time.perf_counter() - t:.1f} s", flush=True)
     for _ in range(args.repeats):
         for name, run in runs.items():
             t = time.perf_counter()
-            run[1], values, _ = run[0].run_chunk(args.steps, params, run[1], obj, keys)
+            run[1], values, _ = run[3].run_chunk(args.steps, params, run[1], obj, keys, run[0])
             if not np.all(np.isfinite(values)):
                 raise FloatingPointError(f"non-finite objective with {name}")
             run[2].append((time.perf_counter() - t) * 1e3 / (launch * args.steps))

@@ -166,9 +166,9 @@ def _worker_step(args) -> dict:
 
     import jaxviz
     from jaxviz import objectives, priors, render
-    from jaxviz.render import step
-    from jaxviz.image import transforms
     from jaxviz.image import param as param_lib
+    from jaxviz.image import transforms
+    from jaxviz.render import step
 
     if args.devices:  # CPU devices, as the CLI's one-per-core (jaxviz.use_cpu_cores)
         jax.config.update("jax_num_cpu_devices", args.devices)
@@ -177,11 +177,10 @@ def _worker_step(args) -> dict:
     rss_model = _rss_mib()
     n_channels = model.layers[args.layer][-1]
     targets = [objectives.channel(args.layer, i % n_channels) for i in range(batch)]
-    config = render.RenderConfig(size=args.size, steps=args.steps, batch_size=batch, param="fourier",
-                                 transforms="default", learning_rate=0.05, chunk_steps=args.steps)
-    parameterization = param_lib.get(config.param)  # fourier: 1/f scaling + colour decorrelation
+    config = render.RenderConfig(size=args.size, steps=args.steps, batch_size=batch, chunk_steps=args.steps)
+    parameterization = param_lib.fourier()  # fourier: 1/f scaling + colour decorrelation
     transform = transforms.default()
-    optimizer = optax.adam(config.learning_rate)
+    optimizer = optax.adam(0.05)
     prior = priors.none()
 
     # what render() does for one launch, on one device
@@ -197,21 +196,20 @@ def _worker_step(args) -> dict:
     keys = jax.device_put(jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(per_launch)), batch_sharding)
 
     t = time.perf_counter()
-    parts = dict(parameterization=parameterization, transform=transform, optimizer=optimizer, prior=prior)
-    programs = step.compile_programs(model, targets[0], **parts, size=config.size, mesh=mesh,
-                                     chunk_steps=args.steps)
-    state = _block(programs.init(model_params, keys))
+    parts = step.Parts(parameterization, transform, prior, None, step.PlainOptimizer(optimizer))
+    programs = step.compile_programs(model, size=config.size, mesh=mesh, chunk_steps=args.steps)
+    state = _block(programs.init(model_params, keys, parts))
     init_s = time.perf_counter() - t
     t = time.perf_counter()
     chunk_args = (np.int32(args.steps), model_params)  # the step count is a runtime argument
-    chunk = programs.run_chunk.jitted.lower(*chunk_args, state, obj, keys).compile()
+    chunk = programs.run_chunk.jitted.lower(*chunk_args, state, obj, keys, parts).compile()
     compile_s = time.perf_counter() - t
 
     # FLOPs of ONE image's step, compiled alone (the scanned chunk counts its loop body once)
-    step_fn = step.make_step(model, targets[0], **parts)
+    step_fn = step.make_step(model)
     one = jax.tree.map(lambda a: a[0], (state, obj))
     step_key = step.step_key(keys[0], jnp.zeros((), jnp.int32))
-    step_cost = _flops(jax.jit(step_fn).lower(model.params, one[0], one[1], step_key).compile())
+    step_cost = _flops(jax.jit(step_fn).lower(model.params, one[0], one[1], step_key, parts).compile())
     seen = jax.eval_shape(lambda: transform(jnp.zeros((config.size, config.size, 3)), key=step_key))
     forward_cost = _flops(jax.jit(lambda p, x: model.features(p, x, [args.layer])).lower(
         model.params, jax.ShapeDtypeStruct((1, *seen.shape), jnp.float32)).compile())
@@ -220,7 +218,7 @@ def _worker_step(args) -> dict:
     load_before = _loadavg()
     for rep in range(args.repeats + 1):  # the first run warms up
         t, c = time.perf_counter(), time.process_time()
-        state, values, traces = chunk(*chunk_args, state, obj, keys)
+        state, values, traces = chunk(*chunk_args, state, obj, keys, parts)
         values = np.asarray(values)  # the host sync render() does after every chunk
         wall, cpu = time.perf_counter() - t, time.process_time() - c
         if not np.all(np.isfinite(values)):
@@ -248,7 +246,7 @@ def _worker_step(args) -> dict:
         "backend": jax.default_backend(),
     }
     if args.profile:
-        result["profile"] = _profile(chunk, (*chunk_args, state, obj, keys), image_steps)
+        result["profile"] = _profile(chunk, (*chunk_args, state, obj, keys, parts), image_steps)
     return result
 
 

@@ -8,7 +8,7 @@ Totals are wall times of fresh processes running the command a new user would tr
   compiled);
 - **warm**: the identical command again (what a researcher's rerun costs);
 - **second call**: a second ``render_images`` of other targets in the worker process (a notebook's
-  next cell); it must not trace (:mod:`jaxviz.render.reuse`);
+  next cell); it must not trace (parts are arguments of the kept programs: :func:`jaxviz.render.programs_for`);
 - **uncached**: the same with ``--no-compile-cache`` and the weights already converted (every
   rerun before the compilation cache);
 - **import**: a fresh ``python -c "import jaxviz"`` (its heavy parts load when used) and
@@ -111,7 +111,7 @@ def _worker(args) -> dict:
     report.write_run(args.out, targets=list(TARGETS), labels=["", ""], images=result.images, records=records,
                      config={"model": model.name, **config.numbers()})
     t_report = time.perf_counter()
-    # a notebook's next cell: other targets, same structure, in this process (jaxviz.render.reuse)
+    # a notebook's next cell: other targets, same structure, in this process (jaxviz.render.programs_for)
     traced = []
     listener = lambda event, seconds, **kw: traced.append(kw.get("fun_name")) if event == TRACE_EVENT else None  # noqa: E731
     jax.monitoring.register_event_duration_secs_listener(listener)

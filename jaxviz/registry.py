@@ -99,9 +99,11 @@ def resolve(kind: str, value: Any, *, argument: str, protocol: type | None = Non
             raise UsageError(f"unknown {kind} '{value}' for {argument}= (choose {', '.join(table)})")
         return build(kind, value, **_with_context(table[value], {}, context))
     if protocol is not None and not isinstance(value, protocol):
-        wanted = ", ".join(m for m in protocol.__dict__ if not m.startswith("_") and callable(protocol.__dict__[m]))
+        members = [*getattr(protocol, "__annotations__", {}),
+                   *(m for m, v in vars(protocol).items() if not m.startswith("_") and (callable(v) or isinstance(v, property)))]
+        missing = [m for m in dict.fromkeys(members) if not hasattr(value, m)]
         raise UsageError(f"{argument}= must be a {kind} name ({', '.join(names(kind))}) or an object with "
-                         f"{wanted}; got {type(value).__name__}")
+                         f"{', '.join(dict.fromkeys(members))}; {type(value).__name__} lacks {', '.join(missing)}")
     return value
 
 

@@ -140,9 +140,9 @@ def test_without_pool_it_is_the_per_image_prior():
 
 def test_recipe_option_registry_name_and_refusals(lite0):
     recipe = recipes.get("deepinversion", pooled=True, size=64)
-    assert isinstance(recipe.prior(lite0), prior_bn_batch.PooledBatchNormPrior)
+    assert isinstance(recipe.build_prior(lite0), prior_bn_batch.PooledBatchNormPrior)
     assert "pooled over the batch" in recipe.notes
-    assert isinstance(recipes.get("deepinversion").prior(lite0), priors.BatchNormPrior)
+    assert isinstance(recipes.get("deepinversion").build_prior(lite0), priors.BatchNormPrior)
     assert isinstance(registry.build_prior("bn-batch", model=lite0), prior_bn_batch.PooledBatchNormPrior)
     with pytest.raises(UsageError, match="first_weight"):
         prior_bn_batch.pooled_batchnorm_prior(lite0, first_weight=-1)

@@ -5,6 +5,8 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+import jaxviz
 import pytest
 
 from jaxviz import objectives, priors
@@ -52,7 +54,7 @@ def _square_prior(toy):
 class _Shift:
     """A transform jaxviz.image.canvas does not know (a fixed circular shift)."""
 
-    def __call__(self, image, *, key):
+    def __call__(self, image, *, key, step=None):
         return jnp.roll(image, 5, axis=1)
 
 
@@ -60,8 +62,10 @@ def test_outlier_map_is_in_canvas_coordinates_under_crops(tmp_path):
     toy = make_toy()
     photo = np.zeros((S, S, 3), np.float32)
     photo[4:12, 4:12] = 1.0  # a white square in the top-left of a black canvas
-    config = RenderConfig(size=S, steps=12, chunk_steps=4, batch_size=1, param="pixel", learning_rate=1e-9)
-    result = render(toy, [objectives.channel("conv2", 0)], config=config, prior=_square_prior(toy),
+    config = RenderConfig(size=S, steps=12, chunk_steps=4, batch_size=1)
+    recipe = jaxviz.registry.edit_recipe(jaxviz.recipes.get("maco", size=S), parameterization="pixel",
+                                         learning_rate=1e-9)
+    result = render(toy, [objectives.channel("conv2", 0)], config=config, prior=_square_prior(toy), recipe=recipe,
                     transform=transforms.chain(transforms.random_crop((0.5, 0.7)), transforms.noise(0.0)),
                     optimizer=None, init_images=photo)
     heat = np.asarray(result.prior["outlier_map"][0])

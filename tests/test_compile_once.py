@@ -10,7 +10,7 @@ from flax import linen
 
 from jaxviz import objectives, priors, render
 from jaxviz.models import model as features
-from jaxviz.render import reuse, step
+from jaxviz.render import step
 from jaxviz.image import transforms
 from jaxviz.image import param as param_lib
 from jaxviz.common.errors import UsageError
@@ -41,7 +41,7 @@ def built(monkeypatch):
     # (tests/test_stored.py covers the stored ones)
     monkeypatch.setenv("JAXVIZ_COMPILE_CACHE", "0")
     chex.clear_trace_counter()
-    reuse.clear()  # programs kept from an earlier test would hide this render's builds
+    render.clear_programs()  # programs kept from an earlier test would hide this render's builds
     record = {"steps": 0, "compiled": [], "xla": []}
 
     def on_event(event, seconds, **kwargs):
@@ -79,10 +79,12 @@ def test_five_channels_in_three_launches_trace_and_compile_the_step_once(lite0, 
     assert sum("run_chunk" in name for name in built["xla"]) == 1, built["xla"]
 
 
-def test_two_structures_compile_two_steps(toy, built):
+def test_two_structures_share_the_programs_and_compile_two_chunks(toy, built, monkeypatch):
+    # the objective is an argument of the programs: one program set, traced and compiled once per structure
+    monkeypatch.setattr(chex, "assert_max_traces", lambda fn, n: fn)  # a structure each: two traces here
     targets = [objectives.channel("conv2", 1), objectives.neuron("conv2", 2), objectives.channel("conv2", 5)]
     render.render_images(toy, targets, config=CONFIG, devices=jax.devices()[:1])
-    assert built["steps"] == len(built["compiled"]) == 2
+    assert built["steps"] == len(built["compiled"]) == 1
     assert sum("run_chunk" in name for name in built["xla"]) == 2, built["xla"]
 
 
@@ -100,15 +102,15 @@ def test_bfloat16_is_refused_on_cpu_but_the_step_supports_it(lite0):
         render.render_images(lite0, [objectives.channel(LAYER, 0)], devices=jax.devices("cpu")[:1],
                       config=render.RenderConfig(**{**CONFIG.__dict__, "compute_dtype": "bfloat16"}))
     # the step itself runs in bfloat16 anywhere (what GPU/TPU runs); objective and state stay float32
-    parameterization, objective = param_lib.get("fourier"), objectives.channel(LAYER, 0)
+    parameterization, objective = param_lib.fourier(), objectives.channel(LAYER, 0)
     optimizer = optax.adam(0.05)
+    parts = step.Parts(parameterization, transforms.identity(), priors.none(), None, step.PlainOptimizer(optimizer))
     params = parameterization.init(key=jax.random.key(0), size=64)
     state = step.RenderState(params, optimizer.init(params), (), jnp.zeros((), jnp.int32))
     values = {}
     for dtype in (None, jnp.bfloat16):
-        step_fn = step.make_step(lite0, objective, parameterization=parameterization, transform=transforms.identity(),
-                                 optimizer=optimizer, prior=priors.none(), compute_dtype=dtype)
-        new_state, (value, _) = jax.jit(step_fn)(lite0.params, state, objective, jax.random.key(1))
+        step_fn = step.make_step(lite0, compute_dtype=dtype)
+        new_state, (value, _) = jax.jit(step_fn)(lite0.params, state, objective, jax.random.key(1), parts)
         assert value.dtype == jnp.float32 and new_state.params.dtype == jnp.float32
         values[dtype] = float(value)
     assert abs(values[jnp.bfloat16] - values[None]) <= 0.05 * abs(values[None]) + 0.05

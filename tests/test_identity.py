@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+import jaxviz
 from jaxviz import objectives
 from jaxviz.common import identity
 from jaxviz.common.checkpoint import CheckpointMismatchError
@@ -18,8 +19,8 @@ from jaxviz.render import RenderConfig, render_images as render
 from test_collect import make_toy
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
-CONFIG = RenderConfig(size=16, steps=4, chunk_steps=2, checkpoint_every=2, batch_size=1, transforms="none",
-                      param="pixel")
+CONFIG = RenderConfig(size=16, steps=4, chunk_steps=2, checkpoint_every=2, batch_size=1)
+RECIPE = jaxviz.registry.edit_recipe(jaxviz.recipes.get("maco", size=16), parameterization="pixel", transform="none")
 TARGET = [objectives.channel("conv2", 1)]
 
 
@@ -38,7 +39,7 @@ def _kill_after_first_chunk(done, total, value):
 
 def _killed_run(toy, ckpt, optimizer, **kwargs):
     with pytest.raises(_Killed):
-        render(toy, TARGET, config=CONFIG, optimizer=optimizer, checkpoint_dir=ckpt,
+        render(toy, TARGET, config=CONFIG, recipe=RECIPE, optimizer=optimizer, checkpoint_dir=ckpt,
                progress=_kill_after_first_chunk, **kwargs)
 
 
@@ -46,12 +47,12 @@ def test_resume_with_another_custom_optimizer_is_refused(toy, tmp_path):
     ckpt = str(tmp_path / "ckpt")
     _killed_run(toy, ckpt, optax.adam(0.05))
     with pytest.raises(CheckpointMismatchError, match="optimizer"):
-        render(toy, TARGET, config=CONFIG, optimizer=optax.adam(0.5), checkpoint_dir=ckpt)
+        render(toy, TARGET, config=CONFIG, recipe=RECIPE, optimizer=optax.adam(0.5), checkpoint_dir=ckpt)
     with pytest.raises(CheckpointMismatchError):
-        render(toy, TARGET, config=CONFIG, optimizer=optax.inject_hyperparams(optax.adam)(learning_rate=0.05),
+        render(toy, TARGET, config=CONFIG, recipe=RECIPE, optimizer=optax.inject_hyperparams(optax.adam)(learning_rate=0.05),
                checkpoint_dir=ckpt)
-    resumed = render(toy, TARGET, config=CONFIG, optimizer=optax.adam(0.05), checkpoint_dir=ckpt)
-    whole = render(toy, TARGET, config=CONFIG, optimizer=optax.adam(0.05))
+    resumed = render(toy, TARGET, config=CONFIG, recipe=RECIPE, optimizer=optax.adam(0.05), checkpoint_dir=ckpt)
+    whole = render(toy, TARGET, config=CONFIG, recipe=RECIPE, optimizer=optax.adam(0.05))
     np.testing.assert_array_equal(resumed.images, whole.images)  # the same optimizer resumes bit-identically
 
 
@@ -59,14 +60,14 @@ def test_resume_with_another_lambda_penalty_is_refused(toy, tmp_path):
     ckpt = str(tmp_path / "ckpt")
     _killed_run(toy, ckpt, optax.adam(0.05), image_penalty=lambda image: 0.1 * jnp.mean(image))
     with pytest.raises(CheckpointMismatchError, match="image_penalty"):
-        render(toy, TARGET, config=CONFIG, optimizer=optax.adam(0.05), checkpoint_dir=ckpt,
+        render(toy, TARGET, config=CONFIG, recipe=RECIPE, optimizer=optax.adam(0.05), checkpoint_dir=ckpt,
                image_penalty=lambda image: 0.3 * jnp.mean(image))
 
 
 def test_what_cannot_be_identified_is_refused_in_one_line(toy, tmp_path):
     stream = iter(range(3))
     with pytest.raises(UsageError, match=r"image_penalty= cannot be identified") as info:
-        render(toy, TARGET, config=CONFIG, checkpoint_dir=str(tmp_path / "c"),
+        render(toy, TARGET, config=CONFIG, recipe=RECIPE, checkpoint_dir=str(tmp_path / "c"),
                image_penalty=lambda image: next(stream) * jnp.mean(image))
     assert "\n" not in str(info.value)
 
@@ -111,14 +112,14 @@ class _Scaled:
     def __init__(self, factor):
         self.factor = factor
 
-    def __call__(self, image, *, key):
+    def __call__(self, image, *, key, step=None):
         return image * self.factor
 
 
 def test_resume_with_another_custom_transform_object_is_refused(toy, tmp_path):
     ckpt = str(tmp_path / "ckpt")
     with pytest.raises(_Killed):
-        render(toy, TARGET, config=CONFIG, transform=_Scaled(1.0), checkpoint_dir=ckpt,
+        render(toy, TARGET, config=CONFIG, recipe=RECIPE, transform=_Scaled(1.0), checkpoint_dir=ckpt,
                progress=_kill_after_first_chunk)
     with pytest.raises(CheckpointMismatchError, match="transform"):
-        render(toy, TARGET, config=CONFIG, transform=_Scaled(0.5), checkpoint_dir=ckpt)
+        render(toy, TARGET, config=CONFIG, recipe=RECIPE, transform=_Scaled(0.5), checkpoint_dir=ckpt)

@@ -62,7 +62,9 @@ def toy():
 def test_render_zero_steps_returns_the_photos(toy, photos, name):
     images = np.stack([_photo(photos, 32, "chelsea"), _photo(photos, 32, "coffee")])
     targets = [objectives.channel("conv1", 0), objectives.channel("conv1", 1)]
-    result = render.render_images(toy, targets, config=render.RenderConfig(size=32, steps=0, param=name), init_images=images)
+    recipe = jaxviz.registry.edit_recipe(jaxviz.recipes.get("maco", size=32), parameterization=name)
+    result = render.render_images(toy, targets, config=render.RenderConfig(size=32, steps=0), recipe=recipe,
+                                  init_images=images)
     assert result.history.shape == (2, 0)
     assert np.abs(result.images - images).max() <= 1.0 / 255.0
 
@@ -70,9 +72,11 @@ def test_render_zero_steps_returns_the_photos(toy, photos, name):
 def test_seeded_render_moves_and_the_pull_holds_it(toy, photos):
     photo = _photo(photos, 32)
     targets = [objectives.channel("conv1", 3)]
-    config = render.RenderConfig(size=32, steps=16, param="pixel", transforms="none", learning_rate=0.2)
-    free = render.render_images(toy, targets, config=config, init_images=photo).images[0]
-    pulled = render.render_images(toy, targets, config=config, init_images=photo,
+    config = render.RenderConfig(size=32, steps=16)
+    recipe = jaxviz.registry.edit_recipe(jaxviz.recipes.get("maco", size=32), parameterization="pixel",
+                                         transform="none", learning_rate=0.2)
+    free = render.render_images(toy, targets, config=config, recipe=recipe, init_images=photo).images[0]
+    pulled = render.render_images(toy, targets, config=config, recipe=recipe, init_images=photo,
                            image_penalty=render_pull(photo, 1e4)).images[0]
     free_gap, pulled_gap = np.abs(free - photo).mean(), np.abs(pulled - photo).mean()
     assert free_gap > 0.01  # the objective changed the photo
@@ -80,7 +84,7 @@ def test_seeded_render_moves_and_the_pull_holds_it(toy, photos):
 
 
 def render_pull(photo, weight):
-    from jaxviz.render.step import PullToward
+    from jaxviz.recipes.parts import PullToward
 
     return PullToward(photo, weight)
 

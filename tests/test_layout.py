@@ -51,22 +51,23 @@ def test_no_module_imports_another_modules_private_names():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("jaxviz"):
                 offenders += [f"{path.relative_to(ROOT)}: {a.name}" for a in node.names
-                              if a.name.startswith("_") and a.name not in ("__version__", "__all__", "_compat")]
+                              if a.name.startswith("_") and a.name not in ("__version__", "__all__")]
     assert not offenders, offenders
 
 
-@pytest.mark.parametrize("old, new", [
-    ("param", "jaxviz.image.param"), ("transforms", "jaxviz.image.transforms"), ("step", "jaxviz.render.step"),
-    ("stats_store", "jaxviz.stats.store"), ("collect", "jaxviz.stats.collect"), ("views", "jaxviz.stats.views"),
-    ("features", "jaxviz.models.model"), ("metrics", "jaxviz.realism.diagnostics"), ("errors", "jaxviz.common.errors"),
-])
-def test_old_module_names_are_deprecated_aliases_of_the_new_ones(old, new):
+@pytest.mark.parametrize("old", ["param", "transforms", "step", "stats_store", "collect", "views", "features",
+                                 "metrics", "errors"])
+def test_old_flat_module_names_are_gone(old):
+    """The package was never released under them: no aliases, no import hook on ``import jaxviz``."""
+    import sys
+
     import jaxviz
 
-    with pytest.warns(DeprecationWarning, match=new):
-        module = importlib.import_module(f"jaxviz.{old}")
-    assert module is importlib.import_module(new)
-    assert getattr(jaxviz, old) is module
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module(f"jaxviz.{old}")
+    with pytest.raises(AttributeError):
+        getattr(jaxviz, old)
+    assert not any(type(f).__module__.startswith("jaxviz") for f in sys.meta_path)
 
 
 def test_contract_names_need_no_warning():
@@ -84,9 +85,7 @@ def test_render_function_and_module_no_longer_share_a_name():
     from jaxviz import render
 
     assert jaxviz.render_images is render.render_images
-    with pytest.warns(DeprecationWarning, match="render_images"):
-        with pytest.raises(Exception):  # the alias forwards to render_images, which checks its arguments
-            render.render(None, [])
+    assert not hasattr(render, "render")
 
 
 def test_no_module_shares_its_name_with_what_its_package_exports():

@@ -107,8 +107,8 @@ def test_outlier_channels_only_match_the_selected_neurons(lite0):
     bundle = stats_store.load_stats(stats_store.shipped_stats_dir("efficientnet_lite0"), layers=["blocks.2"])
     st = bundle["blocks.2"]
     table = {"blocks.2": _synthetic_quantiles(rng, 24)}
-    prior = pq.quantile(table, model=lite0, layers=["blocks.2"], channels="outliers", k=3, warmup=0,
-                        stats=bundle)
+    prior = pq.quantile(bundle, quantiles=table, model=lite0, layers=["blocks.2"], channels="outliers", k=3,
+                        warmup=0)
     x = rng.multivariate_normal(st.mean, st.cov, size=(64,)).reshape(8, 8, 24)
     x[..., 7] += 30 * np.sqrt(st.cov[7, 7])  # channel 7 makes every position an outlier
     feats = {"blocks.2": jnp.asarray(x, jnp.float32)}
@@ -254,17 +254,19 @@ def test_gaussian_prior_defaults_and_refusals(lite0):
 
 def test_prior_names_and_recipes_build_the_new_priors(lite0):
     from jaxviz import recipes, registry
-    from jaxviz.cli.visualize import PRIORS
+    from jaxviz.cli import build_parser
 
-    assert {"quantile", "gaussian", "bn-batch"} <= set(registry.names("prior")) == set(PRIORS)
+    visualize = build_parser()._subparsers._group_actions[0].choices["visualize"]
+    choices = next(a.choices for a in visualize._actions if a.dest == "prior")
+    assert {"quantile", "gaussian", "bn-batch"} <= set(registry.names("prior")) == set(choices)
     q = registry.build_prior("quantile", model=lite0, weight=0.5)
     assert isinstance(q, pq.QuantilePrior) and q.weight == 0.5 and q.layers == stats_store.SHIPPED_PRIOR_LAYERS
     g = registry.build_prior("gaussian", model=lite0, layers=["blocks.4"], distance="kl")
     assert isinstance(g, gm.GaussianMatchPrior) and g.layers == ("blocks.4",)
     recipe = recipes.get("quantile", size=64, channels="outliers", k=4)
     assert recipe.name == "quantile" and recipe.crops_per_step == 4  # the MaCo base
-    assert isinstance(recipe.prior(lite0), pq.QuantilePrior) and recipe.prior(lite0).channels == "outliers"
-    assert isinstance(recipes.get("gaussian", base="lucid").prior(lite0), gm.GaussianMatchPrior)
+    assert isinstance(recipe.build_prior(lite0), pq.QuantilePrior) and recipe.build_prior(lite0).channels == "outliers"
+    assert isinstance(recipes.get("gaussian", base="lucid").build_prior(lite0), gm.GaussianMatchPrior)
     with pytest.raises(UsageError, match="bad options for recipe 'gaussian'"):
         recipes.get("gaussian", lam=3)
     with pytest.raises(UsageError, match="unknown base recipe"):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxviz import objectives, render
+from jaxviz import objectives, recipes, registry, render
 from jaxviz.cli import main
 from jaxviz.stats.collect import collect_to_dir
 from jaxviz.common.images import as_uint8_batch
@@ -29,8 +29,9 @@ def setup(tmp_path_factory, lite0, photos):
     Image.fromarray(photos["chelsea"]).save(chelsea)
     # DeepDream of the photo's class (285, Egyptian cat), small and short: a large step size makes
     # up for the few steps (at lr 0.05 the image is still low-contrast noise, which D² rates natural)
-    config = render.RenderConfig(size=SIZE, steps=24, chunk_steps=8, param="fourier", learning_rate=0.2)
-    dream = render.render_images(lite0, [objectives.class_logit(285)], config=config, recipe="jaxviz").images[0]
+    config = render.RenderConfig(size=SIZE, steps=24, chunk_steps=8)
+    recipe = recipes.get("jaxviz", size=SIZE).edit(learning_rate=0.2)
+    dream = render.render_images(lite0, [objectives.class_logit(285)], config=config, recipe=recipe).images[0]
     dream_path = root / "dream.png"
     Image.fromarray(np.round(dream * 255).astype(np.uint8)).save(dream_path)
     return root, stats, chelsea, dream_path

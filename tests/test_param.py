@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxviz import registry
 from jaxviz.image import param, spectrum
 from jaxviz.common.errors import UsageError
 
@@ -13,7 +14,7 @@ NAMES = ("pixel", "fourier", "maco")
 
 @pytest.mark.parametrize("name,size", [("pixel", 32), ("fourier", 32), ("fourier", 33), ("maco", 32), ("maco", 33)])
 def test_shapes_range_keys_and_gradient(name, size):
-    p = param.get(name)
+    p = registry.build("parameterization", name)
     params = p.init(key=jax.random.key(0), size=size)
     image_and_grad = jax.jit(jax.value_and_grad(lambda q: p.to_image(q).mean(), has_aux=False))
     image = jax.jit(p.to_image)(params)
@@ -32,7 +33,7 @@ def test_shapes_range_keys_and_gradient(name, size):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_saturates_inside_unit_range(name):
-    p = param.get(name)
+    p = registry.build("parameterization", name)
     params = 100.0 * p.init(key=jax.random.key(2), size=32)
     image = jax.jit(p.to_image)(params)
     assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
@@ -132,12 +133,12 @@ def test_maco_magnitude_at_unstored_sizes_follows_cycles_per_image():
     assert big[0, 140].mean() < big[0, 100].mean() < big[0, 10].mean()
 
 
-def test_get_errors():
+def test_registry_errors():
     with pytest.raises(UsageError, match="choose pixel, fourier, maco"):
-        param.get("wavelet")
+        registry.build("parameterization", "wavelet")
     with pytest.raises(UsageError, match="bad options"):
-        param.get("pixel", bogus=1)
-    assert jax.eval_shape(param.get("fourier", decay=1.5, decorrelate=False).to_image,
+        registry.build("parameterization", "pixel", bogus=1)
+    assert jax.eval_shape(registry.build("parameterization", "fourier", decay=1.5, decorrelate=False).to_image,
                           jnp.zeros((8, 5, 3, 2))).shape == (8, 8, 3)
 
 

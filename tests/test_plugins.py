@@ -9,7 +9,8 @@ import pytest
 from flax import linen
 
 import jaxviz
-from jaxviz import objectives, priors, registry, render
+from jaxviz import objectives, priors, recipes, registry, render
+from jaxviz.common.pytree import part, static
 from jaxviz.image import param
 from jaxviz.image import transforms
 
@@ -29,7 +30,8 @@ def toy():
 
 @dataclasses.dataclass(frozen=True)
 class Tanh:
-    """A parameterization written by a user: pixels through a tanh squashed into [0.25, 0.75]."""
+    """A parameterization written by a user as a plain (hashable) object: pixels through a tanh squashed
+    into [0.25, 0.75]."""
 
     def init(self, *, key, size):
         return 0.01 * jax.random.normal(key, (size, size, 3))
@@ -37,31 +39,34 @@ class Tanh:
     def to_image(self, params):
         return 0.5 + 0.25 * jnp.tanh(params)
 
+    def inverse(self, image):
+        raise NotImplementedError
 
-@dataclasses.dataclass(frozen=True)
+
+@part
 class BlankLeftHalf:
-    """A transform written by a user: the model never sees the left half of the image."""
+    """A transform written by a user as a pytree part: the model never sees the left half of the image."""
 
-    def __call__(self, image, *, key):
+    def __call__(self, image, *, key, step=None):
         return image.at[:, : image.shape[1] // 2].set(0.5)
 
 
-@dataclasses.dataclass(frozen=True)
-class ChannelPenalty:
+@part
+class ChannelPenalty(priors.PriorBase):
     """A prior written by a user: penalize the mean of one channel of a layer, counting steps in its state."""
 
-    layer: str
-    channel: int
-    weight: float
+    layer: str = static()
+    channel: int = static()
+    weight: float = static()
 
     @property
     def layers(self):
         return (self.layer,)
 
-    def init(self, features):
+    def init(self, features, *, canvas=None):
         return jnp.zeros((), jnp.int32)
 
-    def apply(self, features, state, step):
+    def apply(self, features, state, step, *, pool=None, locate=None):
         value = features[self.layer][..., self.channel].mean()
         return self.weight * value, state + 1, value
 
@@ -69,7 +74,9 @@ class ChannelPenalty:
         return {"applied": state}
 
 
-CONFIG = render.RenderConfig(size=32, steps=12, chunk_steps=6, learning_rate=0.1, param="fourier", transforms="none")
+CONFIG = render.RenderConfig(size=32, steps=12, chunk_steps=6)
+RECIPE = registry.edit_recipe(recipes.get("maco", size=32), parameterization="fourier", transform="none",
+                              learning_rate=0.1)
 
 
 def test_custom_parts_satisfy_the_protocols():
@@ -81,7 +88,7 @@ def test_custom_parts_satisfy_the_protocols():
 
 def test_custom_parameterization_and_transform_are_used(toy):
     target = [objectives.channel("conv2", 1)]
-    result = render.render_images(toy, target, config=CONFIG, parameterization=Tanh(), transform=BlankLeftHalf(),
+    result = render.render_images(toy, target, config=CONFIG, recipe=RECIPE, parameterization=Tanh(), transform=BlankLeftHalf(),
                            devices=jax.devices()[:1])
     image = result.images[0]
     assert 0.25 <= image.min() and image.max() <= 0.75  # Tanh's range, not a sigmoid's
@@ -93,8 +100,8 @@ def test_custom_parameterization_and_transform_are_used(toy):
 
 def test_custom_prior_changes_the_result_and_keeps_its_state(toy):
     target = [objectives.channel("conv2", 1)]
-    free = render.render_images(toy, target, config=CONFIG, devices=jax.devices()[:1])
-    penalized = render.render_images(toy, target, config=CONFIG, prior=ChannelPenalty("conv2", 2, 50.0),
+    free = render.render_images(toy, target, config=CONFIG, recipe=RECIPE, devices=jax.devices()[:1])
+    penalized = render.render_images(toy, target, config=CONFIG, recipe=RECIPE, prior=ChannelPenalty("conv2", 2, 50.0),
                               devices=jax.devices()[:1])
     channel_2 = lambda images: toy.features(toy.params, toy.normalize(jnp.asarray(images) * 255.0),  # noqa: E731
                                             ["conv2"])["conv2"][..., 2].mean()
@@ -112,8 +119,8 @@ def test_image_penalty_is_subtracted(toy):
 
 def test_objects_and_names_are_interchangeable(toy):
     target = [objectives.channel("conv2", 1)]
-    by_name = render.render_images(toy, target, config=CONFIG, devices=jax.devices()[:1])
-    by_object = render.render_images(toy, target, config=CONFIG, parameterization=param.fourier(),
+    by_name = render.render_images(toy, target, config=CONFIG, recipe=RECIPE, devices=jax.devices()[:1])
+    by_object = render.render_images(toy, target, config=CONFIG, recipe=RECIPE, parameterization=param.fourier(),
                               transform=transforms.identity(), devices=jax.devices()[:1])
     np.testing.assert_array_equal(by_name.images, by_object.images)
 
@@ -121,17 +128,17 @@ def test_objects_and_names_are_interchangeable(toy):
 def test_wrong_objects_are_one_line_errors(toy):
     target = [objectives.channel("conv2", 1)]
     with pytest.raises(jaxviz.UsageError, match="parameterization= must be"):
-        render.render_images(toy, target, config=CONFIG, parameterization=object())
+        render.render_images(toy, target, config=CONFIG, recipe=RECIPE, parameterization=object())
     with pytest.raises(jaxviz.UsageError, match="unknown transform 'wobble'"):
-        render.render_images(toy, target, config=CONFIG, transform="wobble")
+        render.render_images(toy, target, config=CONFIG, recipe=RECIPE, transform="wobble")
     with pytest.raises(jaxviz.UsageError, match="prior.apply's penalty must return a scalar"):
-        render.render_images(toy, target, config=CONFIG, prior=_VectorPenalty(), devices=jax.devices()[:1])
+        render.render_images(toy, target, config=CONFIG, recipe=RECIPE, prior=_VectorPenalty(), devices=jax.devices()[:1])
     with pytest.raises(jaxviz.UsageError, match="warmup"):
-        render.render_images(toy, target, config=CONFIG, prior=priors.OutlierPrior({}, warmup=CONFIG.steps))
+        render.render_images(toy, target, config=CONFIG, recipe=RECIPE, prior=priors.OutlierPrior({}, warmup=CONFIG.steps))
 
 
 def test_a_python_float_penalty_is_accepted(toy):
-    result = render.render_images(toy, [objectives.channel("conv2", 1)], config=CONFIG, prior=_FloatPenalty(),
+    result = render.render_images(toy, [objectives.channel("conv2", 1)], config=CONFIG, recipe=RECIPE, prior=_FloatPenalty(),
                            devices=jax.devices()[:1])
     assert np.all(result.trace == 0.5)
 
@@ -148,13 +155,13 @@ def test_registry_builds_every_name_and_refuses_bad_options():
 
 
 @dataclasses.dataclass(frozen=True)
-class _VectorPenalty:
+class _VectorPenalty(priors.PriorBase):
     layers: tuple = ("conv2",)
 
-    def init(self, features):
+    def init(self, features, *, canvas=None):
         return ()
 
-    def apply(self, features, state, step):
+    def apply(self, features, state, step, *, pool=None, locate=None):
         return features["conv2"].mean(axis=(0, 1)), state, 0.0
 
     def report(self, features, state):
@@ -163,5 +170,33 @@ class _VectorPenalty:
 
 @dataclasses.dataclass(frozen=True)
 class _FloatPenalty(_VectorPenalty):
-    def apply(self, features, state, step):
+    def apply(self, features, state, step, *, pool=None, locate=None):
         return 0.0, state, 0.5
+
+
+def test_a_prior_without_the_declared_attributes_is_a_one_line_error(toy):
+    @dataclasses.dataclass(frozen=True)
+    class Bare:  # no pooled / trace_name / warmup
+        layers: tuple = ("conv2",)
+
+        def init(self, features, *, canvas=None):
+            return ()
+
+        def apply(self, features, state, step, *, pool=None, locate=None):
+            return 0.0, state, 0.0
+
+        def report(self, features, state):
+            return {}
+
+    with pytest.raises(jaxviz.UsageError, match="Bare lacks pooled, trace_name, warmup"):
+        render.render_images(toy, [objectives.channel("conv2", 1)], config=CONFIG, recipe=RECIPE, prior=Bare())
+
+
+def test_an_unhashable_plain_part_is_a_one_line_error(toy):
+    @dataclasses.dataclass
+    class Mutable:  # neither a pytree nor hashable
+        def __call__(self, image, *, key, step=None):
+            return image
+
+    with pytest.raises(jaxviz.UsageError, match="neither a pytree nor hashable"):
+        render.render_images(toy, [objectives.channel("conv2", 1)], config=CONFIG, recipe=RECIPE, transform=Mutable())

@@ -112,7 +112,7 @@ def test_batchnorm_prior_weights_the_first_layer():
 
 def test_deepinversion_recipe_uses_first_bn_times_ten():
     model = _toy_bn_model(np.random.default_rng(1))
-    prior = recipes.get("deepinversion").prior(model)
+    prior = recipes.get("deepinversion").build_prior(model)
     assert prior.first_weight == 10.0 and prior.weight == 0.01
 
 
@@ -127,7 +127,7 @@ def test_project_box_keeps_params_in_the_box():
 def test_crops_per_step_average_gradients_before_one_update():
     recipe = recipes.get("maco")
     assert recipe.crops_per_step == 4 and recipe.passes == 512
-    opt = recipe.make_optimizer()
+    opt = recipe.schedule().make()
     params = jnp.zeros(3)
     state = opt.init(params)
     grads = [jnp.asarray(g) for g in np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)]

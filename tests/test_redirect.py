@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz import objectives, render
+from jaxviz import objectives, recipes, registry, render
 from jaxviz.models.activations import redirected_relu6
 
 
@@ -39,9 +39,10 @@ def test_redirect_steps_revive_a_target_that_starts_dead(lite0):
     targets = [objectives.channel("stem", int(c)) for c in dead]
 
     def run(redirect_steps):
-        config = render.RenderConfig(size=64, steps=12, chunk_steps=4, redirect_steps=redirect_steps, param="pixel",
-                                     transforms="none", learning_rate=0.2)
-        return render.render_images(lite0, targets, config=config, devices=jax.devices()[:2], recipe="jaxviz")
+        config = render.RenderConfig(size=64, steps=12, chunk_steps=4, redirect_steps=redirect_steps)
+        recipe = registry.edit_recipe(recipes.get("jaxviz", size=64), parameterization="pixel", transform="none",
+                                      learning_rate=0.2)
+        return render.render_images(lite0, targets, config=config, devices=jax.devices()[:2], recipe=recipe)
 
     plain, redirected = run(0), run(8)
     assert np.all(plain.history == 0) and np.all(plain.activation == 0)  # no gradient ever: stuck at 0
@@ -53,8 +54,9 @@ def test_redirected_steps_end_exactly_at_redirect_steps(lite0):
     target = [objectives.parse_target("blocks.3.expand:5", lite0.layers)]
 
     def history(redirect_steps):
-        config = render.RenderConfig(size=64, steps=4, chunk_steps=4, redirect_steps=redirect_steps, param="pixel")
-        return render.render_images(lite0, target, config=config, recipe="jaxviz").history[0]
+        config = render.RenderConfig(size=64, steps=4, chunk_steps=4, redirect_steps=redirect_steps)
+        recipe = registry.edit_recipe(recipes.get("jaxviz", size=64), parameterization="pixel")
+        return render.render_images(lite0, target, config=config, recipe=recipe).history[0]
 
     none, two, four = history(0), history(2), history(4)
     # history[i] is the objective before update i: the runs agree until their updates differ

@@ -15,6 +15,7 @@ import optax
 import pytest
 from PIL import Image
 
+import jaxviz
 from jaxviz import objectives, priors, report, stats
 from jaxviz.stats import collect
 from jaxviz.common import files
@@ -157,15 +158,16 @@ def _moments(rng, dim, shift):
 
 def test_resume_with_other_statistics_is_refused(toy, tmp_path):
     rng = np.random.default_rng(1)
-    config = RenderConfig(size=16, steps=4, chunk_steps=2, checkpoint_every=2, batch_size=1, transforms="none")
+    config = RenderConfig(size=16, steps=4, chunk_steps=2, checkpoint_every=2, batch_size=1)
+    recipe = jaxviz.registry.edit_recipe(jaxviz.recipes.get("maco", size=16), transform="none")
     target = [objectives.channel("conv2", 1)]
     a = priors.outliers({"conv1": _moments(rng, 8, 0.0)}, warmup=0, every=1)
     b = priors.outliers({"conv1": _moments(rng, 8, 0.5)}, warmup=0, every=1)
     assert repr(a) == repr(b)  # the same description: only the contents differ
-    render(toy, target, config=config, prior=a, checkpoint_dir=str(tmp_path))
+    render(toy, target, config=config, recipe=recipe, prior=a, checkpoint_dir=str(tmp_path))
     with pytest.raises(CheckpointMismatchError):
-        render(toy, target, config=config, prior=b, checkpoint_dir=str(tmp_path))
-    render(toy, target, config=config, prior=a, checkpoint_dir=str(tmp_path))  # the same statistics resume
+        render(toy, target, config=config, recipe=recipe, prior=b, checkpoint_dir=str(tmp_path))
+    render(toy, target, config=config, recipe=recipe, prior=a, checkpoint_dir=str(tmp_path))  # the same statistics resume
 
 
 def test_resuming_statistics_over_changed_images_is_refused(toy, tmp_path):
@@ -183,9 +185,10 @@ def test_resuming_statistics_over_changed_images_is_refused(toy, tmp_path):
 
 
 def test_the_last_update_is_checked(toy):
-    config = RenderConfig(size=16, steps=1, batch_size=1, transforms="none")
+    config = RenderConfig(size=16, steps=1, batch_size=1)
+    recipe = jaxviz.registry.edit_recipe(jaxviz.recipes.get("maco", size=16), transform="none")
     with pytest.raises(NonFiniteLossError):
-        render(toy, [objectives.channel("conv2", 0)], config=config, optimizer=optax.sgd(float("nan")))
+        render(toy, [objectives.channel("conv2", 0)], config=config, recipe=recipe, optimizer=optax.sgd(float("nan")))
 
 
 @pytest.mark.parametrize("target,message", [

@@ -11,10 +11,11 @@ import jax
 import numpy as np
 import pytest
 
-from jaxviz import objectives, render
+from jaxviz import objectives, recipes, registry, render
 from jaxviz.cli import main
 
-FAST = render.RenderConfig(size=64, steps=6, chunk_steps=3, batch_size=8, param="fourier")
+FAST = render.RenderConfig(size=64, steps=6, chunk_steps=3, batch_size=8)
+FOURIER = registry.edit_recipe(recipes.get("maco", size=64), parameterization="fourier")
 
 
 def _targets(model, specs):
@@ -25,8 +26,8 @@ def _targets(model, specs):
 def test_one_device_equals_eight_devices(lite0):
     assert len(jax.devices()) == 8
     targets = _targets(lite0, ["logits:1", "blocks.12:5", "logits:500"])
-    one = render.render_images(lite0, targets, config=FAST, devices=jax.devices()[:1])
-    eight = render.render_images(lite0, targets, config=FAST)
+    one = render.render_images(lite0, targets, config=FAST, recipe=FOURIER, devices=jax.devices()[:1])
+    eight = render.render_images(lite0, targets, config=FAST, recipe=FOURIER)
     # on CPU each image runs the same compiled step whatever the device count (lax.map, no batching)
     np.testing.assert_array_equal(eight.images, one.images)
     np.testing.assert_array_equal(eight.history, one.history)
@@ -35,9 +36,9 @@ def test_one_device_equals_eight_devices(lite0):
 @pytest.mark.slow  # several Lite0 renders: ~10-15 s
 def test_seed_determinism(lite0):
     targets = _targets(lite0, ["blocks.10:7"])
-    a = render.render_images(lite0, targets, config=FAST)
-    b = render.render_images(lite0, targets, config=FAST)
-    c = render.render_images(lite0, targets, config=render.RenderConfig(**{**FAST.__dict__, "seed": 1}))
+    a = render.render_images(lite0, targets, config=FAST, recipe=FOURIER)
+    b = render.render_images(lite0, targets, config=FAST, recipe=FOURIER)
+    c = render.render_images(lite0, targets, config=render.RenderConfig(**{**FAST.__dict__, "seed": 1}), recipe=FOURIER)
     np.testing.assert_array_equal(a.images, b.images)
     assert np.abs(a.images - c.images).max() > 1e-2
 
@@ -46,8 +47,9 @@ def test_seed_determinism(lite0):
 def test_objective_rises_for_each_parameterization(lite0):
     targets = _targets(lite0, ["blocks.12:5"])
     for name in ("pixel", "fourier", "maco"):
-        config = render.RenderConfig(size=64, steps=12, chunk_steps=6, param=name)
-        result = render.render_images(lite0, targets, config=config, recipe="jaxviz")
+        config = render.RenderConfig(size=64, steps=12, chunk_steps=6)
+        recipe = registry.edit_recipe(recipes.get("jaxviz", size=64), parameterization=name)
+        result = render.render_images(lite0, targets, config=config, recipe=recipe)
         assert result.history[0, -3:].mean() > result.history[0, :3].mean() + 0.1, name
         assert 0.0 <= result.images.min() and result.images.max() <= 1.0
 
@@ -104,7 +106,7 @@ def test_visualize_writes_outputs(tmp_path, capsys):
     (["--target", "blocks.10:9999"], "out of range"),
     (["--target", "logits:281", "--size", "16"], "outside 64..2048"),
     (["--target", "logits:281", "--out", "/proc/forbidden"], "--out"),
-    (["--target", "logits:281", "--prior", "outliers", "--stats", "/nonexistent"], "no statistics in"),
+    (["--target", "logits:281", "--prior", "outliers", "--stats", "/nonexistent"], "no such folder"),
 ])
 def test_visualize_user_mistakes(tmp_path, capsys, argv, message):
     if "--out" not in argv:

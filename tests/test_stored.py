@@ -107,17 +107,23 @@ class UserPrior:
     weight: float = 1.0
 
 
-def test_only_described_jaxviz_parts_are_stored(lite0):
-    from jaxviz import objectives, priors
+def test_only_arguments_named_by_value_and_versioned_code_are_stored(lite0):
+    from jaxviz import objectives, priors, recipes
+    from jaxviz.common.pytree import Static, part, static
     from jaxviz.image import param
     from jaxviz.models import program_identity
+    from jaxviz.render import Parts
 
-    assert stored.describe(param.Fourier()).startswith("jaxviz.image.param.Fourier:")
-    assert stored.describe(None) == "none"
-    assert stored.describe(UserPrior()) is None  # a user's class: its code is not in the digest
-    assert stored.describe(priors.none()) is not None
-    assert stored.describe_tree(objectives.channel("blocks.3", 2)) is not None
-    assert stored.describe_tree(UserPrior()) is not None  # a leaf, no custom node
+    @part
+    class Local:
+        weight: float = static(1.0)
+
+    ours = Parts(param.fourier(), recipes.get("maco").transform, priors.none(), None, recipes.get("maco").schedule())
+    assert stored.storable(jax.tree.structure((ours, objectives.channel("blocks.3", 2), _args())))
+    assert not stored.storable(jax.tree.structure(Local()))  # a user's class: its code is not in the digest
+    assert not stored.storable(jax.tree.structure(Static(lambda x: x)))  # a function: named by its address
+    assert not stored.storable(jax.tree.structure(Static(UserPrior())))  # a user's object, even named by value
+    assert stored.storable(jax.tree.structure(Static(param.pixel())))
     assert program_identity(lite0).startswith("efficientnet_lite0-")
     assert program_identity(dataclasses.replace(lite0, apply=lambda p, x, n: lite0.apply(p, x, n))) is None
     assert program_identity(dataclasses.replace(lite0, normalize=lambda x: x / 255.0)) is None

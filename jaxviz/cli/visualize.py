@@ -131,7 +131,7 @@ def init_from_flags(args, size: int) -> dict:
         return {}
     from jaxviz.common.images import read_image
     from jaxviz.render.loop import seed_images
-    from jaxviz.render.step import PullToward
+    from jaxviz.recipes.parts import PullToward
 
     photo = seed_images(read_image(args.init)[0], 1, size)[0]
     options = {"init_images": photo}

@@ -31,14 +31,19 @@ def static(default=dataclasses.MISSING, **kwargs):
 
 @part
 class Static:
-    """Wraps a value that is not a pytree of arrays (a user's function, an optax transformation) as a
-    leafless node: it travels through ``jit`` in the tree structure, compared by equality (identity for
-    functions)."""
+    """Wraps a value that is not a pytree of arrays (a user's function, an optax transformation, a part
+    that is a plain object) as a leafless node: it travels through ``jit`` in the tree structure, compared
+    by equality (identity for functions); attributes are the wrapped value's."""
 
     value: object = static()
 
     def __call__(self, *args, **kwargs):
         return self.value(*args, **kwargs)
+
+    def __getattr__(self, name):  # a wrapped part keeps its interface (``prior.apply``, ``transform.pooled``)
+        if name.startswith("__") or name == "value":
+            raise AttributeError(name)
+        return getattr(self.value, name)
 
     def __repr__(self):
         return repr(self.value)

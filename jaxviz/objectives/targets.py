@@ -11,7 +11,7 @@ import numpy as np
 from jaxviz.common.errors import UnknownLayerError, UsageError
 from jaxviz.objectives.base import Channel, ClassLogit, Direction, Layer, Neuron, Objective, channel, class_logit, layer
 
-__all__ = ["split_target", "parse_target", "expand_targets", "check_indices", "as_targets", "target_name"]
+__all__ = ["split_target", "parse_target", "expand_targets", "check_indices", "as_targets", "target_name", "group_name"]
 
 
 def split_target(spec: str) -> tuple[str, int]:
@@ -158,3 +158,15 @@ def expand_targets(specs: Sequence[str], layers: Mapping[str, Sequence[int]]) ->
         else:
             out.append(spec)
     return out
+
+
+def group_name(objective: Objective) -> str:
+    """The name of a group's images (``images_per_target``): ``blocks.10:7`` for
+    ``channel('blocks.10', 7) + w * diversity(...)`` (its per-image target), else the repr."""
+    from jaxviz.objectives.base import per_image_part
+
+    own = per_image_part(objective)
+    terms, weights = getattr(own, "terms", None), getattr(own, "weights", None)
+    if terms is not None and len(terms) == 1 and float(np.asarray(weights[0])) == 1.0:
+        own = terms[0]
+    return target_name(own) if own is not None else repr(objective)

@@ -179,8 +179,8 @@ def shipped_or(stats, model, layers, who: str, view: str | None = None):
     view = view or "pixel"
     shipped = stats_store.shipped_stats_dir(model.name, view) if model is not None else None
     if shipped is None:
-        raise UsageError(f"{who} needs statistics: no {view} statistics ship for {getattr(model, 'name', 'this model')} "
-                         "(pass stats= / --stats DIR; make them with `jaxviz stats`)")
+        raise UsageError(f"{who} needs statistics: no statistics ship for {getattr(model, 'name', 'this model')} "
+                         f"in the {view} view (pass stats= / --stats DIR; make them with `jaxviz stats`)")
     if layers is None and view == "pixel":
         layers = list(stats_store.SHIPPED_PRIOR_LAYERS)
     return shipped, layers

@@ -165,8 +165,8 @@ def quantile(stats=None, *, model, layers: Sequence[str] | None = None, quantile
     """The quantile-matching prior for ``model``.
 
     Args:
-      stats: a stats folder (its ``quantiles.json``, and its moments for ``channels="outliers"``), or
-        :class:`jaxviz.stats.Statistics`; default the statistics shipped for ``model``.
+      stats: a stats folder (its ``quantiles.json``, and its moments for ``channels="outliers"``),
+        :class:`jaxviz.stats.Statistics`, or ``{layer: QuantileStats}``; default those shipped for ``model``.
       model: the model being visualized.
       layers: which layers (default: all of ``stats``; of the shipped ones, those of the outlier prior).
       quantiles: the quantiles when not those of ``stats``: a folder or ``{layer: QuantileStats}``.
@@ -186,6 +186,9 @@ def quantile(stats=None, *, model, layers: Sequence[str] | None = None, quantile
         raise UsageError(f"quantile: threshold_quantile must be strictly between 0 and 1, got {threshold_quantile!r}")
     if channels not in ("all", "outliers"):
         raise UsageError(f"quantile: channels must be 'all' or 'outliers', got {channels!r}")
+    if quantiles is None and isinstance(stats, Mapping) and stats and \
+            all(isinstance(v, QuantileStats) for v in stats.values()):
+        quantiles, stats = stats, None  # {layer: QuantileStats}: the quantiles themselves
     if quantiles is None and isinstance(stats, (str, os.PathLike)):
         quantiles = stats  # quantiles live next to the moments of a stats folder
     if quantiles is None and hasattr(stats, "quantiles"):  # jaxviz.stats.Statistics

@@ -14,10 +14,10 @@ import optax
 from flax import struct
 
 from jaxviz import objectives
-from jaxviz.common.pytree import part, static
+from jaxviz.common.pytree import digest, part, static
 
 __all__ = ["ClassLogProbability", "class_log_probability", "project_box", "total_variation_l2", "l2_norm",
-           "deepinversion_penalty", "deepinversion_optimizer", "EmptyState", "TORCHVISION_MEAN", "TORCHVISION_STD",
+           "deepinversion_penalty", "deepinversion_optimizer", "PullToward", "EmptyState", "TORCHVISION_MEAN", "TORCHVISION_STD",
            "TORCHVISION_UNIT"]
 
 
@@ -110,3 +110,22 @@ def deepinversion_optimizer(steps: int, lr: float) -> optax.GradientTransformati
     warmup = max(1, round(steps * 100 / 2000))
     schedule = optax.warmup_cosine_decay_schedule(lr / warmup, lr, warmup, max(steps, warmup + 1), 0.0)
     return optax.chain(optax.adam(schedule, b1=0.5, b2=0.9, eps=1e-8), project_box(0.0, 1.0))
+
+
+@part
+class PullToward:
+    """An ``image_penalty``: ``weight · mean((image − photo)²)``, an L2 pull toward a photo.
+
+    Attributes:
+      photo: ``[size, size, 3]`` float in ``[0, 1]`` (the render size).
+      weight: the pull's strength.
+    """
+
+    photo: Any
+    weight: float = static(1.0)
+
+    def __call__(self, image):
+        return self.weight * jnp.mean(jnp.square(image - jnp.asarray(self.photo, image.dtype)))
+
+    def __repr__(self):
+        return f"PullToward(photo=sha1:{digest(self.photo)[:16]}, weight={self.weight})"

@@ -14,7 +14,8 @@ from jaxviz.common.errors import NonFiniteLossError
 from jaxviz.recipes.config import MAX_SIZE, MAX_STEPS, RenderConfig, min_size
 from jaxviz.render import loop, step  # noqa: F401
 from jaxviz.render.loop import build_parts, clear_programs, devices_for, programs_for, render_images, seed_images
-from jaxviz.render.step import Parts, PlainOptimizer, Programs, PullToward, RenderState, compile_programs, make_step
+from jaxviz.recipes.parts import PullToward
+from jaxviz.render.step import Parts, PlainOptimizer, Programs, RenderState, compile_programs, make_step
 from jaxviz.report.result import RenderResult
 
 __all__ = ["RenderConfig", "RenderResult", "render_images", "build_parts", "NonFiniteLossError", "MAX_SIZE",

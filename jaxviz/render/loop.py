@@ -30,6 +30,7 @@ from jaxviz.common import identity as identity_lib
 from jaxviz.common import pytree
 from jaxviz.common.errors import NonFiniteLossError, UsageError
 from jaxviz.image import param as param_lib
+from jaxviz.image.seeds import seed_images
 from jaxviz.image import transforms as transforms_lib
 from jaxviz.recipes.config import RenderConfig
 from jaxviz.render import step as step_lib
@@ -117,13 +118,22 @@ def _check_inputs(model, targets, config, prior, images: int, seeded=False):
                          "lower warmup or raise steps")
 
 
-def _checked(kind: str, value, protocol, argument: str, attributes: tuple[str, ...] = ()):
+def _checked(kind: str, value, protocol, argument: str):
     """``value`` (a name or an object) as an object satisfying ``protocol`` (one-line errors)."""
-    value = registry.resolve(kind, value, argument=argument, protocol=protocol)
-    missing = [a for a in attributes if not hasattr(value, a)]
-    if missing:
-        raise UsageError(f"{argument}= lacks {', '.join(missing)} (subclass jaxviz.priors.PriorBase for defaults)")
-    return value
+    return registry.resolve(kind, value, argument=argument, protocol=protocol)
+
+
+def _as_node(value, argument: str):
+    """A part as a pytree: as it is when it is one, else (a plain object or function) a leafless
+    :class:`~jaxviz.common.pytree.Static` node, which must be hashable (programs are reused by its equality)."""
+    if not jax.tree_util.all_leaves([value]):
+        return value
+    try:
+        hash(value)
+    except TypeError:
+        raise UsageError(f"{argument}= is neither a pytree nor hashable ({type(value).__name__}); make it a pytree "
+                         "part (jaxviz.common.pytree.part: arrays as fields, settings static)") from None
+    return pytree.Static(value)
 
 
 def build_parts(model, recipe, config: RenderConfig, *, parameterization=None, transform=None, optimizer=None,
@@ -150,13 +160,13 @@ def build_parts(model, recipe, config: RenderConfig, *, parameterization=None, t
         prior = recipe.build_prior(model)
     elif isinstance(prior, str):
         prior = registry.build_prior(prior, model=model)
-    prior = _checked("prior", prior, priors_lib.Prior, "prior", ("pooled", "trace_name", "warmup"))
+    prior = _checked("prior", prior, priors_lib.Prior, "prior")
     penalty = image_penalty if image_penalty is not None else recipe.image_penalty
     if penalty is not None and not callable(penalty):
         raise UsageError(f"image_penalty must be a function of the image, got {type(penalty).__name__}")
-    if penalty is not None and jax.tree_util.all_leaves([penalty]):
-        penalty = pytree.Static(penalty)  # a plain function: a leafless node, by identity (a part stays as it is)
+    penalty = None if penalty is None else _as_node(penalty, "image_penalty")
     opt = PlainOptimizer(optimizer) if optimizer is not None else recipe.schedule(config.steps)
+    p, t, prior = (_as_node(v, name) for v, name in ((p, "parameterization"), (t, "transform"), (prior, "prior")))
     parts = Parts(p, t, prior, penalty, opt)
     record = {"parameterization": repr(p), "transform": repr(t), "optimizer": repr(opt), "prior": repr(prior),
               "image_penalty": None if penalty is None else pytree.describe(penalty)}
@@ -339,7 +349,7 @@ def _render(model, targets, *, key, config, parts: Parts, checkpoint_dir, progre
     flat = lambda a: a.reshape(rows, *a.shape[2:])  # noqa: E731 - target-major rows
     names = tuple(objectives_lib.target_name(t) for t in targets)
     if images != 1:
-        names = tuple(f"{_group_name(t)}#{k}" for t in targets for k in range(images))
+        names = tuple(f"{objectives_lib.group_name(t)}#{k}" for t in targets for k in range(images))
     return RenderResult(flat(out_images), flat(activation), np.repeat(history, images, axis=0), flat(trace),
                         {k: flat(v) for k, v in prior_info.items()}, names, parts.prior.trace_name)
 
@@ -351,54 +361,6 @@ def _unit_keys(key, padded: Sequence[int], images: int) -> jax.Array:
         return jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
     rows = index[:, None] * images + jnp.arange(images)[None]
     return jax.vmap(jax.vmap(lambda i: jax.random.fold_in(key, i)))(rows)
-
-
-def _group_name(objective) -> str:
-    """``blocks.10:7`` for ``channel('blocks.10', 7) + w * diversity(...)`` (its per-image target), else the repr."""
-    own = objectives_lib.per_image_part(objective)
-    terms, weights = getattr(own, "terms", None), getattr(own, "weights", None)
-    if terms is not None and len(terms) == 1 and float(np.asarray(weights[0])) == 1.0:
-        own = terms[0]
-    return objectives_lib.target_name(own) if own is not None else repr(objective)
-
-
-def seed_images(images, n_targets: int, size: int) -> np.ndarray:
-    """``init_images`` as ``[n_targets, size, size, 3]`` float32 in ``[0, 1]``.
-
-    Args:
-      images: one image ``[H, W, 3]`` (used for every target), or ``[n_targets, H, W, 3]`` / a list;
-        float in ``[0, 1]`` or uint8. Other sizes are resized and centre-cropped.
-
-    Raises:
-      UsageError: wrong shape, count or value range.
-    """
-    from jaxviz.common.images import as_uint8_batch, resize_batch01
-
-    if isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim in (3, 4):
-        # uint8 photos take the same resize as everywhere else (Pillow's 8-bit path)
-        images = as_uint8_batch(images, size)
-        images = images[0] if len(images) == 1 else images
-    if isinstance(images, (list, tuple)):
-        images = [np.asarray(im) for im in images]
-        if len({im.shape for im in images}) > 1:  # mixed sizes: bring each to the size first
-            images = [resize_batch01(_unit(im)[None], size)[0] for im in images]
-        images = np.stack(images) if images else np.zeros((0,))
-    images = _unit(np.asarray(images))
-    if images.ndim == 3:
-        images = np.broadcast_to(images, (n_targets, *images.shape))
-    if images.ndim != 4 or images.shape[-1] != 3 or images.shape[0] != n_targets:
-        raise UsageError(f"init_images must be one [H, W, 3] image or one per target ({n_targets}), "
-                         f"got shape {images.shape}")
-    return np.ascontiguousarray(resize_batch01(images, size), np.float32)
-
-
-def _unit(image: np.ndarray) -> np.ndarray:
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / 255.0
-    image = image.astype(np.float32)
-    if image.size and not (np.isfinite(image).all() and image.min() >= 0.0 and image.max() <= 1.0):
-        raise UsageError("init_images must be uint8 or float values in [0, 1]")
-    return image
 
 
 def _run_launch(programs: Programs, config: RenderConfig, model_params, obj, target_keys, parts, store,

@@ -34,7 +34,7 @@ from jaxviz.image import canvas as canvas_lib
 from jaxviz.recipes.config import COMPUTE_DTYPES
 from jaxviz.render import stored as stored_lib
 
-__all__ = ["RenderState", "Parts", "Programs", "PlainOptimizer", "PullToward", "make_step", "compile_programs",
+__all__ = ["RenderState", "Parts", "Programs", "PlainOptimizer", "make_step", "compile_programs",
            "step_key", "model_input", "vectorize_images", "batch_pool", "AXIS", "IMAGES", "GROUP", "COMPUTE_DTYPES"]
 
 AXIS = "targets"  # the mesh axis the targets are sharded over
@@ -59,7 +59,7 @@ class Parts(NamedTuple):
       transform: a :class:`jaxviz.image.transforms.Transform`.
       prior: a :class:`jaxviz.priors.Prior`.
       image_penalty: ``None`` or a pytree callable ``f(image [S,S,3] in [0,1]) -> scalar`` (e.g.
-        :class:`PullToward`; wrap a plain function in :class:`jaxviz.common.pytree.Static`).
+        :class:`jaxviz.recipes.parts.PullToward`; wrap a plain function in :class:`jaxviz.common.pytree.Static`).
       optimizer: an object with ``make() -> optax.GradientTransformation`` (a pytree: the recipe's
         :class:`jaxviz.recipes.Optimizer` schedule, or :class:`PlainOptimizer`).
     """
@@ -98,27 +98,6 @@ class PlainOptimizer:
 
     def __repr__(self):
         return f"custom {type(self.transformation).__name__}"
-
-
-@part
-class PullToward:
-    """An ``image_penalty``: ``weight · mean((image − photo)²)``, an L2 pull toward a photo.
-
-    Attributes:
-      photo: ``[size, size, 3]`` float in ``[0, 1]`` (the render size).
-      weight: the pull's strength.
-    """
-
-    photo: Any
-    weight: float = static(1.0)
-
-    def __call__(self, image):
-        return self.weight * jnp.mean(jnp.square(image - jnp.asarray(self.photo, image.dtype)))
-
-    def __repr__(self):
-        from jaxviz.common.pytree import digest
-
-        return f"PullToward(photo=sha1:{digest(self.photo)[:16]}, weight={self.weight})"
 
 
 def model_input(model, image01: jax.Array) -> jax.Array:

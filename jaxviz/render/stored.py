@@ -24,6 +24,7 @@ import functools
 import hashlib
 import importlib
 import importlib.metadata
+import inspect
 import json
 import os
 import sys
@@ -96,17 +97,37 @@ def environment_key() -> str:
 _VERSIONED = ("jaxviz", "optax", "flax", "jax", "jaxlib", "chex")  # packages whose code the key versions
 
 
+def _versioned(obj) -> bool:
+    return (getattr(obj, "__module__", None) or "").split(".")[0] in _VERSIONED
+
+
+def _versioned_value(value) -> bool:
+    """A static setting whose meaning is versioned: a plain value, or an object of a versioned package."""
+    if value is None or isinstance(value, (str, bytes, bool, int, float, complex)):
+        return True
+    if isinstance(value, (tuple, list, frozenset)):
+        return all(_versioned_value(v) for v in value)
+    if isinstance(value, dict):
+        return all(_versioned_value(k) and _versioned_value(v) for k, v in value.items())
+    if isinstance(value, type) or inspect.isfunction(value) or inspect.isbuiltin(value):
+        return _versioned(value)
+    return _versioned(type(value))
+
+
 def storable(treedef) -> bool:
-    """The one rule for what can be stored: every node of the arguments' tree is a container or a class of
-    a package whose code the key versions (:func:`source_digest`, :func:`environment_key`), and its text
-    names every static setting by value (no object address, lambda or local class). A user's own part is
-    reused in-process by JAX's cache, but never stored: its code could change under the same name."""
+    """The one rule for what can be stored: every node of the arguments' tree is a container (a NamedTuple
+    included: pure data, its fields are in the structure) or a class of a package whose code the key
+    versions (:func:`source_digest`, :func:`environment_key`), and its text names every static setting by
+    value (no object address, lambda or local class). A user's own part is reused in-process by JAX's
+    cache, but never stored: its code could change under the same name."""
     todo = [treedef]
     while todo:
         node = todo.pop()
         kind = node.node_data()
-        if kind is not None and kind[0] not in (tuple, list, dict, type(None), collections.OrderedDict):
-            if (getattr(kind[0], "__module__", None) or "").split(".")[0] not in _VERSIONED:
+        cls = None if kind is None else kind[0]
+        if cls is not None and cls not in (tuple, list, dict, type(None), collections.OrderedDict) and not (
+                issubclass(cls, tuple) and hasattr(cls, "_fields")):
+            if not (_versioned(cls) and _versioned_value(kind[1])):  # the node's code, and its static values'
                 return False
         todo.extend(node.children())
     return pytree.by_value(str(treedef))
