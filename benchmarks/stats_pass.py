@@ -7,7 +7,7 @@ Three timings over the same uint8 batches, each after a compile/warm-up call:
 
 - ``forward (layers)``: the jitted forward up to the requested layers (what the pass must compute anyway);
 - ``forward (logits)``: the full classification forward;
-- ``stats pass``: :func:`jaxviz.stats.collect.collect_stats` over an in-memory source (host batching,
+- ``stats pass``: :func:`jaxviz.stats.collect.collect_moments` over an in-memory source (host batching,
   padding/masking, device transfer, forward, views, moments, cross-device merge).
 
 The overhead is ``stats time / forward time − 1``. Data decoding is excluded (in-memory source).
@@ -86,9 +86,9 @@ def run(model_name="efficientnet_lite0", size=224, batch_size=16, batches=12, la
         return go
 
     def stats_pass():
-        collect.collect_stats(model, layers, source, view=view, batch_size=batch_size, mesh=mesh)
+        collect.collect_moments(model, layers, source, view=view, batch_size=batch_size, mesh=mesh)
 
-    collect.collect_stats(model, layers, ArraySource(images[:batch_size]), view=view, batch_size=batch_size,
+    collect.collect_moments(model, layers, ArraySource(images[:batch_size]), view=view, batch_size=batch_size,
                           mesh=mesh)  # compile (the step is cached per model/layers/view/mesh)
     runs = {"layers": forward_of(layers), "logits": forward_of(["logits"]), "stats": stats_pass}
     best = {k: float("inf") for k in runs}

@@ -49,6 +49,7 @@ _NAMES = {  # public name -> the module defining it
     "read_image": "jaxviz.common.images", "use_cpu_cores": "jaxviz.common.hardware",
     "enable_compile_cache": "jaxviz.common.cache", "visualize": "jaxviz.api", "RenderConfig": "jaxviz.recipes.config",
     "RenderResult": "jaxviz.report.result", "render_images": "jaxviz.render.loop",
+    "collect_stats": "jaxviz.stats.statistics", "Statistics": "jaxviz.stats.statistics",
 }
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     # models and running
     "Model", "MODELS", "load_model", "from_linen", "from_nnx", "imagenet_classes", "read_image",
     "visualize", "RenderConfig", "RenderResult", "render_images", "use_cpu_cores", "enable_compile_cache",
+    "collect_stats", "Statistics",
     # errors
     "JaxvizError", "UsageError", "ImageError", "DataError", "UnknownLayerError", "UnknownModelError",
     "MissingWeightsError", "WeightFileError", "UnsafeWeightsError", "StatsMismatchError", "StatsNotFoundError",

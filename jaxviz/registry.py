@@ -35,8 +35,6 @@ KINDS: dict[str, dict[str, Callable[..., Any]]] = {
     "recipe": recipes.RECIPES,
 }
 _EXTRA: dict[str, dict[str, Callable]] = {kind: {} for kind in KINDS}
-for _name, _factory in KINDS["prior"].items():
-    _factory.prior_name = _name  # a recipe's PriorSpec and its errors name the prior as the CLI does
 
 
 def _table(kind: str) -> dict[str, Callable]:
@@ -60,8 +58,6 @@ def register(kind: str, name: str, factory: Callable[..., Any]) -> None:
     if not isinstance(name, str) or not name or name.startswith("-"):
         raise UsageError(f"a {kind} name must be a non-empty string not starting with '-', got {name!r}")
     _EXTRA[kind][name] = factory
-    if kind == "prior":
-        factory.prior_name = name  # PriorSpec and errors name it as the CLI does
 
 
 def build(kind: str, name: str, **options) -> Any:
@@ -112,7 +108,7 @@ def prior_spec(name: str, **options) -> priors.PriorSpec:
     table = _table("prior")
     if name not in table:
         raise UsageError(f"unknown prior '{name}' (choose {', '.join(table)})")
-    return priors.PriorSpec(table[name]).edit(**options)
+    return priors.PriorSpec(table[name], label=name).edit(**options)
 
 
 def build_prior(name: str, *, model, stats_dir: str | None = None, layers=None, **options):

@@ -70,7 +70,7 @@ def features64(model, images, layer, view):
 def test_pass_on_eight_devices_matches_float64(toy, view):
     src = data.open_source("photos", size=16, max_images=13)
     assert len(jax.devices()) == 8
-    out = collect.collect_stats(toy, ["conv1", "conv2"], src, view=view, batch_size=5)  # 5 → padded to 8
+    out = collect.collect_moments(toy, ["conv1", "conv2"], src, view=view, batch_size=5)  # 5 → padded to 8
     images = np.concatenate(list(src.batches(13)))
     for layer in ("conv1", "conv2"):
         f = features64(toy, images, layer, view)
@@ -95,7 +95,7 @@ from jaxviz import data
 from jaxviz.stats import collect
 assert jax.device_count() == 8 and jax.local_device_count() == 4
 src = data.open_source("photos", size=16, max_images=23)
-states = collect.collect_stats(make_toy(), ["conv1", "conv2"], src, view="pixel", batch_size=5,
+states = collect.collect_moments(make_toy(), ["conv1", "conv2"], src, view="pixel", batch_size=5,
                                checkpoint_dir=os.path.join(out, "ckpt"), checkpoint_every=2)
 collect.save_stats(os.path.join(out, "saved"), states, model="toy", view="pixel")
 if pid == 0:
@@ -113,15 +113,15 @@ def _free_port():
 
 def test_one_device_and_eight_devices_agree(toy):
     src = data.open_source("photos", size=16, max_images=23)
-    one = collect.collect_stats(toy, ["conv1", "conv2"], src, batch_size=5, mesh=collect.data_mesh(jax.devices()[:1]))
-    eight = collect.collect_stats(toy, ["conv1", "conv2"], src, batch_size=5)
+    one = collect.collect_moments(toy, ["conv1", "conv2"], src, batch_size=5, mesh=collect.data_mesh(jax.devices()[:1]))
+    eight = collect.collect_moments(toy, ["conv1", "conv2"], src, batch_size=5)
     assert_states_close(eight, one, 1e-6)
 
 
 @pytest.mark.slow
 def test_two_processes_agree_with_one_device(toy, tmp_path):
     src = data.open_source("photos", size=16, max_images=23)
-    one = collect.collect_stats(toy, ["conv1", "conv2"], src, batch_size=5, mesh=collect.data_mesh(jax.devices()[:1]))
+    one = collect.collect_moments(toy, ["conv1", "conv2"], src, batch_size=5, mesh=collect.data_mesh(jax.devices()[:1]))
     script = tmp_path / "worker.py"
     script.write_text(_WORKER.replace("{tests!r}", repr(TESTS)))
     port = str(_free_port())
@@ -143,8 +143,8 @@ def test_two_processes_agree_with_one_device(toy, tmp_path):
 def test_lite0_one_device_vs_eight_devices(lite0):
     src = data.open_source("photos", size=48, max_images=10)
     layers = ["blocks.1", "blocks.2"]
-    one = collect.collect_stats(lite0, layers, src, batch_size=4, mesh=collect.data_mesh(jax.devices()[:1]))
-    eight = collect.collect_stats(lite0, layers, src, batch_size=4)
+    one = collect.collect_moments(lite0, layers, src, batch_size=4, mesh=collect.data_mesh(jax.devices()[:1]))
+    eight = collect.collect_moments(lite0, layers, src, batch_size=4)
     assert_states_close(eight, one, 1e-6)
     f = features64(lite0, np.concatenate(list(src.batches(10))), "blocks.2", "pixel")
     assert rel(stats.finalize(eight["blocks.2"])[1], np.cov(f, rowvar=False)) < 1e-5
@@ -177,24 +177,24 @@ def test_interrupted_pass_resumes_to_the_same_result(toy, tmp_path, monkeypatch,
     monkeypatch.setattr(collect, "_SEGMENT_STEPS", segment)
     src = data.open_source("photos", size=16, max_images=22)
     kwargs = dict(view="patch3", batch_size=3, checkpoint_every=2)
-    full = collect.collect_stats(toy, ["conv1", "conv2"], src, **kwargs)
+    full = collect.collect_moments(toy, ["conv1", "conv2"], src, **kwargs)
     ckpt = str(tmp_path / "ckpt")
     crashing = Crashing(src, after=5)
     with pytest.raises(RuntimeError, match="crash"):
-        collect.collect_stats(toy, ["conv1", "conv2"], crashing, checkpoint_dir=ckpt, **kwargs)
+        collect.collect_moments(toy, ["conv1", "conv2"], crashing, checkpoint_dir=ckpt, **kwargs)
     resumed_src = Crashing(src)
-    resumed = collect.collect_stats(toy, ["conv1", "conv2"], resumed_src, checkpoint_dir=ckpt, **kwargs)
+    resumed = collect.collect_moments(toy, ["conv1", "conv2"], resumed_src, checkpoint_dir=ckpt, **kwargs)
     assert resumed_src.starts == [12]  # 4 steps of 3 images were checkpointed
     for layer in full:
         for a, b in zip(resumed[layer], full[layer]):
             np.testing.assert_array_equal(a, b)
     again = Crashing(src, after=0)  # a finished checkpoint: nothing left to read
-    collect.collect_stats(toy, ["conv1", "conv2"], again, checkpoint_dir=ckpt, **kwargs)
+    collect.collect_moments(toy, ["conv1", "conv2"], again, checkpoint_dir=ckpt, **kwargs)
 
     with pytest.raises(CheckpointMismatchError, match="another run"):
-        collect.collect_stats(toy, ["conv1", "conv2"], src, checkpoint_dir=ckpt, **{**kwargs, "view": "pixel"})
+        collect.collect_moments(toy, ["conv1", "conv2"], src, checkpoint_dir=ckpt, **{**kwargs, "view": "pixel"})
     with pytest.raises(CheckpointMismatchError):
-        collect.collect_stats(toy, ["conv1"], src, checkpoint_dir=ckpt, **kwargs)
+        collect.collect_moments(toy, ["conv1"], src, checkpoint_dir=ckpt, **kwargs)
 
 
 def test_checkpoint_from_another_device_count_is_a_mismatch(toy, tmp_path):
@@ -203,17 +203,17 @@ def test_checkpoint_from_another_device_count_is_a_mismatch(toy, tmp_path):
     kwargs = dict(view="pixel", batch_size=4, checkpoint_every=1, checkpoint_dir=str(tmp_path / "ckpt"))
     crashing = Crashing(src, after=2)
     with pytest.raises(RuntimeError, match="crash"):
-        collect.collect_stats(toy, ["conv1"], crashing, mesh=collect.data_mesh(jax.devices()[:4]), **kwargs)
+        collect.collect_moments(toy, ["conv1"], crashing, mesh=collect.data_mesh(jax.devices()[:4]), **kwargs)
     with pytest.raises(CheckpointMismatchError):
-        collect.collect_stats(toy, ["conv1"], src, mesh=collect.data_mesh(jax.devices()[:2]), **kwargs)
+        collect.collect_moments(toy, ["conv1"], src, mesh=collect.data_mesh(jax.devices()[:2]), **kwargs)
     resumed = Crashing(src)
-    collect.collect_stats(toy, ["conv1"], resumed, mesh=collect.data_mesh(jax.devices()[:4]), **kwargs)
+    collect.collect_moments(toy, ["conv1"], resumed, mesh=collect.data_mesh(jax.devices()[:4]), **kwargs)
     assert resumed.starts == [8]
 
 
 def test_save_load_roundtrip_and_mismatches(toy, tmp_path):
     src = data.open_source("photos", size=16, max_images=6)
-    states = collect.collect_stats(toy, ["conv1", "conv2"], src, view="pooled", batch_size=6)
+    states = collect.collect_moments(toy, ["conv1", "conv2"], src, view="pooled", batch_size=6)
     out = str(tmp_path / "stats")
     saved = collect.save_stats(out, states, model="toy", view="pooled", shrinkage="ledoit_wolf",
                                metadata={"data": "photos", "seed": 0})

@@ -60,7 +60,7 @@ def test_generator_of_uneven_batches_matches_float64(toy, images):
             yield images[i:i + 3]
 
     calls = []
-    out = collect.collect_stats(toy, ["conv1", "conv2"], generator(), batch_size=4,
+    out = collect.collect_moments(toy, ["conv1", "conv2"], generator(), batch_size=4,
                                 progress=lambda done, total: calls.append((done, total)))
     for layer in ("conv1", "conv2"):
         _check(out[layer], _reference(toy, images, layer))
@@ -69,16 +69,16 @@ def test_generator_of_uneven_batches_matches_float64(toy, images):
 
 def test_arrays_single_images_and_dict_iterators(toy, images):
     reference = _reference(toy, images, "conv2")
-    _check(collect.collect_stats(toy, ["conv2"], images, batch_size=5)["conv2"], reference)
+    _check(collect.collect_moments(toy, ["conv2"], images, batch_size=5)["conv2"], reference)
     floats = images.astype(np.float32) / 255.0  # [0, 1] floats round back to the same bytes
-    _check(collect.collect_stats(toy, ["conv2"], floats, batch_size=5)["conv2"], reference)
-    _check(collect.collect_stats(toy, ["conv2"], list(images), batch_size=3)["conv2"], reference)  # images, not batches
-    _check(collect.collect_stats(toy, ["conv2"], _TfDataLike(images, 4), batch_size=6)["conv2"], reference)
+    _check(collect.collect_moments(toy, ["conv2"], floats, batch_size=5)["conv2"], reference)
+    _check(collect.collect_moments(toy, ["conv2"], list(images), batch_size=3)["conv2"], reference)  # images, not batches
+    _check(collect.collect_moments(toy, ["conv2"], _TfDataLike(images, 4), batch_size=6)["conv2"], reference)
 
 
 def test_estimate_of_collected_stats_is_float64_without_warnings(toy):
     src = data.open_source("photos", size=16, max_images=6)
-    out = collect.collect_stats(toy, ["conv1"], src, batch_size=4)
+    out = collect.collect_moments(toy, ["conv1"], src, batch_size=4)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the float64 → float32 truncation warnings
         est = stats.estimate(out["conv1"])
@@ -93,17 +93,17 @@ def test_estimate_of_collected_stats_is_float64_without_warnings(toy):
 def test_user_mistakes_are_one_line(toy, images, tmp_path):
     gen = (images[i:i + 2] for i in range(0, 6, 2))
     with pytest.raises(UsageError, match="checkpoint_dir= cannot resume an iterable"):
-        collect.collect_stats(toy, ["conv1"], gen, checkpoint_dir=str(tmp_path / "c"))
+        collect.collect_moments(toy, ["conv1"], gen, checkpoint_dir=str(tmp_path / "c"))
     with pytest.raises(DataError, match=r"float images must be in \[0, 1\]"):
-        collect.collect_stats(toy, ["conv1"], [images.astype(np.float32)])  # 0..255 floats
+        collect.collect_moments(toy, ["conv1"], [images.astype(np.float32)])  # 0..255 floats
     with pytest.raises(DataError, match="square"):
-        collect.collect_stats(toy, ["conv1"], [images[:, :, :12]])
+        collect.collect_moments(toy, ["conv1"], [images[:, :, :12]])
     with pytest.raises(DataError, match="without an image key"):
-        collect.collect_stats(toy, ["conv1"], [{"pixels": images}])
+        collect.collect_moments(toy, ["conv1"], [{"pixels": images}])
     with pytest.raises(UsageError, match="holds no images"):
-        collect.collect_stats(toy, ["conv1"], iter([]))
+        collect.collect_moments(toy, ["conv1"], iter([]))
     with pytest.raises(UsageError, match="open_source"):
-        collect.collect_stats(toy, ["conv1"], "photos")
+        collect.collect_moments(toy, ["conv1"], "photos")
     once = as_source(iter([images]))
     assert isinstance(once, IterableSource)
     list(once.batches(4))
@@ -115,10 +115,10 @@ def test_an_array_resumes_and_another_array_is_refused(toy, images, tmp_path):
     from jaxviz.common.checkpoint import CheckpointMismatchError
 
     ckpt = str(tmp_path / "ckpt")
-    first = collect.collect_stats(toy, ["conv1"], images, batch_size=4, checkpoint_dir=ckpt, checkpoint_every=1)
-    again = collect.collect_stats(toy, ["conv1"], images, batch_size=4, checkpoint_dir=ckpt, checkpoint_every=1)
+    first = collect.collect_moments(toy, ["conv1"], images, batch_size=4, checkpoint_dir=ckpt, checkpoint_every=1)
+    again = collect.collect_moments(toy, ["conv1"], images, batch_size=4, checkpoint_dir=ckpt, checkpoint_every=1)
     np.testing.assert_array_equal(first["conv1"].m2, again["conv1"].m2)
     other = images.copy()
     other[0, 0, 0, 0] ^= 1
     with pytest.raises(CheckpointMismatchError):
-        collect.collect_stats(toy, ["conv1"], other, batch_size=4, checkpoint_dir=ckpt, checkpoint_every=1)
+        collect.collect_moments(toy, ["conv1"], other, batch_size=4, checkpoint_dir=ckpt, checkpoint_every=1)

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from jaxviz import priors, registry
+from jaxviz.image import param
 from jaxviz.cli import build_parser, main
 from jaxviz.cli.visualize import recipe_from_flags, render_config, stats_source
 from jaxviz.common.errors import UsageError
@@ -77,7 +78,7 @@ def test_param_replaces_another_kind_and_keeps_the_recipes_own(lite0, name):
     if type(recipe.parameterization).__name__ == "Pixel":  # deepinversion: its own pixels (clip, sd) stay
         assert record == base
     else:
-        assert _changed(base, record) == {"parameterization"} and record["parameterization"] == "Pixel()"
+        assert _changed(base, record) == {"parameterization"} and record["parameterization"] == repr(param.pixel())
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -96,7 +97,7 @@ def test_steps_sets_the_passes_only(lite0, name):
 
 
 def test_flags_of_one_prior_are_refused_on_another(lite0):
-    with pytest.raises(UsageError, match="--top-k does not apply to the prior bn"):
+    with pytest.raises(UsageError, match="--top-k does not apply to the prior batchnorm_prior"):
         _record(lite0, "deepinversion", "--top-k", "3")
     _, record = _record(lite0, "outliers", "--top-k", "3", "--every", "4")
     assert "k=3" in record["prior"] and "every=4" in record["prior"]

@@ -55,7 +55,7 @@ def compile_cache_dir() -> str | None:
 
 def enable_compile_cache(path: str | None = None, *,
                          min_compile_time_s: float = DEFAULT_MIN_COMPILE_TIME_S) -> str | None:
-    """Turns on JAX's persistent compilation cache (called by the CLI, ``render`` and ``collect_stats``).
+    """Turns on JAX's persistent compilation cache (called by the CLI, ``render`` and ``collect_moments``).
 
     Does nothing when ``JAXVIZ_COMPILE_CACHE=0``, or when the user already gave JAX a cache
     folder (that one is kept and returned). Safe to call many times.

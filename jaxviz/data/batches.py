@@ -1,6 +1,6 @@
 """Your own images as a statistics source: numpy arrays and any iterable of batches.
 
-:func:`as_source` turns what a user has into what :func:`jaxviz.stats.collect.collect_stats` reads
+:func:`as_source` turns what a user has into what :func:`jaxviz.stats.collect.collect_moments` reads
 (``batches(batch_size, *, start, shard_index, shard_count)``, ``len`` when known, ``size``):
 
 - a numpy array ``[N, S, S, 3]`` (an :class:`ArraySource`: length known, content hashed, resumable);
@@ -197,7 +197,7 @@ class IterableSource:
 
 
 def as_source(source, *, count: int | None = None, image_key: str | None = None):
-    """What :func:`jaxviz.stats.collect.collect_stats` reads, from a jaxviz source, an array or an iterable.
+    """What :func:`jaxviz.stats.collect.collect_moments` reads, from a jaxviz source, an array or an iterable.
 
     Raises:
       UsageError: ``source`` is none of these (e.g. a string: use :func:`jaxviz.data.open_source`).

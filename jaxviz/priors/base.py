@@ -187,17 +187,27 @@ def shipped_or(stats, model, layers, who: str, view: str | None = None):
 
 
 def stats_moments_of(stats, model, layers, view):
-    """``(moments, view)`` from a stats directory, a StatsBundle or ``{layer: LayerMoments}``."""
+    """``(moments, view)`` from a stats directory, :class:`jaxviz.stats.Statistics`, a StatsBundle, or
+    ``{layer: LayerMoments | LayerStats | StatsState}`` (states are finalized first)."""
     if isinstance(stats, (str, os.PathLike)):
         if model is None:
             raise UsageError("stats= as a directory needs model= (to check the statistics against it)")
         return load_moments(os.fspath(stats), model, layers)
-    if hasattr(stats, "layers") and hasattr(stats, "view"):  # a StatsBundle
+    from jaxviz.stats.moments import StatsState, estimate
+
+    if hasattr(stats, "layers") and hasattr(stats, "view"):  # jaxviz.collect_stats's Statistics, a StatsBundle
+        missing = [l for l in (layers or ()) if l not in stats.layers]
+        if missing:
+            raise UsageError(f"stats= holds layers {', '.join(stats.layers)}, not {', '.join(missing)}")
         chosen = {l: stats.layers[l] for l in (layers or stats.layers)}
         return moments(chosen), stats.view
     if not isinstance(stats, Mapping) or not stats:
-        raise UsageError("stats= must be a stats directory, a StatsBundle or a non-empty {layer: LayerMoments}")
-    chosen = {l: stats[l] for l in (layers or stats)}
+        raise UsageError("stats= must be a stats directory, jaxviz.collect_stats's result, a StatsBundle or a "
+                         "non-empty {layer: LayerMoments}")
+    missing = [l for l in (layers or ()) if l not in stats]
+    if missing:
+        raise UsageError(f"stats= holds layers {', '.join(stats)}, not {', '.join(missing)}")
+    chosen = {l: estimate(stats[l]) if isinstance(stats[l], StatsState) else stats[l] for l in (layers or stats)}
     return ({l: m if isinstance(m, LayerMoments) else moments({l: m})[l] for l, m in chosen.items()},
             view or "pixel")
 
@@ -274,23 +284,24 @@ class PriorSpec:
     Attributes:
       factory: ``factory(*, model, **options) -> Prior`` (``model`` only if it takes one).
       options: ``((name, value), ...)``.
+      label: the registered name it was made from (:func:`jaxviz.registry.prior_spec`), else ``None``.
     """
 
     factory: Any
     options: tuple = ()
+    label: str | None = None  # the registered name it was built from (errors and records say it)
 
     @property
     def name(self) -> str:
-        return getattr(self.factory, "prior_name", None) or getattr(self.factory, "__name__", repr(self.factory))
+        return self.label or getattr(self.factory, "__name__", repr(self.factory))
 
     def accepts(self) -> tuple[str, ...]:
-        """The option names the factory takes (``model`` aside); ``("*",)`` if it takes any."""
+        """The option names the factory takes (``model`` aside), and ``"*"`` if it takes any others."""
         import inspect
 
         params = inspect.signature(self.factory).parameters.values()
-        if any(p.kind is p.VAR_KEYWORD for p in params):
-            return ("*",)
-        return tuple(p.name for p in params if p.name != "model" and p.kind is not p.VAR_POSITIONAL)
+        named = tuple(p.name for p in params if p.name != "model" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+        return named + (("*",) if any(p.kind is p.VAR_KEYWORD for p in params) else ())
 
     def edit(self, *, names: Mapping[str, str] | None = None, **changes) -> "PriorSpec":
         """This spec with ``changes`` applied to its options (``None`` values are left out).
@@ -307,7 +318,7 @@ class PriorSpec:
         if bad:
             shown = ", ".join((names or {}).get(k, f"{k}=") for k in bad)
             raise UsageError(f"{shown} does not apply to the prior {self.name} (it takes "
-                             f"{', '.join(t for t in taken if t != 'model') or 'no options'})")
+                             f"{', '.join(taken) or 'no options'})")
         return dataclasses.replace(self, options=tuple({**dict(self.options), **changes}.items()))
 
     def build(self, model) -> Any:

@@ -1,4 +1,4 @@
-"""DeepInversion's BatchNorm prior with the moments pooled over the batch (issue 21, section 4).
+"""DeepInversion's BatchNorm prior with the moments pooled over the batch.
 
 :class:`jaxviz.priors.BatchNormPrior` takes each image's BatchNorm-input moments over its own
 positions; DeepInversion takes them over the positions of the whole batch, so one image may be

@@ -1,6 +1,6 @@
 """Joint Gaussian matching prior: the image's shallow feature mean and covariance against natural ones.
 
-Issue 21, design 3: the full-covariance generalization of DeepInversion's BatchNorm prior (which
+The full-covariance generalization of DeepInversion's BatchNorm prior (which
 matches each channel's mean and variance, README "The method"). For each layer, the image's feature
 vectors ``x [M, C]`` (one per position of the view) have mean ``m`` and covariance
 ``S = (x − m)ᵀ(x − m)/M``; the natural images' are ``μ, Σ`` (the moments of a stats folder). The

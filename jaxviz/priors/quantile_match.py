@@ -1,6 +1,6 @@
 """Quantile (distribution) matching prior, and the per-channel quantiles of natural photos it reads.
 
-Issue 21, design 2 (README "The method"): instead of only pushing outlier neurons down, push a
+README "The method": instead of only pushing outlier neurons down, push a
 shallow layer's per-channel activation *distribution* toward the natural one. For every channel
 ``c`` of a layer, the image's ``M`` activations (one per position, ``pixel`` view) are sorted and
 matched to the natural quantile function at the same ranks (sort-matching, as VITAL does with class

@@ -153,6 +153,11 @@ def outliers(stats=None, *, model=None, layers=None, view: str | None = None, **
 
     Raises:
       UsageError: bad options or statistics.
+
+    >>> import jaxviz
+    >>> model = jaxviz.load_model("efficientnet_lite0")
+    >>> jaxviz.priors.outliers(model=model, weight=5.0).layers    # the shipped statistics' prior layers
+    ('blocks.2', 'blocks.4')
     """
     check_options("outliers", OutlierPrior, **options)
     stats, layers = shipped_or(stats, model, layers, "prior 'outliers'", view)

@@ -1,6 +1,6 @@
 """Metrics of deep-neuron (channel) visualizations against the channel's dataset examples.
 
-The deep-neuron stick of ``experiments.neurons`` (issue 21 §2; README "Experiments"). Definitions,
+The deep-neuron stick of ``experiments.neurons`` (README "Experiments"). Definitions,
 stated once so tables can cite them:
 
 - **dataset examples**: the ``k`` real photos with the largest value of the channel objective

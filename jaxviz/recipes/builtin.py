@@ -22,10 +22,8 @@ What each recipe keeps from its source and what it scales down:
 - ``maco``: Xplique's MaCo: phase-only, magnitude of real photos, standardized phases, NAdam
   lr 1.0 (Keras eps 1e-7), random crop-and-resize to 224 plus noise 0.04 per pass. Scaled down:
   Xplique runs 256 steps × 32 crops on a 512² canvas with crop sides shrinking 0.5 → 0.05 over the
-  steps; here 128 steps × 4 crops on a 224² canvas, crop side uniform in 0.6–1.0 (a transform has
-  no step counter). Measured at 256 passes on 4 classes (held-out Lite2): sides 0.6–1.0 gave top-5
-  4/4, p(target) 0.30, plausibility rank 1.0; the paper's 0.3–0.6 (25–30 % of the area) left most
-  of the small canvas unoptimized: 1/4, 0.015, rank 58.
+  steps; here 128 steps × 4 crops on a 224² canvas, crop side uniform in 0.6–1.0 (the paper's 0.3–0.6
+  leaves most of a small canvas unoptimized at this budget: README "Experiments").
 - ``deepinversion``: BN prior 0.01 with the first BN × 10, TV-L2 1e-4 and L2 1e-5 on the input in
   torchvision-normalized units, circular jitter 30 + flip, Adam(β 0.5, 0.9) lr 0.25 with a linear
   warm-up and cosine decay (DeepInversion's ``setting_id`` 0/1), pixels clipped to the valid range
@@ -338,6 +336,13 @@ def get(name: str, **options) -> Recipe:
 
     Raises:
       UsageError: unknown name or options.
+
+    >>> from jaxviz import recipes
+    >>> recipe = recipes.get("deepinversion", size=160)
+    >>> recipe.prior, recipe.passes
+    (batchnorm_prior(weight=0.01, first_weight=10.0), 512)
+    >>> recipe.edit(weight=0.02).prior     # flags edit the recipe's own part
+    batchnorm_prior(weight=0.02, first_weight=10.0)
     """
     if name not in RECIPES:
         raise UsageError(f"unknown recipe '{name}' (choose {', '.join(NAMES)})")

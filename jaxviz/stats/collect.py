@@ -40,7 +40,7 @@ from jaxviz.stats.store import (COMPACT, STATS_FILE, StatsBundle, StatsMismatchE
                                 load_stats, read_metadata, save_stats)
 
 __all__ = ["StatsBundle", "LayerStats", "StatsMismatchError", "StatsNotFoundError", "data_mesh",
-           "collect_stats", "save_stats", "load_stats", "collect_to_dir"]
+           "collect_moments", "save_stats", "load_stats", "collect_to_dir"]
 
 _AXIS = "data"
 _SEGMENT_STEPS = 32  # steps accumulated on device in float32 before joining the float64 total
@@ -113,10 +113,10 @@ def _host(states) -> dict[str, StatsState]:
     return jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), states)
 
 
-def collect_stats(model, layers: Sequence[str], source, *, view="pixel", batch_size: int = 32,
+def collect_moments(model, layers: Sequence[str], source, *, view="pixel", batch_size: int = 32,
                   mesh: Mesh | None = None, checkpoint_dir: str | None = None, checkpoint_every: int = 50,
-                  metadata: Mapping[str, Any] | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> dict[str, StatsState]:
+                  metadata: Mapping[str, Any] | None = None, progress: Callable[[int, int], None] | None = None,
+                  on_batch: Callable[[np.ndarray], None] | None = None) -> dict[str, StatsState]:
     """Runs the statistics pass over a data source.
 
     Args:
@@ -135,6 +135,8 @@ def collect_stats(model, layers: Sequence[str], source, *, view="pixel", batch_s
       progress: called as ``progress(images_done, images_total)`` once before the first step (the
         resumed position) and after each step; ``images_total`` is ``None`` for an iterable of
         unknown length.
+      on_batch: also called with each batch's uint8 images (this process's, in order; with a checkpoint,
+        only those read after the resumed position), e.g. :class:`jaxviz.stats.quantiles.QuantileSampler`.
 
     Returns:
       ``{layer: StatsState}``: host float64 arrays (the device accumulates float32 segments of
@@ -230,6 +232,8 @@ def collect_stats(model, layers: Sequence[str], source, *, view="pixel", batch_s
             if n:
                 images[:n] = batch
                 mask[:n] = 1.0
+                if on_batch is not None:
+                    on_batch(np.asarray(batch))
             x = jax.make_array_from_process_local_data(batch_sharding, images, global_shape + images.shape[1:])
             w = jax.make_array_from_process_local_data(batch_sharding, mask, global_shape)
             segment = step_fn(params, segment, x, w)
@@ -376,7 +380,7 @@ def _collect_to_dir(model, layers, spec, directory, *, view, size, batch_size, d
             report(done, total)
 
     try:
-        states = collect_stats(model, layers, source, view=view, batch_size=batch_size,
+        states = collect_moments(model, layers, source, view=view, batch_size=batch_size,
                                checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                                metadata={"data": spec, "seed": seed, "max_images": max_images,
                                          "files": run.get("files")},

@@ -284,7 +284,7 @@ class LayerStats(NamedTuple):
 def estimate(state: StatsState, *, shrinkage="oas") -> LayerStats:
     """Finalizes a state: mean, unbiased covariance and the shrunk precision.
 
-    A host float64 state (what :func:`jaxviz.stats.collect.collect_stats` returns) is finalized in float64
+    A host float64 state (what :func:`jaxviz.stats.collect.collect_moments` returns) is finalized in float64
     and gives host float64 arrays, as :func:`jaxviz.stats.store.load_stats` does; anything else keeps
     its dtype (and jits).
     """

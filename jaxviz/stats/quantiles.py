@@ -12,7 +12,7 @@ import numpy as np
 
 from jaxviz.common.errors import StatsMismatchError, StatsNotFoundError, UsageError
 
-__all__ = ["QuantileStats", "collect_quantiles", "save_quantiles", "load_quantiles", "shipped_quantiles_dir",
+__all__ = ["QuantileSampler", "QuantileStats", "collect_quantiles", "save_quantiles", "load_quantiles", "shipped_quantiles_dir",
            "default_levels", "quantiles_of", "sort_match_targets", "QUANTILES_FILE", "LEVELS", "QUANTILE_LAYERS",
            "MAX_POSITIONS"]
 
@@ -87,26 +87,48 @@ def collect_quantiles(model, layers: Sequence[str], source, *, levels: int = LEV
         raise UsageError(f"quantiles: levels must be an integer ≥ 2, got {levels!r}")
     if isinstance(max_positions, bool) or not isinstance(max_positions, int) or max_positions < 1:
         raise UsageError(f"quantiles: max_positions must be an integer ≥ 1, got {max_positions!r}")
-    forward = jax.jit(lambda p, x: model.features(p, model.normalize(x.astype(jnp.float32)), layers))
-    kept: dict[str, list[np.ndarray]] = {l: [] for l in layers}
-    index = 0
+    sampler = QuantileSampler(model, layers, max_positions=max_positions, seed=seed)
     for batch in source.batches(batch_size):
-        feats = jax.device_get(forward(model.params, jnp.asarray(batch)))
+        sampler.add(batch)
+        if progress:
+            progress(sampler.images, len(source))
+    return sampler.finish(levels)
+
+
+class QuantileSampler:
+    """The positions :func:`collect_quantiles` keeps, gathered batch by batch (host memory: at most
+    ``max_positions`` per image and layer), so another pass over the data can feed it too.
+
+    Args:
+      model: the model; layers: its layers (``pixel`` positions of each).
+      max_positions: positions kept per image and layer (a random subset seeded by ``(seed, image index)``).
+    """
+
+    def __init__(self, model, layers: Sequence[str], *, max_positions: int = MAX_POSITIONS, seed: int = 0):
+        self.layers, self.max_positions, self.seed, self.images = list(layers), max_positions, seed, 0
+        self._forward = jax.jit(lambda p, x: model.features(p, model.normalize(x.astype(jnp.float32)), self.layers))
+        self._params = model.params
+        self._kept: dict[str, list[np.ndarray]] = {l: [] for l in self.layers}
+
+    def add(self, batch) -> None:
+        """Adds a uint8 batch ``[b, S, S, 3]`` (the next ``b`` images of the pass)."""
+        feats = jax.device_get(self._forward(self._params, jnp.asarray(batch)))
         for b in range(batch.shape[0]):
-            rng = np.random.default_rng((seed, index))
-            for layer in layers:
+            rng = np.random.default_rng((self.seed, self.images))
+            for layer in self.layers:
                 a = np.asarray(feats[layer][b], np.float32)
                 a = a.reshape(-1, a.shape[-1])
-                if a.shape[0] > max_positions:
-                    a = a[np.sort(rng.choice(a.shape[0], max_positions, replace=False))]
-                kept[layer].append(a)
-            index += 1
-        if progress:
-            progress(index, len(source))
-    if not index:
-        raise UsageError("quantiles: the data source holds no images")
-    grid = default_levels(levels)
-    return {l: quantiles_of(np.concatenate(kept[l]), grid) for l in layers}
+                if a.shape[0] > self.max_positions:
+                    a = a[np.sort(rng.choice(a.shape[0], self.max_positions, replace=False))]
+                self._kept[layer].append(a)
+            self.images += 1
+
+    def finish(self, levels: int = LEVELS) -> dict[str, QuantileStats]:
+        """``{layer: QuantileStats}`` of every position kept."""
+        if not self.images:
+            raise UsageError("quantiles: the data source holds no images")
+        grid = default_levels(levels)
+        return {l: quantiles_of(np.concatenate(self._kept[l]), grid) for l in self.layers}
 
 
 def _pack(quantiles: Mapping[str, QuantileStats]) -> dict[str, np.ndarray]:
