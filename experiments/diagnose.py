@@ -67,6 +67,7 @@ def render_set(name, model, targets, *, size, passes, run_dir, quiet):
     """Images ``[T,S,S,3]`` of method ``name`` for ``targets`` (``("class", c)`` or ``(layer, c)``), cached."""
     import jax
 
+    import jaxviz
     from jaxviz import objectives, render
     from jaxviz.common.files import atomic_write
     from jaxviz.common.progress import progress_bar
@@ -75,7 +76,7 @@ def render_set(name, model, targets, *, size, passes, run_dir, quiet):
     config = recipe.config(batch_size=64, chunk_steps=16)
     parts = recipe.parts(model)
     described = f"{recipe.notes} | {config.numbers()} | " + " | ".join(
-        f"{k}={render.fingerprint(v)}" for k, v in sorted(parts.items()) if k != "optimizer")
+        f"{k}={jaxviz.describe(v)}" for k, v in sorted(parts.items()))
     signature = _hash({"method": name, "targets": targets, "described": described})
     path = os.path.join(run_dir, "runs", f"{name}.npz")
     if os.path.exists(path):

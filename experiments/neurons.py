@@ -141,6 +141,7 @@ def render_method(name, model, cfg, targets, seed, run_dir, quiet):
     """Images ``[T,S,S,3]``, final objectives ``[T]`` and seconds of one method and seed (cached)."""
     import jax
 
+    import jaxviz
     from jaxviz import objectives, render
     from jaxviz.common.files import atomic_write
     from jaxviz.common.progress import progress_bar
@@ -150,7 +151,7 @@ def render_method(name, model, cfg, targets, seed, run_dir, quiet):
     if cfg.get("redirect_steps"):
         config = dataclasses.replace(config, redirect_steps=min(cfg["redirect_steps"], config.steps))
     described = f"{notes} | {config.numbers()} | " + " | ".join(
-        f"{k}={render.fingerprint(v)}" for k, v in sorted(parts.items()) if k != "optimizer")
+        f"{k}={jaxviz.describe(v)}" for k, v in sorted(parts.items()))
     signature = _hash({"method": name, "targets": targets, "seed": seed, "described": described,
                        "passes": cfg["passes"], "size": cfg["size"]})
     if os.path.exists(path):

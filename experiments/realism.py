@@ -94,6 +94,7 @@ def render_method(name, model, cfg, classes, seed, run_dir, quiet):
     """Images ``[N,S,S,3]`` and final target logits of one method and seed (cached on disk)."""
     import jax
 
+    import jaxviz
     from jaxviz import render
     from jaxviz.common.files import atomic_write
     from jaxviz.common.progress import progress_bar
@@ -101,7 +102,7 @@ def render_method(name, model, cfg, classes, seed, run_dir, quiet):
     path = os.path.join(run_dir, "runs", name.replace("/", "_"), f"seed{seed}.npz")
     config, parts, notes, target = method_parts(name, model, passes=cfg["passes"], size=cfg["size"])
     described = f"{notes} | {config.numbers()} | " + " | ".join(
-        f"{k}={render.fingerprint(v)}" for k, v in sorted(parts.items()) if k != "optimizer")
+        f"{k}={jaxviz.describe(v)}" for k, v in sorted(parts.items()))
     signature = _signature(name, cfg, classes, seed, described)
     if os.path.exists(path):
         with np.load(path) as f:

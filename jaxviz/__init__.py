@@ -46,7 +46,7 @@ _SUBMODULES = ("api", "attribution", "cli", "common", "data", "image", "models",
 _NAMES = {  # public name -> the module defining it
     "Model": "jaxviz.models.model", "from_linen": "jaxviz.models.model", "from_nnx": "jaxviz.models.model",
     "MODELS": "jaxviz.models", "load_model": "jaxviz.models", "imagenet_classes": "jaxviz.models",
-    "read_image": "jaxviz.common.images", "use_cpu_cores": "jaxviz.common.hardware",
+    "read_image": "jaxviz.common.images", "describe": "jaxviz.common.pytree", "use_cpu_cores": "jaxviz.common.hardware",
     "enable_compile_cache": "jaxviz.common.cache", "visualize": "jaxviz.api", "RenderConfig": "jaxviz.recipes.config",
     "RenderResult": "jaxviz.report.result", "render_images": "jaxviz.render.loop",
     "collect_stats": "jaxviz.stats.statistics", "Statistics": "jaxviz.stats.statistics",
@@ -58,7 +58,7 @@ __all__ = [
     # models and running
     "Model", "MODELS", "load_model", "from_linen", "from_nnx", "imagenet_classes", "read_image",
     "visualize", "RenderConfig", "RenderResult", "render_images", "use_cpu_cores", "enable_compile_cache",
-    "collect_stats", "Statistics",
+    "collect_stats", "Statistics", "describe",
     # errors
     "JaxvizError", "UsageError", "ImageError", "DataError", "UnknownLayerError", "UnknownModelError",
     "MissingWeightsError", "WeightFileError", "UnsafeWeightsError", "StatsMismatchError", "StatsNotFoundError",

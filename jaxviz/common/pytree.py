@@ -64,12 +64,20 @@ def digest(*arrays) -> str:
 
 
 def describe(tree) -> str:
-    """Stable text of a pytree: its structure (static settings included) and a digest of its leaves."""
+    """Stable text of a part (any pytree): its structure (static settings included), a digest of its array
+    leaves, and the repr of any other leaf (a part that is not a pytree, e.g. a recipe).
+
+    >>> from jaxviz import priors
+    >>> describe(priors.none())
+    'PyTreeDef(CustomNode(NoPrior[()], []))'
+    """
     import jax
 
     leaves, treedef = jax.tree.flatten(tree)
-    text = str(treedef)
-    return f"{text} <content {digest(*leaves)}>" if leaves else text
+    arrays = [a for a in leaves if hasattr(a, "dtype") or isinstance(a, (bool, int, float, complex))]
+    others = [repr(a) for a in leaves if not (hasattr(a, "dtype") or isinstance(a, (bool, int, float, complex)))]
+    text = " ".join([str(treedef), *others])
+    return f"{text} <content {digest(*arrays)}>" if arrays else text
 
 
 def by_value(text: str) -> bool:
