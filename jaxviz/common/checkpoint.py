@@ -7,19 +7,17 @@ checkpoint manager per launch. Rerunning with the same metadata resumes; differe
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import re
 from typing import Any
 
 import jax
 import numpy as np
 
 from jaxviz.common.errors import CheckpointMismatchError, OutputError
-from jaxviz.common.files import atomic_write_json, check_writable_dir, content_hash, to_json
+from jaxviz.common.files import atomic_write_json, check_writable_dir, to_json
 
-__all__ = ["CheckpointMismatchError", "RunStore", "fingerprint"]
+__all__ = ["CheckpointMismatchError", "RunStore"]
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict:
@@ -114,22 +112,3 @@ class RunStore:
     def close(self) -> None:
         for manager in self._managers.values():
             manager.close()
-
-
-def fingerprint(obj: Any) -> str:
-    """A description of ``obj`` that is stable across processes (its ``repr`` without object addresses)."""
-    # object addresses change between processes; everything else in a repr identifies the object
-    text = re.sub(r" at 0x[0-9a-f]+", "", repr(obj))
-    digest = _content_digest(obj)
-    return f"{text} <content {digest}>" if digest else text
-
-
-def _content_digest(obj: Any) -> str | None:
-    """A hash of the arrays a dataclass object holds (a prior's statistics): a repr names, not values."""
-    if getattr(obj, "fingerprint", None) is not None:
-        return str(obj.fingerprint)
-    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
-        return None
-    leaves = [leaf for f in dataclasses.fields(obj) for leaf in jax.tree.leaves(getattr(obj, f.name))
-              if hasattr(leaf, "shape") and hasattr(leaf, "dtype")]
-    return content_hash(*(np.asarray(leaf) for leaf in leaves)) if leaves else None

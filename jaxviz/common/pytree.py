@@ -50,17 +50,10 @@ class Static:
 
 
 def digest(*arrays) -> str:
-    """SHA-1 of arrays' dtypes, shapes and bytes (a part's content, e.g. a photo or statistics)."""
-    import hashlib
+    """A hash of arrays' dtypes, shapes and bytes (a part's content, e.g. a photo or statistics)."""
+    from jaxviz.common.files import content_hash
 
-    import numpy as np
-
-    h = hashlib.sha1()
-    for a in arrays:
-        a = np.ascontiguousarray(np.asarray(a))
-        h.update(f"{a.dtype}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+    return content_hash(*arrays)
 
 
 def describe(tree) -> str:
