@@ -2,7 +2,7 @@
 
 The reference is ``efficientnet-lite-pytorch`` (the port whose ``.pth`` files we load) run
 by PyTorch itself, on the embedded photos cropped by jaxviz's own ``resize_center_crop``
-and normalized with ``(x - 127) / 128``. ``tests/test_parity.py`` feeds the stored uint8
+and normalized with ``(x - 127) / 128``. ``tests/models/test_efficientnet_lite_parity.py`` feeds the stored uint8
 crops through the Flax model and compares logits.
 
 This script needs torch, which jaxviz must never depend on, so run it in a separate venv::

@@ -1,4 +1,4 @@
-"""Writes tiny ``torch.save`` files for ``tests/test_torch_reader.py``.
+"""Writes tiny ``torch.save`` files for ``tests/models/test_torch_reader.py``.
 
 Outputs, under ``tests/golden/``:
 

@@ -1,4 +1,4 @@
-"""Saliency conventions, SmoothGrad and integrated gradients (issue 22.7), against float64 numpy on a toy net."""
+"""Saliency conventions, SmoothGrad and integrated gradients, against float64 numpy on a toy net."""
 
 import jax
 import numpy as np
@@ -9,7 +9,7 @@ from jaxviz.attribution import specificity
 from jaxviz.cli import main
 from jaxviz.common.errors import UsageError
 
-from test_attribution import H, W, _reference, _toy_model, _toy_params
+from tests.test_attribution import H, W, _reference, _toy_model, _toy_params
 
 
 def _logit64(params, image, target):

@@ -26,7 +26,7 @@ __all__ = ["COLOR_SQRT", "COLOR_MEAN", "LUCID_COLOR", "COLORS", "color_stats", "
            "decorrelated_to_rgb", "spectrum_to_rgb", "rgb_to_decorrelated"]
 
 
-# Written by scripts/color_stats.py from jaxviz.data.embedded_photos(); tests/test_param.py
+# Written by scripts/color_stats.py from jaxviz.data.embedded_photos(); tests/image/test_param.py
 # recomputes them.
 COLOR_SQRT = np.array([
     [0.898404, 0.373089, 0.231676],

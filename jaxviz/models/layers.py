@@ -17,7 +17,7 @@ The shifted path has hand-written backward passes (:func:`jax.custom_vjp`):
   cotangents and the same polyphase scatter (XLA-CPU's lhs-dilated transposed conv is slower):
   33 → 30 ms per image-step.
 
-Both agree with the library convs to float32 rounding (tests/test_models.py). Being custom_vjp
+Both agree with the library convs to float32 rounding (tests/models/test_efficientnet_lite.py). Being custom_vjp
 functions, they do not support forward-mode differentiation (``jax.jvp``) on the shifted path.
 """
 
