@@ -135,12 +135,6 @@ class Atlas:
         return f"Atlas({self.meta['model']} {self.meta['layer']}: {len(self.records)} channels, {dead} dead; {self.index})"
 
 
-def _phase(name, quiet, unit):
-    from jaxviz.common.progress import progress_bar
-
-    return progress_bar(f"atlas {name}", unit=unit, quiet=quiet)
-
-
 def _saved(path, compute):
     """The arrays in ``path`` if a finished phase left them, else ``compute()`` saved there atomically."""
     if os.path.exists(path):
