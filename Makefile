@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow install clean bench
+.PHONY: demo test test-slow install clean bench browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +21,18 @@ demo: $(STAMP)
 
 # the suite without the long integration tests (≤ 10 minutes on a 2-core machine from a clean clone: two
 # workers, one per core, each taking whole test files); CI runs both
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# Debian's headless Chromium and its driver for the atlas's browser tests (idempotent; without root or apt the
+# tests that need it skip and say why)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+	    || echo "note: chromium not installed; the browser tests will skip"; }
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

@@ -41,7 +41,7 @@ from jaxviz.common.errors import (
     WeightFileError,
 )
 
-_SUBMODULES = ("api", "attribution", "cli", "common", "data", "image", "models", "objectives", "pipeline", "priors",
+_SUBMODULES = ("api", "atlases", "attribution", "cli", "common", "data", "image", "models", "objectives", "pipeline", "priors",
                "realism", "recipes", "registry", "render", "report", "stats")
 _NAMES = {  # public name -> the module defining it
     "Model": "jaxviz.models.model", "from_linen": "jaxviz.models.model", "from_nnx": "jaxviz.models.model",
@@ -49,7 +49,8 @@ _NAMES = {  # public name -> the module defining it
     "read_image": "jaxviz.common.images", "describe": "jaxviz.common.pytree", "use_cpu_cores": "jaxviz.common.hardware",
     "enable_compile_cache": "jaxviz.common.cache", "visualize": "jaxviz.api", "RenderConfig": "jaxviz.recipes.config",
     "RenderResult": "jaxviz.report.result", "render_images": "jaxviz.render.loop",
-    "collect_stats": "jaxviz.stats.statistics", "Statistics": "jaxviz.stats.statistics",
+    "collect_stats": "jaxviz.stats.statistics",
+    "atlas": "jaxviz.atlases", "Atlas": "jaxviz.atlases", "Statistics": "jaxviz.stats.statistics",
 }
 
 __all__ = [
@@ -58,7 +59,7 @@ __all__ = [
     # models and running
     "Model", "MODELS", "load_model", "from_linen", "from_nnx", "imagenet_classes", "read_image",
     "visualize", "RenderConfig", "RenderResult", "render_images", "use_cpu_cores", "enable_compile_cache",
-    "collect_stats", "Statistics", "describe",
+    "collect_stats", "Statistics", "describe", "atlas", "Atlas",
     # errors
     "JaxvizError", "UsageError", "ImageError", "DataError", "UnknownLayerError", "UnknownModelError",
     "MissingWeightsError", "WeightFileError", "UnsafeWeightsError", "StatsMismatchError", "StatsNotFoundError",

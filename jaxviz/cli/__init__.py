@@ -10,7 +10,7 @@ from jaxviz.cli._common import Parser, as_flags, check_model
 from jaxviz.common.errors import JaxvizError
 
 # Sub-command modules, in the order `jaxviz --help` lists them.
-_COMMANDS = ("layers", "classify", "stats", "visualize", "demo", "attribute", "outliers")
+_COMMANDS = ("layers", "classify", "stats", "visualize", "atlas", "demo", "attribute", "outliers")
 
 
 def build_parser() -> Parser:

@@ -22,12 +22,14 @@ FLAG_NAMES = {
     "checkpoint_dir=": "--checkpoint-dir",
     "prior='bn'": "--prior bn",
     "shrinkage='oas'": "--shrinkage oas",
+    "images_per_channel=": "--images-per-channel",
     "max_images=": "--max-images",
     "batch_size=": "--batch-size",
     "force=True": "--force",
     "steps=": "--steps",
     "out=": "--out",
     "size=": "--size",
+    "k=": "--examples",
     "seed=": "--seed",
 }
 _FLAG_PATTERN = re.compile("|".join(rf"(?<![\w.]){re.escape(k)}" for k in FLAG_NAMES))
