@@ -1,4 +1,4 @@
-"""Subprocess of tests/test_atlas.py: a small atlas of the toy model; each progress update also records the
+"""Subprocess of tests/atlases/test_atlases.py: a small atlas of the toy model; each progress update also records the
 phase in PHASE_FILE and waits a moment, so the test can kill the process inside a chosen phase."""
 
 import os
@@ -7,7 +7,7 @@ import time
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from jaxviz.common import progress as progress_lib  # noqa: E402
 
@@ -30,7 +30,7 @@ def recording_bar(desc, **kwargs):
 def build(out, **overrides):
     import jaxviz
     from jaxviz import recipes
-    from tests.test_collect import make_toy
+    from tests.toys import make_toy
 
     recipe = recipes.get("maco", size=16).at_budget(32)
     options = dict(k=3, recipe=recipe, config=recipe.config(batch_size=2, checkpoint_every=2, chunk_steps=2),

@@ -14,10 +14,10 @@ import pytest
 from jaxviz.atlases import claim_out, parse_channels
 from jaxviz.cli import main
 from jaxviz.common.errors import UsageError
-from tests._atlas_worker import build
+from tests.atlases._atlas_worker import build
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKER = os.path.join(ROOT, "tests", "_atlas_worker.py")
+from tests.toys import ROOT
+WORKER = os.path.join(ROOT, "tests", "atlases", "_atlas_worker.py")
 
 
 @pytest.fixture(scope="module")

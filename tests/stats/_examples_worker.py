@@ -1,16 +1,16 @@
-"""Subprocess of tests/test_examples.py: the examples pass on the toy model, checkpointed, result to an npz."""
+"""Subprocess of tests/stats/test_examples.py: the examples pass on the toy model, checkpointed, result to an npz."""
 
 import os
 import sys
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import numpy as np  # noqa: E402
 
 from jaxviz.stats import examples  # noqa: E402
-from tests.test_collect import make_toy  # noqa: E402
+from tests.toys import make_toy  # noqa: E402
 
 
 def images(n=600, seed=3):

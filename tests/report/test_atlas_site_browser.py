@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from tests._atlas_worker import build
+from tests.atlases._atlas_worker import build
 
 CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(

@@ -13,9 +13,9 @@ import pytest
 
 from jaxviz.common.errors import UsageError
 from jaxviz.stats import examples, topk
-from tests.test_collect import make_toy
+from tests.toys import make_toy
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.toys import ROOT
 
 
 def reference_topk(scores, k):
@@ -117,7 +117,7 @@ def test_receptive_field_grows_with_depth(toy):
 
 @pytest.mark.slow
 def test_killed_with_sigkill_then_rerun_equals_uninterrupted(tmp_path):
-    worker = os.path.join(ROOT, "tests", "_examples_worker.py")
+    worker = os.path.join(ROOT, "tests", "stats", "_examples_worker.py")
     ckpt, out = str(tmp_path / "ckpt"), str(tmp_path / "killed.npz")
     proc = subprocess.Popen([sys.executable, worker, out, ckpt, "0.05"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
