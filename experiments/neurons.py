@@ -346,7 +346,7 @@ def main(argv=None) -> int:
             p = neuron_metrics.plausibility(feats, ids, photo_feats, examples, ref_ids)
             maps = neuron_metrics.channel_maps(model, images[m], all_targets, side=args.copy_side)
             copies = neuron_metrics.copy_count(maps)
-            alive = (maps.reshape(len(maps), -1).max(axis=1) > 0).astype(np.float64)
+            alive = np.array([np.max(m) > 0 for m in maps], np.float64)  # maps may differ in size by layer
             per_method[m] = {"plausibility": p["cos_own"], "rank": p["rank"], "copies": copies,
                              "copies_alive": np.where(alive > 0, copies, np.nan), "alive": alive,
                              "activation": np.concatenate([np.asarray(q[1], np.float64) for q in parts])}

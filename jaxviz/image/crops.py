@@ -6,6 +6,7 @@ combine them (``transforms.lucid``, ``maco``, ``deepinversion``) live in :mod:`j
 
 from __future__ import annotations
 
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +15,7 @@ from jaxviz.common.errors import UsageError
 from jaxviz.common.pytree import part, static
 from jaxviz.image.resample import bilinear
 
-__all__ = ["RandomCrop", "Noise", "RandomFlip", "Roll", "Upsample", "random_crop", "noise", "random_flip", "roll",
+__all__ = ["RandomCrop", "ScheduledCrop", "scheduled_crop", "Noise", "RandomFlip", "Roll", "Upsample", "random_crop", "noise", "random_flip", "roll",
            "upsample_to", "pixel_count"]
 
 
@@ -55,6 +56,50 @@ class RandomCrop:
         out, step, t = self.draw(image.shape[:2], key=key)
         M = jnp.diag(step)
         return bilinear(image, jax.lax.stop_gradient(M), jax.lax.stop_gradient(t), (out, out), None)
+
+
+@part
+class ScheduledCrop:
+    """A random square crop whose side shrinks over the render (Xplique's MaCo), resized to ``out``.
+
+    At optimizer step ``i = pass // crops`` (the ``step`` argument counts passes) the crop side, as a
+    fraction of the image side, is ``N(mean_i, sd)`` clipped to ``[low, 1]``, where ``mean_i`` goes
+    linearly from ``start`` at step 0 to ``end`` at step ``steps - 1`` (and stays there after). Its
+    centre is ``0.5 + N(0, centre_sd)`` in each axis, clipped so the crop stays inside the image.
+    ``step=None`` (outside a render) draws at step 0. :meth:`at_steps` rescales the schedule
+    (``Recipe.at_budget`` does).
+    """
+
+    start: float = static(0.5)
+    end: float = static(0.05)
+    steps: int = static(256)
+    crops: int = static(1)
+    sd: float = static(0.05)
+    low: float = static(0.05)
+    out: int | None = static(None)
+    centre_sd: float = static(0.15)
+
+    affine = False  # its zoom depends on the step: never fused
+
+    def mean_side(self, step) -> jax.Array:
+        """The mean crop side (a fraction of the image side) at pass ``step``."""
+        i = jnp.asarray(0 if step is None else step, jnp.int32) // self.crops
+        frac = jnp.clip(i.astype(jnp.float32) / max(self.steps - 1, 1), 0.0, 1.0)
+        return self.start + (self.end - self.start) * frac
+
+    def at_steps(self, steps: int, crops: int | None = None) -> "ScheduledCrop":
+        """The same schedule spread over ``steps`` optimizer steps (of ``crops`` passes; default as it is)."""
+        return dataclasses.replace(self, steps=max(1, int(steps)), crops=self.crops if crops is None else max(1, int(crops)))
+
+    def __call__(self, image, *, key, step=None):
+        h, w = image.shape[:2]
+        out = self.out or h
+        k_side, k_centre = jax.random.split(key)
+        side = jnp.clip(self.mean_side(step) + self.sd * jax.random.normal(k_side, (), jnp.float32), self.low, 1.0)
+        centre = jnp.clip(0.5 + self.centre_sd * jax.random.normal(k_centre, (2,)), side / 2, 1 - side / 2)
+        scale = side * jnp.asarray([h, w], jnp.float32) / out
+        t = (centre - side / 2) * jnp.asarray([h, w], jnp.float32) + 0.5 * scale - 0.5
+        return bilinear(image, jax.lax.stop_gradient(jnp.diag(scale)), jax.lax.stop_gradient(t), (out, out), None)
 
 
 @part
@@ -118,6 +163,21 @@ def random_crop(side=(0.6, 1.0), *, out: int | None = None, centre_sd: float = 0
     if not centre_sd >= 0:
         raise UsageError(f"centre_sd must be >= 0, got {centre_sd}")
     return RandomCrop(_fraction_pair(side), out, float(centre_sd))
+
+
+def scheduled_crop(start: float = 0.5, end: float = 0.05, *, steps: int = 256, crops: int = 1, sd: float = 0.05,
+                   low: float = 0.05, out: int | None = None, centre_sd: float = 0.15) -> ScheduledCrop:
+    """A :class:`ScheduledCrop` (Xplique's MaCo defaults: mean side 0.5 → 0.05 over 256 steps, sd 0.05)."""
+    if not (0 < low <= 1 and 0 < start <= 1 and 0 < end <= 1):
+        raise UsageError(f"scheduled_crop sides must be fractions in (0, 1], got start={start}, end={end}, low={low}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1 or isinstance(crops, bool) \
+            or not isinstance(crops, int) or crops < 1:
+        raise UsageError(f"scheduled_crop steps and crops must be integers >= 1, got {steps}, {crops}")
+    if not (sd >= 0 and centre_sd >= 0):
+        raise UsageError(f"scheduled_crop sd and centre_sd must be >= 0, got {sd}, {centre_sd}")
+    if out is not None and pixel_count(out, "out") == 0:
+        raise UsageError("out must be positive")
+    return ScheduledCrop(float(start), float(end), steps, crops, float(sd), float(low), out, float(centre_sd))
 
 
 def noise(sd: float) -> Noise:

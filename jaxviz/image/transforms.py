@@ -32,15 +32,15 @@ import jax.numpy as jnp
 
 from jaxviz.common.errors import UsageError
 from jaxviz.common.pytree import part, static
-from jaxviz.image.crops import (Noise, RandomCrop, RandomFlip, Roll, Upsample, noise, pixel_count,
-                                 random_crop, random_flip, roll, upsample_to)
+from jaxviz.image.crops import (Noise, RandomCrop, RandomFlip, Roll, ScheduledCrop, Upsample, noise, pixel_count,
+                                 random_crop, random_flip, roll, scheduled_crop, upsample_to)
 from jaxviz.image.resample import about_centre, affine, bilinear, bilinear_filled, draw, snap, zoom_rotate
 
 __all__ = [
     "Transform", "GeometricTransform", "Identity", "identity", "Pad", "Jitter", "RandomScale", "RandomRotate", "Chain", "CropOrResize",
     "pad", "jitter", "random_scale", "random_rotate", "chain", "crop_or_resize_to", "default",
     "RandomCrop", "Noise", "RandomFlip", "Roll", "Upsample", "random_crop", "noise", "random_flip", "roll",
-    "upsample_to", "lucid", "maco", "deepinversion",
+    "upsample_to", "lucid", "maco", "deepinversion", "ScheduledCrop", "scheduled_crop", "maco_full", "at_steps",
 ]
 
 @runtime_checkable
@@ -368,3 +368,17 @@ def maco(*, side=(0.6, 1.0), out: int | None = 224, sd: float = 0.04) -> Chain:
 def deepinversion(*, shift: int = 30) -> Chain:
     """DeepInversion's jitter (circular shift by up to ``shift`` px) and random horizontal flip."""
     return chain(roll(shift), random_flip())
+
+
+def maco_full(*, steps: int = 256, crops: int = 32, out: int | None = 224, sd: float = 0.04) -> Chain:
+    """Xplique's MaCo crops as it runs them: :func:`scheduled_crop` (mean side 0.5 → 0.05 over ``steps``
+    optimizer steps of ``crops`` passes each) resized to ``out``, then :func:`noise`."""
+    return chain(scheduled_crop(0.5, 0.05, steps=steps, crops=crops, out=out), noise(sd))
+
+
+def at_steps(transform, steps: int, crops: int | None = None):
+    """``transform`` with every scheduled part (one with an ``at_steps`` method) spread over ``steps``
+    optimizer steps of ``crops`` passes each (``None``: as it is); other transforms are returned as they are."""
+    if isinstance(transform, Chain):
+        return Chain(tuple(at_steps(t, steps, crops) for t in transform.transforms), transform.fuse)
+    return transform.at_steps(steps, crops) if hasattr(transform, "at_steps") else transform

@@ -42,7 +42,8 @@ def copy_count(maps, *, rel: float = 0.5) -> np.ndarray:
     """Separated peaks of each map above ``rel`` of its maximum.
 
     Args:
-      maps: ``[N, h, w]`` activation maps (one channel each).
+      maps: ``[N, h, w]`` activation maps (one channel each), or a list of ``N`` maps ``[h_i, w_i]``
+        that may differ in size.
       rel: threshold relative to the map's maximum, in ``(0, 1]``.
 
     Returns:
@@ -54,9 +55,14 @@ def copy_count(maps, *, rel: float = 0.5) -> np.ndarray:
     """
     from scipy import ndimage
 
-    maps = np.asarray(maps, np.float64)
-    if maps.ndim != 3:
-        raise UsageError(f"copy_count needs maps [N, h, w], got shape {maps.shape}")
+    if isinstance(maps, (list, tuple)):
+        maps = [np.asarray(m, np.float64) for m in maps]
+        if any(m.ndim != 2 for m in maps):
+            raise UsageError(f"copy_count needs 2-D maps [h, w], got shapes {[m.shape for m in maps]}")
+    else:
+        maps = np.asarray(maps, np.float64)
+        if maps.ndim != 3:
+            raise UsageError(f"copy_count needs maps [N, h, w], got shape {maps.shape}")
     if not (isinstance(rel, (int, float)) and 0 < rel <= 1):
         raise UsageError(f"copy_count: rel must be in (0, 1], got {rel!r}")
     out = np.zeros(len(maps))
@@ -156,13 +162,15 @@ def channel_maps(model, images01, targets: Sequence[tuple[str, int]], *, side: i
     Args:
       model: the optimized model (e.g. Lite0).
       images01: ``[N, S, S, 3]`` in ``[0, 1]``.
-      targets: ``[(layer, channel)]`` per image; the layers must be spatial and share a resolution
-        at ``side``.
+      targets: ``[(layer, channel)]`` per image; the layers must be spatial (they may differ in
+        resolution, e.g. ``blocks.10`` and ``blocks.13``).
       side: resize the images to this side first (:func:`jaxviz.realism.diagnostics.resize_images`); ``None``:
         as given.
 
     Returns:
-      The maps (the channel objective of an image is the spatial mean of its map).
+      The maps (the channel objective of an image is the spatial mean of its map): ``[N, h, w]`` when
+      every target's layer has the same resolution, otherwise a list of ``N`` arrays ``[h_i, w_i]``
+      (:func:`copy_count` takes either).
     """
     from jaxviz.realism import diagnostics as metrics
 
@@ -174,7 +182,8 @@ def channel_maps(model, images01, targets: Sequence[tuple[str, int]], *, side: i
         images01 = metrics.resize_images(images01, int(side))
     layers = sorted({layer for layer, _ in targets})
     feats = metrics.run_features(model, images01, layers, batch_size=batch_size)
-    return np.stack([np.asarray(feats[layer][i, ..., c], np.float64) for i, (layer, c) in enumerate(targets)])
+    maps = [np.asarray(feats[layer][i, ..., c], np.float64) for i, (layer, c) in enumerate(targets)]
+    return np.stack(maps) if len({m.shape for m in maps}) <= 1 else maps
 
 
 def copies(model, images01, targets: Sequence[tuple[str, int]], *, side: int | None = None, rel: float = 0.5,

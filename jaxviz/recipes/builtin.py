@@ -51,7 +51,7 @@ from jaxviz.image import param
 from jaxviz.image import transforms
 from jaxviz.common.errors import UsageError
 from jaxviz.recipes.parts import (TORCHVISION_MEAN, TORCHVISION_STD, TORCHVISION_UNIT, ClassLogProbability,
-                                   class_log_probability, deepinversion_optimizer, deepinversion_penalty, l2_norm,
+                                   class_log_probability, deepdream_optimizer, deepinversion_optimizer, deepinversion_penalty, l2_norm,
                                    project_box, total_variation_l2)
 
 __all__ = ["Recipe", "Optimizer", "DEFAULT", "NAMES", "RECIPES", "get", "resolve", "lucid", "maco", "deepinversion",
@@ -71,8 +71,9 @@ class Optimizer:
     """A recipe's optimizer with its hyperparameters: ``Optimizer(steps) -> optax transformation``.
 
     Attributes:
-      name: an optax optimizer (``adam``, ``nadam``...), or ``deepinversion`` (Adam(0.5, 0.9)
-        with warm-up and cosine decay, then pixels clipped to ``[0, 1]``).
+      name: an optax optimizer (``adam``, ``nadam``...), ``deepinversion`` (Adam(0.5, 0.9)
+        with warm-up and cosine decay, then pixels clipped to ``[0, 1]``) or ``deepdream`` (plain
+        gradient ascent normalized by the mean absolute gradient, :func:`deepdream_optimizer`).
       learning_rate: the (peak) step size.
       options: other keyword arguments of the optax optimizer, as ``((name, value), ...)``.
     """
@@ -84,6 +85,8 @@ class Optimizer:
     def __call__(self, steps: int) -> optax.GradientTransformation:
         if self.name == "deepinversion":
             return deepinversion_optimizer(steps, self.learning_rate)
+        if self.name == "deepdream":
+            return deepdream_optimizer(self.learning_rate)
         return getattr(optax, self.name)(self.learning_rate, **dict(self.options))
 
     def __repr__(self):
@@ -157,7 +160,9 @@ class Recipe:
         if passes < self.crops_per_step:
             raise UsageError(f"recipe {self.name}: a budget of {passes} passes is below one step "
                              f"({self.crops_per_step} crops)")
-        return dataclasses.replace(self, steps=passes // self.crops_per_step)
+        steps = passes // self.crops_per_step
+        # a transform with a schedule over the steps (maco-full's crop side) follows the new step count
+        return dataclasses.replace(self, steps=steps, transform=transforms.at_steps(self.transform, steps, self.crops_per_step))
 
     def schedule(self, passes: int | None = None) -> Schedule:
         """The optimizer part of a render of ``passes`` passes (default :attr:`passes`)."""
@@ -324,10 +329,14 @@ def gaussian(*, size: int = 224, base: str = "maco", **prior_options) -> Recipe:
     return _with_prior("gaussian", priors.gaussian_match, size=size, base=base, options=prior_options)
 
 
+from jaxviz.recipes import full as _full  # noqa: E402  (it builds on the recipes above)
+
 _STATISTICS_RECIPES = ("outliers", "quantile", "gaussian")
 RECIPES: dict[str, Callable[..., Recipe]] = {"lucid": lucid, "maco": maco, "deepinversion": deepinversion,
                                              "jaxviz": jaxviz, "outliers": outliers, "quantile": quantile,
-                                             "gaussian": gaussian}
+                                             "gaussian": gaussian, "maco-full": _full.maco_full,
+                                             "deepinversion-full": _full.deepinversion_full,
+                                             "deepdream": _full.deepdream}
 NAMES: tuple[str, ...] = tuple(RECIPES)
 
 

@@ -16,7 +16,7 @@ from flax import struct
 from jaxviz import objectives
 from jaxviz.common.pytree import digest, part, static
 
-__all__ = ["ClassLogProbability", "class_log_probability", "project_box", "total_variation_l2", "l2_norm",
+__all__ = ["ClassLogProbability", "class_log_probability", "project_box", "deepdream_optimizer", "total_variation_l2", "l2_norm",
            "deepinversion_penalty", "deepinversion_optimizer", "PullToward", "EmptyState", "TORCHVISION_MEAN", "TORCHVISION_STD",
            "TORCHVISION_UNIT"]
 
@@ -110,6 +110,20 @@ def deepinversion_optimizer(steps: int, lr: float) -> optax.GradientTransformati
     warmup = max(1, round(steps * 100 / 2000))
     schedule = optax.warmup_cosine_decay_schedule(lr / warmup, lr, warmup, max(steps, warmup + 1), 0.0)
     return optax.chain(optax.adam(schedule, b1=0.5, b2=0.9, eps=1e-8), project_box(0.0, 1.0))
+
+
+def deepdream_optimizer(lr: float) -> optax.GradientTransformation:
+    """DeepDream's plain gradient ascent: each step moves the pixels by ``lr · g / mean|g|`` (the gradient
+    divided by its mean absolute value, as the original notebook's ``make_step`` does), no momentum.
+
+    Written for minimization as every optax optimizer (the render negates its objective)."""
+
+    def update(updates, state, params=None):
+        scale = jax.tree_util.tree_reduce(lambda a, g: a + jnp.sum(jnp.abs(g)), updates, 0.0) / max(
+            1, sum(g.size for g in jax.tree_util.tree_leaves(updates)))
+        return jax.tree_util.tree_map(lambda g: -lr * g / (scale + 1e-8), updates), state
+
+    return optax.chain(optax.GradientTransformation(lambda params: optax.EmptyState(), update), project_box(0.0, 1.0))
 
 
 @part

@@ -151,3 +151,19 @@ def test_photo_activations_rank_a_tiled_pattern(lite0):
     assert acts["head"].shape == (5, 1280)
     best = int(np.argmax(acts["head"][2] - acts["head"][[0, 1, 3, 4]].max(0)))
     assert nm.top_photos(acts["head"], [best], 1)[0, 0] == 2
+
+
+def test_channel_maps_of_layers_at_different_resolutions(lite0):
+    # blocks.10 (stride 16) and blocks.13 (stride 32) at 64 px: 4x4 and 2x2 maps; np.stack used to fail here
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(2, 64, 64, 3)).astype(np.float32)
+    targets = [("blocks.10", 3), ("blocks.13", 5)]
+    maps = nm.channel_maps(lite0, images, targets)
+    assert [m.shape for m in maps] == [(4, 4), (2, 2)]
+    from jaxviz.realism import diagnostics
+    feats = diagnostics.run_features(lite0, images, ["blocks.10", "blocks.13"])
+    np.testing.assert_allclose(maps[1], np.asarray(feats["blocks.13"][1, ..., 5], np.float64))
+    counts = nm.copy_count(maps)
+    assert counts.tolist() == [nm.copy_count(m[None])[0] for m in maps]
+    same = nm.channel_maps(lite0, images, [("blocks.10", 3), ("blocks.10", 4)])
+    assert isinstance(same, np.ndarray) and same.shape == (2, 4, 4)

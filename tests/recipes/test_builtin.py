@@ -141,7 +141,8 @@ def test_crops_per_step_average_gradients_before_one_update():
 
 
 def test_recipe_budget_and_names():
-    assert recipes.NAMES == ("lucid", "maco", "deepinversion", "jaxviz", "outliers", "quantile", "gaussian")
+    assert recipes.NAMES == ("lucid", "maco", "deepinversion", "jaxviz", "outliers", "quantile", "gaussian",
+                             "maco-full", "deepinversion-full", "deepdream")
     assert registry.names("recipe") == recipes.NAMES
     lucid = registry.build("recipe", "lucid")
     assert lucid.steps == 512 and lucid.size == 128 and lucid.passes == 512
@@ -213,7 +214,8 @@ def test_recipes_render_on_lite0_and_climb(lite0, name):
     assert result.images.shape == (1, 64, 64, 3) and np.all(np.isfinite(result.images))
     assert 0.0 <= result.images.min() and result.images.max() <= 1.0
     assert result.history.shape == (1, recipe.passes)
-    assert result.history[0, -4:].mean() > result.history[0, :4].mean()  # the target's logit rises
+    if name != "maco-full":  # its last passes see crops of 5 % of the canvas: their logit is not the first ones'
+        assert result.history[0, -4:].mean() > result.history[0, :4].mean()  # the target's logit rises
 
 
 def test_class_log_probability_is_minus_cross_entropy():
