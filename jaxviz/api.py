@@ -12,7 +12,8 @@ __all__ = ["visualize"]
 
 def visualize(model, targets, *, recipe=None, size: int | None = None, steps: int | None = None, seed: int = 0,
               batch_size: int = 8, out: str | None = None, prior: str | None = None, stats=None, layers=None,
-              weight: float | None = None, learning_rate: float | None = None, **render_options):
+              weight: float | None = None, learning_rate: float | None = None, force: bool = False,
+              **render_options):
     """Renders ``targets`` on ``model`` with a whole recipe and returns the result.
 
     Args:
@@ -25,7 +26,8 @@ def visualize(model, targets, *, recipe=None, size: int | None = None, steps: in
       steps: forward-backward passes per image (default the recipe's).
       seed: PRNG seed.
       batch_size: targets optimized together.
-      out: also write the gallery there (:meth:`RenderResult.save`).
+      out: also write the gallery there (:meth:`RenderResult.save`); claimed before the render (a folder
+        holding files jaxviz did not write is refused unless ``force``; README "Guarantees").
       prior: a prior name (``outliers``, ``quantile``...; ``"none"``) replacing the recipe's, or a prior
         object; default the recipe's.
       stats, layers, weight: the prior's statistics (a ``jaxviz stats`` folder or
@@ -56,7 +58,12 @@ def visualize(model, targets, *, recipe=None, size: int | None = None, steps: in
     recipe = registry.edit_recipe(recipe, prior=prior if isinstance(prior, str) else None, learning_rate=learning_rate,
                                   size=size, stats=stats, layers=list(layers) if layers else None, weight=weight)
     config = recipe.config(steps=recipe.passes if steps is None else steps, seed=seed, batch_size=batch_size)
-    result = render_images(model, targets, config=config, recipe=recipe, prior=prior_object, **render_options)
-    if out is not None:
-        result.save(out)
+    if out is None:
+        return render_images(model, targets, config=config, recipe=recipe, prior=prior_object, **render_options)
+    from jaxviz.common import outputs
+    from jaxviz.report.gallery import GALLERY_FILES
+
+    with outputs.claim(out, force=force, what="out=", names=GALLERY_FILES) as folder:
+        result = render_images(model, targets, config=config, recipe=recipe, prior=prior_object, **render_options)
+        result.save(folder.path, force=force)
     return result

@@ -37,7 +37,7 @@ def target_label(model, spec: str) -> str:
 
 def visualize(model, targets, out: str, *, config: render_lib.RenderConfig | None = None, prior=None,
               stats: str | None = None, checkpoint_dir: str | None = None, quiet: bool = False,
-              title: str | None = None, **render_options):
+              title: str | None = None, force: bool = False, **render_options):
     """Renders ``LAYER:CHANNEL`` targets and writes the gallery and ``metrics.json`` to ``out``.
 
     Args:
@@ -51,22 +51,24 @@ def visualize(model, targets, out: str, *, config: render_lib.RenderConfig | Non
       checkpoint_dir: resume / checkpoint here.
       quiet: no progress bar.
       title: page title.
+      force: write beside files in ``out`` that jaxviz did not write (README "Guarantees": they are never
+        touched; without it such a folder is refused before the render).
       **render_options: passed to :func:`jaxviz.render.render_images` (``recipe``, ``parameterization``,
         ``transform``...); ``metrics.json``'s ``config`` is the result's record (recipe and every part).
 
     Returns:
       ``(metrics dict, RenderResult)``.
     """
-    from jaxviz.common.files import check_writable_dir
-    from jaxviz.common.files import lock_dir
+    from jaxviz.common import outputs
+    from jaxviz.report.gallery import GALLERY_FILES
 
-    out = check_writable_dir(out, "out=")
-    with lock_dir(out, what="out="):  # a second run writing the same folder is refused
-        return _visualize(model, targets, out, config=config, prior=prior, stats=stats,
-                          checkpoint_dir=checkpoint_dir, quiet=quiet, title=title, **render_options)
+    # claimed before the render: writable, ours (or force), no second writer; the gallery takes it again
+    with outputs.claim(out, force=force, what="out=", names=GALLERY_FILES) as folder:
+        return _visualize(model, targets, folder.path, config=config, prior=prior, stats=stats,
+                          checkpoint_dir=checkpoint_dir, quiet=quiet, title=title, force=force, **render_options)
 
 
-def _visualize(model, targets, out, *, config, prior, stats, checkpoint_dir, quiet, title, **render_options):
+def _visualize(model, targets, out, *, config, prior, stats, checkpoint_dir, quiet, title, force, **render_options):
     from jaxviz import objectives, report
 
     parsed = objectives.as_targets(targets, model.layers)
@@ -81,7 +83,7 @@ def _visualize(model, targets, out, *, config, prior, stats, checkpoint_dir, qui
     names = list(result.targets)
     metrics = report.write_result(out, result, targets=names, labels=[target_label(model, s.split("#")[0])
                                                                       for s in names],
-                                  config=run_config, title=title)
+                                  config=run_config, title=title, force=force)
     return metrics, result
 
 
@@ -97,7 +99,8 @@ def check_demo(*, steps: int = DEMO_PASSES, size: int = DEMO_SIZE, targets: Sequ
 
 
 def demo(model, out: str, *, steps: int = DEMO_PASSES, size: int = DEMO_SIZE, targets: Sequence[str] | None = None,
-         quiet: bool = False, judge: str | None = DEMO_JUDGE, real: str | None = None) -> tuple[str, dict]:
+         quiet: bool = False, judge: str | None = DEMO_JUDGE, real: str | None = None,
+         force: bool = False) -> tuple[str, dict]:
     """The method next to its base recipe on a few classes, in one gallery, with a held-out verdict.
 
     Every target is rendered with the ``maco`` recipe (MaCo's settings, scaled) and with the
@@ -116,13 +119,13 @@ def demo(model, out: str, *, steps: int = DEMO_PASSES, size: int = DEMO_SIZE, ta
       quiet: no progress output.
       judge: held-out judge model name, or ``None`` for no verdict.
       real: real photos for plausibility (a folder or ``tfds:...``; default :func:`jaxviz.realism.default_real`).
+      force: write beside files in ``out`` that jaxviz did not write (they are never touched).
 
     Returns:
       ``(path of index.html, {"maco": metrics, "outliers": metrics})``.
     """
     from jaxviz import recipes
-    from jaxviz.common.files import check_writable_dir
-    from jaxviz.common.files import lock_dir
+    from jaxviz.common import outputs
 
     check_demo(steps=steps, size=size, targets=targets)
     low = render_lib.min_size(model)
@@ -130,9 +133,11 @@ def demo(model, out: str, *, steps: int = DEMO_PASSES, size: int = DEMO_SIZE, ta
         need = next(s for s in range(size, render_lib.MAX_SIZE + 1) if recipes.get(DEMO_BASE, size=s).size >= low)
         raise UsageError(f"size= must be at least {need} for {model.name} (the demo's canvas must be at least "
                          f"{low} px), got {size}")
-    out = check_writable_dir(out, "out=")
-    with lock_dir(out, what="out="):
-        return _demo(model, out, steps=steps, size=size, targets=targets, quiet=quiet, judge=judge, real=real)
+    with outputs.claim(out, force=force, what="out=", names=("index.html", *DEMO_RUNS)) as folder:
+        folder.own(*DEMO_RUNS)  # each run's folder is ours (and holds its own manifest)
+        page = _demo(model, folder.path, steps=steps, size=size, targets=targets, quiet=quiet, judge=judge, real=real)
+        folder.own("index.html")
+        return page
 
 
 def _demo(model, out, *, steps, size, targets, quiet, judge, real):

@@ -16,6 +16,8 @@ def register(sub) -> None:
                    help=f"side in px of what the model sees (default {DEMO_SIZE})")
     p.add_argument("--target", action="append", metavar="T", help=f"targets (default {' '.join(DEMO_TARGETS)})")
     p.add_argument("--no-judge", action="store_true", help=f"skip the held-out verdict ({DEMO_JUDGE})")
+    p.add_argument("--force", action="store_true",
+                   help="write into an --out that holds files jaxviz did not write (they are never touched)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 
@@ -38,7 +40,7 @@ def run(args) -> int:
         check_targets(args.target, whole_layers=False)  # the demo compares class renders
     model = load_model(args.model)
     page, runs = demo(model, args.out, steps=args.steps, size=args.size, targets=args.target, quiet=args.quiet,
-                      judge=None if args.no_judge else DEMO_JUDGE)
+                      judge=None if args.no_judge else DEMO_JUDGE, force=args.force)
     if not args.no_judge:
         print(f"{'':31} {'MaCo recipe':<36} with the method   (held-out {DEMO_JUDGE}: target in top 5, "
               "p(target), plausibility rank)")

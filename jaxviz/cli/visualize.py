@@ -16,6 +16,8 @@ def register(sub) -> None:
                    help="LAYER:CHANNEL (e.g. logits:285, blocks.10:7); LAYER:all or LAYER:A-B for many; LAYER alone "
                         "for the whole layer (DeepDream); repeatable")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--force", action="store_true",
+                   help="write into an --out that holds files jaxviz did not write (they are never touched)")
     p.add_argument("--init", metavar="IMAGE", help="start every target from this photo (with --steps 0: the photo)")
     p.add_argument("--init-weight", type=float, default=None, metavar="W",
                    help="with --init: subtract W · mean((image − photo)²), a pull toward the photo (default none)")
@@ -155,7 +157,8 @@ def run(args) -> int:
     config = render_config(args, model, recipe)
     metrics, _ = visualize(model, args.target, args.out, config=config, recipe=recipe,
                            stats=stats_source(recipe, model), checkpoint_dir=args.checkpoint_dir,
-                           quiet=args.quiet, title=f"jaxviz {model.name}", **init_from_flags(args, config.size))
+                           quiet=args.quiet, title=f"jaxviz {model.name}", force=args.force,
+                           **init_from_flags(args, config.size))
     for entry in metrics["targets"]:
         print(f"{entry['target']:<16} {entry['label'][:24]:<24} activation {entry['activation']:.3f}")
     print(os.path.join(os.path.abspath(args.out), "index.html"))

@@ -13,15 +13,13 @@ import contextlib
 import io
 import json
 import os
-import shutil
 import tempfile
-import uuid
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
 __all__ = ["check_writable_dir", "atomic_write", "atomic_write_json", "json_default", "to_json", "dumps", "npy_bytes", "lock_dir",
-           "replace_dir", "content_hash"]
+           "content_hash"]
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[Any], None]) -> str:
@@ -102,109 +100,22 @@ def content_hash(*arrays) -> str:
     return h.hexdigest()[:16]
 
 
-def _lock_path(folder: str) -> str:
-    parent, name = os.path.split(os.path.abspath(folder))
-    return os.path.join(parent, f".{name}.lock")
-
-
 @contextlib.contextmanager
 def lock_dir(folder: str | os.PathLike, *, what: str = "out=") -> Iterator[str]:
-    """Holds the write lock of ``folder`` (a ``.NAME.lock`` sibling holding the PID) while in the block.
+    """Holds the write lock of ``folder`` (``.jaxviz.lock`` inside it, holding the PID) while in the block.
 
-    The lock is an OS file lock on that file, so a run that died (kill -9, power loss) leaves a
-    stale file whose lock is free: the next run takes it over. A live holder makes this raise.
+    The lock is an OS file lock, so a run that died (kill -9, power loss) leaves a stale file whose
+    lock is free: the next run takes it over. Output folders take it through
+    :func:`jaxviz.common.outputs.claim`, which adds the output-folder rule.
 
     Raises:
       OutputError: another live process holds the lock.
     """
-    import fcntl
+    from jaxviz.common.outputs import _lock
 
-    from jaxviz.common.errors import OutputError
-
-    folder = os.path.abspath(os.fspath(folder))
-    path = _lock_path(folder)
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            try:
-                with open(path, encoding="ascii", errors="replace") as f:
-                    holder = f.read().strip() or "?"
-            except OSError:
-                holder = "?"
-            raise OutputError(f"{what} {folder} is being written by another jaxviz run (PID {holder}); "
-                              "wait for it or choose another folder") from None
-        try:  # the file may have been removed and recreated between open and flock: lock the one at path
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+    folder = check_writable_dir(folder, what)
+    with _lock(folder, what):
         yield folder
-    finally:
-        with contextlib.suppress(OSError):
-            os.remove(path)
-        os.close(fd)  # closing releases the lock, after the file is gone
-
-
-@contextlib.contextmanager
-def replace_dir(folder: str | os.PathLike, *, outputs: Callable[[str], bool] = lambda name: True,
-                what: str = "out=") -> Iterator[str]:
-    """Yields an empty temporary sibling of ``folder``; when the block succeeds it replaces ``folder``.
-
-    The old folder stays untouched until the new one is complete: a failure (disk full, crash,
-    Ctrl-C) leaves the old contents, never a mix. Entries of the old folder that the new one lacks
-    and that ``outputs(name)`` does not claim (a checkpoint folder, the user's own files) are moved
-    into the new folder.
-
-    Raises:
-      OutputError: the new folder cannot be written or swapped in (the old one is kept).
-    """
-    from jaxviz.common.errors import OutputError
-
-    folder = os.path.abspath(os.fspath(folder))
-    parent, name = os.path.split(folder)
-    try:
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=f".{name}.new-", dir=parent)
-    except OSError as e:
-        raise OutputError(f"{what} {folder} cannot be written: {e.strerror or e}") from None
-    try:
-        try:
-            yield staging
-        except OSError as e:
-            raise OutputError(f"{what} {folder} cannot be written ({e.strerror or e}); its previous contents "
-                              "are kept") from None
-        old = os.path.join(parent, f".{name}.old-{uuid.uuid4().hex[:8]}")
-        had_old = os.path.isdir(folder)
-        try:
-            os.chmod(staging, 0o755)
-            if had_old:
-                os.rename(folder, old)
-            try:
-                os.rename(staging, folder)
-            except OSError:
-                if had_old:
-                    os.rename(old, folder)
-                raise
-        except OSError as e:
-            raise OutputError(f"{what} {folder} cannot be replaced ({e.strerror or e}); its previous contents "
-                              "are kept") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if had_old:
-        for entry in os.listdir(old):
-            if not outputs(entry) and not os.path.exists(os.path.join(folder, entry)):
-                with contextlib.suppress(OSError):
-                    os.rename(os.path.join(old, entry), os.path.join(folder, entry))
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def check_writable_dir(path: str, what: str = "--out") -> str:

@@ -24,18 +24,13 @@ from PIL import Image, ImageDraw, ImageFont
 
 from jaxviz.common.images import to_uint8
 from jaxviz.report.svg import colormap, nice_ticks, svg_colorbar, svg_curve
-from jaxviz.common.files import atomic_write, atomic_write_json, dumps, npy_bytes, replace_dir
+from jaxviz.common.files import atomic_write, atomic_write_json, dumps, npy_bytes
 
 __all__ = ["image_filename", "to_uint8", "write_run", "write_page", "write_result", "target_records",
            "write_comparison", "contact_sheet", "svg_curve", "svg_colorbar", "colormap", "nice_ticks",
-           "is_gallery_file"]
+           "GALLERY_FILES", "read_result"]
 
-_GALLERY_FILES = ("images.npy", "result.npz", "metrics.json", "index.html")
-
-
-def is_gallery_file(name: str) -> bool:
-    """Whether a file name is one :func:`write_run` writes (a new run replaces all of them)."""
-    return name in _GALLERY_FILES or name.endswith(".png")
+GALLERY_FILES = ("images.npy", "result.npz", "metrics.json", "index.html", "grid.png")  # every gallery has these
 
 
 def image_filename(target: str) -> str:
@@ -148,6 +143,8 @@ def write_page(out: str, metrics: Mapping, *, title: str = "jaxviz") -> None:
 
     Use it after adding fields to the records (e.g. a judge's verdict); the images stay as written.
     """
+    from jaxviz.common import outputs
+
     atomic_write_json(os.path.join(out, "metrics.json"), metrics)
     cards = []
     for entry in metrics["targets"]:
@@ -156,6 +153,7 @@ def write_page(out: str, metrics: Mapping, *, title: str = "jaxviz") -> None:
                      f'</figcaption>{_card(entry, "", heat)}</figure>')
     settings = html.escape(dumps(metrics["config"]))
     atomic_write(os.path.join(out, "index.html"), _page(title, f"<p class=cfg>{settings}</p>" + "".join(cards)))
+    outputs.record(out, ("metrics.json", "index.html"))  # a gallery rewritten in place keeps true hashes
 
 
 def _heat_layer(config: Mapping) -> str | None:
@@ -230,11 +228,13 @@ def target_records(result) -> list[dict]:
 
 
 def write_result(out: str, result, *, targets: Sequence[str] | None = None, labels: Sequence[str] | None = None,
-                 config: Mapping | None = None, title: str = "jaxviz", heat_layer: str | None = None) -> dict:
+                 config: Mapping | None = None, title: str = "jaxviz", heat_layer: str | None = None,
+                 force: bool = False) -> dict:
     """Writes a :class:`jaxviz.render.RenderResult` as :func:`write_run` does (creating ``out``).
 
-    The gallery is written into a temporary sibling folder that replaces ``out`` only once it is
-    complete (see :func:`jaxviz.common.files.replace_dir`): a failure keeps the previous gallery whole.
+    ``out`` follows the output-folder rule (:mod:`jaxviz.common.outputs`): a folder holding files
+    jaxviz did not write is refused unless ``force`` (they are never touched); the new files are
+    staged, then renamed into place, and only the previous run's own files are removed.
 
     Args:
       out: output directory.
@@ -244,22 +244,86 @@ def write_result(out: str, result, *, targets: Sequence[str] | None = None, labe
       config: settings recorded in metrics.json.
       title: page title.
       heat_layer: see :func:`write_run`.
+      force: write beside files jaxviz did not write.
 
     Returns:
       The metrics dict written.
     """
-    from jaxviz.common.files import check_writable_dir
+    from jaxviz.common import outputs
+    from jaxviz.common.errors import OutputError
 
-    out = check_writable_dir(out, "out=")
     targets = list(targets or result.targets or [f"target {i}" for i in range(len(result.images))])
     labels = list(labels or [""] * len(targets))
-    with replace_dir(out, outputs=is_gallery_file, what="out=") as staging:
-        arrays = {"activation": result.activation, "history": result.history, "trace": result.trace,
-                  **{f"prior/{k}": np.asarray(v) for k, v in result.prior.items()}}
-        atomic_write(os.path.join(staging, "result.npz"), lambda f: np.savez(f, **arrays))  # exact, for load
-        return write_run(staging, targets=targets, labels=labels, images=result.images,
-                         records=target_records(result), config=dict(config or {}),
-                         heatmaps=result.prior.get("outlier_map"), title=title, heat_layer=heat_layer)
+    with outputs.claim(out, force=force, what="out=", names=GALLERY_FILES) as folder:
+        staging = folder.stage()
+        try:
+            arrays = {"activation": result.activation, "history": result.history, "trace": result.trace,
+                      **{f"prior/{k}": np.asarray(v) for k, v in result.prior.items()}}
+            atomic_write(os.path.join(staging, "result.npz"), lambda f: np.savez(f, **arrays))  # exact, for load
+            metrics = write_run(staging, targets=targets, labels=labels, images=result.images,
+                                records=target_records(result), config=dict(config or {}),
+                                heatmaps=result.prior.get("outlier_map"), title=title, heat_layer=heat_layer)
+        except OSError as e:
+            folder.discard(staging)
+            raise OutputError(f"out= {folder.path} cannot be written ({e.strerror or e}); its previous contents "
+                              "are kept") from None
+        except BaseException:
+            folder.discard(staging)
+            raise
+        folder.commit(staging)
+        return metrics
+
+
+def read_result(directory: str) -> dict:
+    """The fields of a saved result (what :meth:`RenderResult.load` is built from), read and checked.
+
+    Every file is read through :mod:`jaxviz.common.readers`: a missing, damaged or altered file (its
+    content hash in the folder's manifest) is one :class:`~jaxviz.common.errors.DataError` naming it.
+
+    Returns:
+      ``{"images", "activation", "history", "trace", "prior", "targets", "trace_name", "record"}``.
+    """
+    from jaxviz.common import readers
+
+    fix = "write it again with RenderResult.save or `jaxviz visualize`"
+    metrics = readers.read_json(os.path.join(directory, "metrics.json"), fix=fix, verify=True)
+    entries = metrics.get("targets") if isinstance(metrics, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("target"), str)
+                                                for e in entries):
+        raise readers.damaged(os.path.join(directory, "metrics.json"), "its 'targets' are not a list of records", fix)
+    images = readers.read_npy(os.path.join(directory, "images.npy"), fix=fix, verify=True)
+    if images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(entries):
+        raise readers.damaged(os.path.join(directory, "images.npy"),
+                              f"it holds an array of shape {images.shape}, not {len(entries)} RGB images", fix)
+    n = len(entries)
+    npz = os.path.join(directory, "result.npz")
+    if os.path.lexists(npz):
+        arrays = readers.read_npz(npz, fix=fix, verify=True)
+    else:  # a gallery from before result.npz: the rounded values of metrics.json
+        try:
+            arrays = {"activation": np.array([float(e["activation"]) for e in entries], np.float32),
+                      "history": np.array([e["history"] for e in entries], np.float32).reshape(n, -1)}
+        except (KeyError, TypeError, ValueError):
+            raise readers.damaged(os.path.join(directory, "metrics.json"), "a record lacks numeric "
+                                  "'activation' and 'history'", fix) from None
+    trace_key = next((k for k in (entries[0] if entries else {}) if k.endswith("_history") and k != "history"), None)
+    if "trace" not in arrays:
+        try:
+            arrays["trace"] = (np.array([e[trace_key] for e in entries], np.float32).reshape(n, -1) if trace_key
+                               else np.zeros_like(arrays.get("history", np.zeros((n, 0), np.float32))))
+        except (KeyError, TypeError, ValueError):
+            raise readers.damaged(os.path.join(directory, "metrics.json"), f"a record lacks '{trace_key}'", fix) from None
+    for key, ndim in (("activation", 1), ("history", 2), ("trace", 2)):
+        a = arrays.get(key)
+        if a is None or a.ndim != ndim or len(a) != n or not np.issubdtype(a.dtype, np.number):
+            raise readers.damaged(npz if os.path.lexists(npz) else os.path.join(directory, "metrics.json"),
+                                  f"'{key}' is missing or not {n} rows of numbers", fix)
+    config = metrics.get("config")
+    return {"images": images, "activation": arrays["activation"], "history": arrays["history"],
+            "trace": arrays["trace"], "prior": {k[len("prior/"):]: v for k, v in arrays.items() if k.startswith("prior/")},
+            "targets": tuple(e["target"] for e in entries),
+            "trace_name": trace_key[: -len("_history")] if trace_key else None,
+            "record": config if isinstance(config, dict) and config else None}
 
 
 def write_comparison(out: str, runs: Mapping[str, dict], *, title: str = "jaxviz comparison",

@@ -1,4 +1,4 @@
-"""Results in a notebook and at a terminal: one-line reprs, an inline gallery, ``show()``, ``load``.
+"""Results in a notebook and at a terminal: one-line reprs, an inline gallery, ``show()``.
 
 :class:`jaxviz.render.RenderResult` delegates here. ``_repr_html_`` (what Jupyter shows for a
 cell ending in a result) is a compact, self-contained gallery: each image as a ``data:`` URI, its
@@ -13,14 +13,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import os
 import sys
 import tempfile
 
 import numpy as np
 
-__all__ = ["result_repr", "result_html", "show", "load_result", "png_data_uri"]
+__all__ = ["result_repr", "result_html", "show", "png_data_uri"]
 
 _MAX_CARDS = 64  # a larger result shows its first 64 images inline (save() writes them all)
 
@@ -140,45 +139,3 @@ def show(result, *, labels=None, open: bool = False, directory: str | None = Non
 
         webbrowser.open("file://" + os.path.abspath(path))
     return path
-
-
-def load_result(directory: str):
-    """Reads a gallery written by ``RenderResult.save`` / ``jaxviz visualize`` back as a RenderResult.
-
-    Raises:
-      OutputError: not such a gallery (missing or malformed files).
-    """
-    from jaxviz.common.errors import OutputError
-    from jaxviz.report.result import RenderResult
-
-    def need(name):
-        path = os.path.join(directory, name)
-        if not os.path.isfile(path):
-            raise OutputError(f"{directory} is not a jaxviz gallery: {name} is missing")
-        return path
-
-    try:
-        with open(need("metrics.json"), encoding="utf-8") as f:
-            metrics = json.load(f)
-        entries = metrics["targets"]
-        images = np.load(need("images.npy"), allow_pickle=False)
-        npz = os.path.join(directory, "result.npz")
-        if os.path.isfile(npz):
-            with np.load(npz, allow_pickle=False) as z:
-                arrays = {k: np.asarray(z[k]) for k in z.files}
-        else:  # a gallery from before result.npz: the rounded values of metrics.json
-            arrays = {"activation": np.array([e["activation"] for e in entries], np.float32),
-                      "history": np.array([e["history"] for e in entries], np.float32)}
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise OutputError(f"cannot read the gallery in {directory}: {e}") from None
-    trace_key = next((k for k in (entries[0] if entries else {}) if k.endswith("_history") and k != "history"), None)
-    trace_name = trace_key[: -len("_history")] if trace_key else None
-    trace = arrays.get("trace")
-    if trace is None:
-        trace = (np.array([e[trace_key] for e in entries], np.float32) if trace_key
-                 else np.zeros_like(arrays["history"]))
-    prior = {k[len("prior/"):]: v for k, v in arrays.items() if k.startswith("prior/")}
-    if len(images) != len(entries):
-        raise OutputError(f"cannot read the gallery in {directory}: {len(images)} images for {len(entries)} targets")
-    return RenderResult(images, arrays["activation"], arrays["history"], trace, prior,
-                        tuple(e["target"] for e in entries), trace_name, metrics.get("config") or None)

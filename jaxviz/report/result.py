@@ -36,22 +36,28 @@ class RenderResult(NamedTuple):
     record: dict | None = None
 
     def save(self, directory: str, *, labels: Sequence[str] | None = None, config: dict | None = None,
-             title: str = "jaxviz") -> dict:
+             title: str = "jaxviz", force: bool = False) -> dict:
         """Writes the same gallery as ``jaxviz visualize`` (PNGs, grid, index.html, metrics.json).
 
-        ``config`` defaults to :attr:`record`. Returns the metrics dict written to ``metrics.json``.
+        ``config`` defaults to :attr:`record`. The folder follows the output-folder rule (README
+        "Guarantees"): one holding files jaxviz did not write is refused unless ``force`` (they are
+        never touched), and it takes the same lock as the CLI. Returns the metrics dict written.
         """
         from jaxviz.report.gallery import write_result
 
         return write_result(directory, self, labels=labels, config=self.record if config is None else config,
-                                   title=title)
+                            title=title, force=force)
 
     @classmethod
     def load(cls, directory: str) -> "RenderResult":
-        """The result :meth:`save` (or ``jaxviz visualize``) wrote to ``directory``."""
-        from jaxviz.report.notebook import load_result
+        """The result :meth:`save` (or ``jaxviz visualize``) wrote to ``directory``.
 
-        return load_result(directory)
+        Raises:
+          DataError: a file is missing, damaged or altered since it was written (one line naming it).
+        """
+        from jaxviz.report.gallery import read_result
+
+        return cls(**read_result(directory))
 
     def show(self, **options):
         """Displays the gallery (see :func:`jaxviz.report.notebook.show`)."""

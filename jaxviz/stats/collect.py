@@ -301,6 +301,13 @@ def _run_metadata(model, layers, view, source, *, spec, seed, size, batch_size, 
     return meta
 
 
+def _differences(old, new) -> list[str]:
+    """Names of the run settings that differ between two ``run`` records."""
+    if not isinstance(old, dict):
+        return ["settings unknown"]
+    return [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
 def _count(value) -> int:
     return len(value) if hasattr(value, "__len__") else int(value or 0)
 
@@ -322,16 +329,15 @@ def collect_to_dir(model, layers: Sequence[str], spec: str, directory: str, *, v
     Returns:
       ``(bundle, computed)``: the statistics and whether a pass ran.
     """
-    from jaxviz.common.files import check_writable_dir
-    from jaxviz.common.files import lock_dir
+    from jaxviz.common import outputs
 
     check_pass_arguments(batch_size=batch_size, checkpoint_every=checkpoint_every, size=size, max_images=max_images,
                          seed=seed)
     view = views.parse_view(view)
     layers = list(model.check_layers(list(layers)))
     shrinkage = stats.check_shrinkage(shrinkage)
-    directory = check_writable_dir(directory)
-    with lock_dir(directory, what="statistics folder"):
+    with outputs.claim(directory, force=force, what="statistics folder") as folder:
+        directory = folder.path
         return _collect_to_dir(model, layers, spec, directory, view=view, size=size, batch_size=batch_size,
                                data_dir=data_dir, max_images=max_images, seed=seed, shrinkage=shrinkage,
                                checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, force=force,
@@ -361,10 +367,20 @@ def _collect_to_dir(model, layers, spec, directory, *, view, size, batch_size, d
         if lost and not force:  # replacing them would lose statistics the user made
             raise UsageError(f"{directory} holds statistics of other layers ({', '.join(map(str, lost))}); "
                              "pass force=True to replace them, or choose another folder")
+        if old and not force:  # the same layers made another way (seed, data, size...) are the user's work too
+            differs = _differences(old.get("run"), to_json(run)) if same_storage else ["storage"]
+            raise UsageError(f"{directory} holds statistics of these layers made with other settings "
+                             f"({', '.join(differs[:3]) or 'unknown'}); pass force=True to replace them, or choose "
+                             "another folder")
         if not quiet and jax.process_index() == 0:
             print(f"jaxviz: note: replacing the statistics in {directory}", file=sys.stderr)
     default_ckpt = checkpoint_dir is None
     checkpoint_dir = checkpoint_dir or os.path.join(directory, ".checkpoint")
+    if default_ckpt:
+        from jaxviz.common import outputs
+
+        with outputs.claim(directory, what="statistics folder") as folder:  # re-entrant: the claim above
+            folder.own(".checkpoint")
     if force and default_ckpt and jax.process_index() == 0:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # --force starts from scratch
     bar, close = (None, lambda: None) if (quiet or progress) else progress_bar("stats", unit="img", total=len(source))

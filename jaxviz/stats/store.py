@@ -87,7 +87,8 @@ def _estimate(state: StatsState, shrinkage, layer: str) -> LayerStats:
 
 
 def save_stats(directory: str, states: Mapping[str, StatsState], *, model: str, view: str,
-               shrinkage="oas", metadata: Mapping[str, Any] | None = None, compact: bool = False) -> StatsBundle:
+               shrinkage="oas", metadata: Mapping[str, Any] | None = None, compact: bool = False,
+               force: bool = False) -> StatsBundle:
     """Writes per-layer moments (Orbax, or ``moments.npz`` if ``compact``) and ``stats.json`` to ``directory``.
 
     Args:
@@ -98,16 +99,24 @@ def save_stats(directory: str, states: Mapping[str, StatsState], *, model: str, 
       shrinkage: default shrinkage for :func:`load_stats`.
       metadata: extra JSON-able fields (data spec, seed, images, ...).
       compact: float32 ``moments.npz`` with packed comoments (about 1/4 of the Orbax size).
+      force: write into a folder holding files jaxviz did not write (README "Guarantees").
 
     Returns:
       The finalized :class:`StatsBundle` (of the stored, possibly float32-rounded, moments).
     """
+    from jaxviz.common import outputs
+
+    with outputs.claim(directory, force=force, what="statistics folder") as folder:
+        return _save_stats(folder, states, model=model, view=view, shrinkage=shrinkage, metadata=metadata,
+                           compact=compact)
+
+
+def _save_stats(folder, states, *, model, view, shrinkage, metadata, compact) -> StatsBundle:
     import orbax.checkpoint as ocp
 
     from jaxviz.common import __version__
-    from jaxviz.common.files import check_writable_dir
 
-    directory = check_writable_dir(directory)
+    directory = folder.path
     view = views.parse_view(view).name
     shrinkage = stats.check_shrinkage(shrinkage)
     layers = list(states)
@@ -139,6 +148,8 @@ def save_stats(directory: str, states: Mapping[str, StatsState], *, model: str, 
         "moments": moments_name, "generation": generation + 1,
     }
     try:
+        if primary:
+            folder.own(moments_name, STATS_FILE)
         if compact:
             if primary:
                 atomic_write(moments_path, lambda f: np.savez_compressed(f, **packed))
@@ -151,10 +162,12 @@ def save_stats(directory: str, states: Mapping[str, StatsState], *, model: str, 
     except Exception as e:  # noqa: BLE001 - OSError, or tensorstore's errors for the same causes
         if primary:
             _remove(moments_path)
+            folder.disown(moments_name)
         kept = " (the previous statistics are kept)" if previous else ""
         raise OutputError(f"cannot write statistics to {directory}: {_reason(e)}{kept}") from None
-    if primary and old_moments and old_moments != moments_name and _is_plain_name(old_moments):
-        _remove(os.path.join(directory, old_moments))
+    if primary and old_moments and old_moments != moments_name and old_moments in folder.entries:
+        _remove(os.path.join(directory, old_moments))  # only moments our manifest lists
+        folder.disown(old_moments)
     return StatsBundle(bundle, model, view, shrinkage, to_json(meta))
 
 

@@ -199,7 +199,7 @@ def test_save_names_files_like_the_cli_and_load_reads_them_back(with_prior, tmp_
         np.testing.assert_array_equal(getattr(back, field), getattr(result, field))
     assert back.targets == result.targets and back.record == result.record
     np.testing.assert_array_equal(back.prior["outlier_map"], result.prior["outlier_map"])
-    with pytest.raises(jaxviz.common.errors.OutputError, match="not a jaxviz gallery"):
+    with pytest.raises(jaxviz.common.errors.DataError, match="missing"):
         jaxviz.RenderResult.load(str(tmp_path / "missing"))
 
 

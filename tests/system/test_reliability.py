@@ -69,18 +69,19 @@ def _fail_at_replace(monkeypatch, after):
 # ------------------------------------------------------------------------------- data loss
 
 
-def test_gallery_failure_keeps_the_old_gallery_whole(tmp_path, monkeypatch):
+def test_gallery_failure_leaves_no_half_file_and_a_rerun_completes(tmp_path, monkeypatch):
     out = tmp_path / "out"
     report.write_result(str(out), _result(0.25, ["a:1", "a:2"]))
     (out / "notes.txt").write_text("mine")
-    before = _snapshot(out)
-    _fail_at_replace(monkeypatch, after=2)  # two files of the new run written, then the disk is full
-    with pytest.raises(OutputError, match="previous contents are kept"):
+    with pytest.raises(UsageError, match="did not write"):  # a user's file: refused without force
         report.write_result(str(out), _result(0.75, ["b:1"]))
-    assert _snapshot(out) == before
-    assert not [n for n in os.listdir(tmp_path) if n.startswith(".out.")], "temporary folders left behind"
+    _fail_at_replace(monkeypatch, after=2)  # two files of the new run written, then the disk is full
+    with pytest.raises(OutputError):
+        report.write_result(str(out), _result(0.75, ["b:1"]), force=True)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert not [n for n in os.listdir(out) if n.startswith(".") and "tmp" in n], "temporary files left behind"
     monkeypatch.undo()
-    report.write_result(str(out), _result(0.75, ["b:1"]))
+    report.write_result(str(out), _result(0.75, ["b:1"]), force=True)
     names = set(os.listdir(out))
     assert "a_1.png" not in names and "b_1.png" in names and "notes.txt" in names  # no mix; user files kept
     np.testing.assert_array_equal(np.load(out / "images.npy"), np.full((1, 8, 8, 3), 0.75, np.float32))
@@ -123,10 +124,9 @@ def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(tmp_path, toy):
 
         with pytest.raises(OutputError, match="another jaxviz run"):  # refused before any rendering
             pipeline.visualize(toy, ["head:1"], str(out), config=RenderConfig(size=16, steps=2), quiet=True)
-    (tmp_path / ".out.lock").write_text("999999999\n")  # left by a run that was killed
+    (out / ".jaxviz.lock").write_text("999999999\n")  # left by a run that was killed: its OS lock is free
     with files.lock_dir(out):
-        assert (tmp_path / ".out.lock").read_text().strip() == str(os.getpid())
-    assert not (tmp_path / ".out.lock").exists()
+        assert (out / ".jaxviz.lock").read_text().strip() == str(os.getpid())
 
 
 def test_concurrent_atomic_writes_never_collide(tmp_path):

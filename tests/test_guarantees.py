@@ -1,0 +1,192 @@
+"""README "Guarantees", from the user's side (issue 31): nothing of the user's is ever lost (output folders),
+and a damaged file is one line, never a traceback and never used (integrity)."""
+
+import contextlib
+import os
+import subprocess
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxviz import pipeline, report
+from jaxviz.common.errors import JaxvizError, OutputError, UsageError
+from jaxviz.render import RenderConfig, RenderResult
+from jaxviz.stats import collect
+from jaxviz.stats.store import load_stats, read_metadata
+
+from test_collect import make_toy
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return make_toy()
+
+
+def _result(value, targets):
+    images = np.full((len(targets), 8, 8, 3), value, np.float32)
+    zeros = np.zeros((len(targets), 3), np.float32)
+    return RenderResult(images, np.full(len(targets), value, np.float32), zeros, zeros, {}, tuple(targets))
+
+
+def _photos(folder, n=3):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(folder / f"im{i:03d}.png")
+    (folder / "notes.txt").write_text("mine")
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def _intact(folder, before):
+    for name, data in before.items():
+        assert (folder / name).read_bytes() == data, f"{name} of the user's was touched"
+
+
+def _mount_tmpfs(path, size="256k"):
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                                           capture_output=True).returncode:
+        pytest.skip("needs root and tmpfs mounts")
+    return path
+
+
+def _umount(path):
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+# ------------------------------------------------------------------------------- output folders
+
+
+def test_a_folder_of_photos_as_out_is_refused_and_never_touched(toy, tmp_path, monkeypatch):
+    before = _photos(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    from jaxviz.common.images import read_image
+
+    photo = read_image(str(tmp_path / "im001.png"))[0]
+    from jaxviz.render.loop import seed_images
+
+    init = seed_images(photo, 1, 16)[0]
+    config = RenderConfig(size=16, steps=2)
+    with pytest.raises(UsageError, match="did not write"):
+        pipeline.visualize(toy, ["head:1"], ".", config=config, quiet=True, init_images=init)
+    _intact(tmp_path, before)
+    assert sorted(os.listdir(tmp_path)) == sorted(before)
+    metrics, _ = pipeline.visualize(toy, ["head:1"], ".", config=config, quiet=True, init_images=init, force=True)
+    _intact(tmp_path, before)
+    assert (tmp_path / "index.html").exists() and (tmp_path / metrics["targets"][0]["image"]).exists()
+    pipeline.visualize(toy, ["head:2"], ".", config=config, quiet=True, force=True)  # a rerun replaces only ours
+    _intact(tmp_path, before)
+    assert not (tmp_path / metrics["targets"][0]["image"]).exists()
+
+
+@pytest.mark.slow
+def test_cli_out_dot_in_a_folder_of_photos(tmp_path, monkeypatch, capsys):
+    from jaxviz.cli import main
+
+    before = _photos(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    argv = ["visualize", "--target", "logits:1", "--steps", "4", "--size", "64", "--init",
+            str(tmp_path / "im001.png"), "--out", ".", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--force" in err and "Traceback" not in err
+    _intact(tmp_path, before)
+    assert main(argv + ["--force"]) == 0
+    _intact(tmp_path, before)
+
+
+def test_a_users_png_in_out_is_kept(tmp_path):
+    out = tmp_path / "out"
+    report.write_result(str(out), _result(0.25, ["a:1", "a:2"]))
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(out / "my_photo.png")
+    mine = (out / "my_photo.png").read_bytes()
+    with pytest.raises(UsageError, match="my_photo.png"):
+        report.write_result(str(out), _result(0.75, ["b:1"]))
+    assert (out / "a_1.png").exists()
+    _result(0.75, ["b:1"]).save(str(out), force=True)
+    names = set(os.listdir(out))
+    assert (out / "my_photo.png").read_bytes() == mine
+    assert "a_1.png" not in names and "b_1.png" in names
+    assert RenderResult.load(str(out)).images.shape == (1, 8, 8, 3)
+
+
+def test_a_users_file_named_like_ours_is_never_replaced(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "index.html").write_text("my page")
+    with pytest.raises(JaxvizError, match="index.html"):
+        report.write_result(str(out), _result(0.5, ["a:1"]), force=True)
+    assert (out / "index.html").read_text() == "my page"
+
+
+def test_two_concurrent_writers_never_move_the_users_files(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    barrier, outcomes = threading.Barrier(2), []
+
+    def save(value):
+        barrier.wait()
+        try:
+            for _ in range(5):
+                _result(value, [f"t:{int(value * 4)}"]).save(str(out), force=True)
+            outcomes.append("ok")
+        except OutputError as e:
+            outcomes.append(str(e))
+
+    threads = [threading.Thread(target=save, args=(v,)) for v in (0.25, 0.75)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert os.listdir(tmp_path) == ["out"], "a hidden folder next to out"
+    for outcome in outcomes:
+        assert outcome == "ok" or "another jaxviz run" in outcome
+    assert RenderResult.load(str(out)).images.shape == (1, 8, 8, 3)
+
+
+def test_statistics_with_another_seed_need_force(toy, tmp_path):
+    kwargs = dict(size=16, max_images=6, batch_size=3, quiet=True)
+    collect.collect_to_dir(toy, ["conv1"], "photos", str(tmp_path), seed=0, **kwargs)
+    with pytest.raises(UsageError, match="force=True"):
+        collect.collect_to_dir(toy, ["conv1"], "photos", str(tmp_path), seed=1, **kwargs)
+    assert read_metadata(str(tmp_path))["seed"] == 0
+    collect.collect_to_dir(toy, ["conv1"], "photos", str(tmp_path), seed=1, force=True, **kwargs)
+    assert read_metadata(str(tmp_path))["seed"] == 1
+
+
+def test_statistics_into_a_folder_of_photos_need_force(toy, tmp_path):
+    before = _photos(tmp_path)
+    kwargs = dict(size=16, max_images=6, batch_size=3, quiet=True)
+    with pytest.raises(UsageError, match="did not write"):
+        collect.collect_to_dir(toy, ["conv1"], "photos", str(tmp_path), **kwargs)
+    collect.collect_to_dir(toy, ["conv1"], "photos", str(tmp_path), force=True, **kwargs)
+    _intact(tmp_path, before)
+    assert list(load_stats(str(tmp_path)).layers) == ["conv1"]
+
+
+def test_writable_out_under_a_read_only_parent(tmp_path):
+    parent = _mount_tmpfs(tmp_path / "ro")
+    try:
+        inner = _mount_tmpfs(parent / "out")  # a mount point as --out, too
+        try:
+            subprocess.run(["mount", "-o", "remount,ro", str(parent)], check=True)
+            report.write_result(str(inner), _result(0.5, ["a:1"]))
+            report.write_result(str(inner), _result(0.25, ["a:2"]))
+            assert RenderResult.load(str(inner)).activation[0] == 0.25
+        finally:
+            _umount(parent / "out")
+    finally:
+        _umount(parent)
+
+
+def test_a_mount_point_with_lost_found_is_refused_before_the_render(toy, tmp_path):
+    mount = _mount_tmpfs(tmp_path / "m")
+    try:
+        (mount / "lost+found").mkdir()
+        with pytest.raises(UsageError, match="lost\\+found"):  # a million steps: refused before them
+            pipeline.visualize(toy, ["head:1"], str(mount), config=RenderConfig(size=16, steps=10**6), quiet=True)
+        assert os.listdir(mount) == ["lost+found"]
+    finally:
+        _umount(mount)
