@@ -16,7 +16,7 @@ from jaxviz.render import RenderConfig, RenderResult
 from jaxviz.stats import collect
 from jaxviz.stats.store import load_stats, read_metadata
 
-from test_collect import make_toy
+from tests.toys import make_toy
 
 
 @pytest.fixture(scope="module")
