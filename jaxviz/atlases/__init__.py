@@ -177,7 +177,7 @@ def atlas(model, layer: str, channels=None, data: str = "photos", out: str | Non
     import tempfile
 
     from jaxviz import recipes as recipes_lib
-    from jaxviz.common.files import lock_dir
+    from jaxviz.common.outputs import lock_dir
     from jaxviz.models import load_model
     from jaxviz.stats import examples as ex_lib
 

@@ -9,16 +9,15 @@ writing fails.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import tempfile
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["check_writable_dir", "atomic_write", "atomic_write_json", "json_default", "to_json", "dumps", "npy_bytes", "lock_dir",
+__all__ = ["check_writable_dir", "atomic_write", "atomic_write_json", "json_default", "to_json", "dumps", "npy_bytes",
            "content_hash"]
 
 
@@ -98,24 +97,6 @@ def content_hash(*arrays) -> str:
         h.update(f"{a.dtype.str}{a.shape};".encode())
         h.update(a.tobytes())
     return h.hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def lock_dir(folder: str | os.PathLike, *, what: str = "out=") -> Iterator[str]:
-    """Holds the write lock of ``folder`` (``.jaxviz.lock`` inside it, holding the PID) while in the block.
-
-    The lock is an OS file lock, so a run that died (kill -9, power loss) leaves a stale file whose
-    lock is free: the next run takes it over. Output folders take it through
-    :func:`jaxviz.common.outputs.claim`, which adds the output-folder rule.
-
-    Raises:
-      OutputError: another live process holds the lock.
-    """
-    from jaxviz.common.outputs import _lock
-
-    folder = check_writable_dir(folder, what)
-    with _lock(folder, what):
-        yield folder
 
 
 def check_writable_dir(path: str, what: str = "--out") -> str:

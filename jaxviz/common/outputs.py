@@ -35,7 +35,7 @@ from typing import Iterable, Iterator
 
 from jaxviz.common.errors import OutputError
 
-__all__ = ["MANIFEST", "LOCK", "OutputFolder", "claim", "recorded_hash", "file_hash", "foreign_entries", "record"]
+__all__ = ["MANIFEST", "LOCK", "OutputFolder", "claim", "recorded_hash", "file_hash", "foreign_entries", "record", "lock_dir"]
 
 MANIFEST = ".jaxviz-files.json"
 LOCK = ".jaxviz.lock"
@@ -294,3 +294,21 @@ def claim(folder, *, force: bool = False, what: str = "--out", names: Iterable[s
         finally:
             with _held_lock:
                 _held.pop(path, None)
+
+
+@contextlib.contextmanager
+def lock_dir(folder: str | os.PathLike, *, what: str = "out=") -> Iterator[str]:
+    """Holds the write lock of ``folder`` (``.jaxviz.lock`` inside it, holding the PID) while in the block.
+
+    The lock is an OS file lock, so a run that died (kill -9, power loss) leaves a stale file whose
+    lock is free: the next run takes it over. Output folders take it through
+    :func:`jaxviz.common.outputs.claim`, which adds the output-folder rule.
+
+    Raises:
+      OutputError: another live process holds the lock.
+    """
+    from jaxviz.common.files import check_writable_dir
+
+    folder = check_writable_dir(folder, what)
+    with _lock(folder, what):
+        yield folder

@@ -33,15 +33,13 @@ their own settings"). What each still differs in from its source, and why:
 
 from __future__ import annotations
 
-import dataclasses
 
 from jaxviz.image import param, transforms
-from jaxviz.recipes.builtin import Optimizer, Recipe, deepinversion
+from jaxviz.recipes.recipe import Optimizer, Recipe
 
-__all__ = ["maco_full", "deepinversion_full", "deepdream", "MACO_STEPS", "MACO_CROPS", "DEEPINVERSION_STEPS"]
+__all__ = ["maco_full", "deepdream", "MACO_STEPS", "MACO_CROPS"]
 
 MACO_STEPS, MACO_CROPS, MACO_CANVAS = 256, 32, 512
-DEEPINVERSION_STEPS = 2000
 
 
 def maco_full(*, size: int = 224) -> Recipe:
@@ -56,17 +54,6 @@ def maco_full(*, size: int = 224) -> Recipe:
         notes=f"Xplique maco() defaults: {MACO_STEPS} steps x {MACO_CROPS} crops on a {canvas}^2 canvas, crop side "
               f"N(0.5 -> 0.05, 0.05) over the steps resized to {size}, noise 0.04, NAdam 1.0. Differs: crop "
               "centre clipped inside the canvas, phase standardized to pi/sqrt(3), jaxviz's photo magnitude.")
-
-
-def deepinversion_full(*, size: int = 224) -> Recipe:
-    """DeepInversion unscaled: 2,000 iterations, BN moments pooled over the batch (see the module docstring)."""
-    base = deepinversion(size=size, pooled=True)
-    return dataclasses.replace(
-        base, name="deepinversion-full", steps=DEEPINVERSION_STEPS,
-        notes=f"DeepInversion imagenet_inversion.py (setting_id 1): {DEEPINVERSION_STEPS} iterations at {size} px, "
-              "BN moments pooled over the launch's batch, first BN x10, tv_l2 1e-4, l2 1e-5, roll 30 + flip, "
-              "Adam(0.5, 0.9) lr 0.25, 100 warm-up steps then cosine, clip, cross entropy. Differs: float32, "
-              "no best-loss image selection, batch = one launch.")
 
 
 def deepdream(*, size: int = 224, steps: int = 256) -> Recipe:

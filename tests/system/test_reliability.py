@@ -19,6 +19,7 @@ import jaxviz
 from jaxviz import objectives, priors, report, stats
 from jaxviz.stats import collect
 from jaxviz.common import files
+from jaxviz.common import outputs as outputs_lib
 from jaxviz.stats import outliers
 from jaxviz.common.checkpoint import CheckpointMismatchError, RunStore
 from jaxviz.data import scan_folder
@@ -30,7 +31,7 @@ from jaxviz.stats.store import load_stats, save_stats
 
 from tests.toys import make_toy
 
-from tests.toys import ROOT, TESTS
+from tests.toys import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -116,16 +117,16 @@ def test_statistics_of_other_layers_are_not_replaced_without_force(toy, tmp_path
 def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(tmp_path, toy):
     out = tmp_path / "out"
     out.mkdir()
-    with files.lock_dir(out):
+    with outputs_lib.lock_dir(out):
         with pytest.raises(OutputError, match=f"PID {os.getpid()}"):
-            with files.lock_dir(out):
+            with outputs_lib.lock_dir(out):
                 pass
         from jaxviz import pipeline
 
         with pytest.raises(OutputError, match="another jaxviz run"):  # refused before any rendering
             pipeline.visualize(toy, ["head:1"], str(out), config=RenderConfig(size=16, steps=2), quiet=True)
     (out / ".jaxviz.lock").write_text("999999999\n")  # left by a run that was killed: its OS lock is free
-    with files.lock_dir(out):
+    with outputs_lib.lock_dir(out):
         assert (out / ".jaxviz.lock").read_text().strip() == str(os.getpid())
 
 
