@@ -38,7 +38,9 @@ class _VmappedNone(PriorBase):
 
 def _priors(model):
     from jaxviz import priors
-    from jaxviz.priors import bn_batch as prior_bn_batch, gaussian as prior_gaussian_match, quantile_match as prior_quantile
+    from jaxviz.priors import bn_batch as prior_bn_batch
+    from jaxviz.priors import gaussian as prior_gaussian_match
+    from jaxviz.priors import quantile_match as prior_quantile
 
     return {
         "none": priors.none(),
@@ -76,9 +78,8 @@ def main(argv=None) -> int:
 
     import jaxviz
     from jaxviz import objectives, render
-    from jaxviz.image import param
+    from jaxviz.image import param, transforms
     from jaxviz.render import step
-    from jaxviz.image import transforms
 
     model = jaxviz.load_model("efficientnet_lite0")
     devices = jax.devices()

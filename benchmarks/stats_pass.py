@@ -55,8 +55,8 @@ def _best_of(fn, repeats: int) -> float:
 def run(model_name="efficientnet_lite0", size=224, batch_size=16, batches=12, layers=("blocks.2", "blocks.4"),
         view="pixel", repeats=3) -> dict:
     from jaxviz import load_model
-    from jaxviz.stats import collect
     from jaxviz.common import hardware
+    from jaxviz.stats import collect
 
     model = load_model(model_name)
     layers = list(layers)

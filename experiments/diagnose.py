@@ -137,8 +137,8 @@ def trajectory_step(model, recipe, layers_moments: dict, *, quantile: float = 0.
     import jax.numpy as jnp
     import optax
 
-    from jaxviz.stats import outliers
     from jaxviz.render import step
+    from jaxviz.stats import outliers
 
     parts = recipe.parts(model)
     prior = dataclasses.replace(parts["prior"], weight=1.0)
@@ -257,11 +257,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import jax
 
-    from experiments import neurons, realism as realism_exp
+    from experiments import neurons
+    from experiments import realism as realism_exp
     from jaxviz import objectives, realism
-    from jaxviz.stats import store as stats_store
     from jaxviz.common.errors import JaxvizError, UsageError
     from jaxviz.common.files import atomic_write, atomic_write_json
+    from jaxviz.stats import store as stats_store
 
     try:
         for name in ("classes", "channels", "photos", "passes", "trajectory"):

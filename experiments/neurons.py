@@ -112,8 +112,8 @@ def _hash(obj) -> str:
 def photo_table(model, real: str, n_photos: int, layers, cache_dir: str, quiet: bool) -> dict:
     """``{layer: [n_photos, C]}`` Lite0 channel objectives of the photos' centre views (cached)."""
     from jaxviz import realism
-    from jaxviz.realism import neurons as neuron_metrics
     from jaxviz.common.files import atomic_write
+    from jaxviz.realism import neurons as neuron_metrics
 
     files = sorted(os.listdir(real)) if os.path.isdir(real) else [real]
     stamp = [(f, os.path.getsize(os.path.join(real, f))) for f in files] if os.path.isdir(real) else files
@@ -271,9 +271,9 @@ def main(argv=None) -> int:
     jaxviz.use_cpu_cores()
     args = parse_args(argv)
     from jaxviz import realism
-    from jaxviz.realism import neurons as neuron_metrics
     from jaxviz.common.errors import JaxvizError, UsageError
     from jaxviz.common.files import atomic_write, atomic_write_json
+    from jaxviz.realism import neurons as neuron_metrics
 
     try:
         methods = [m.strip() for m in args.methods if m.strip()]

@@ -39,9 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxviz import objectives as objectives_lib
+from jaxviz.common.errors import UsageError
 from jaxviz.stats import outliers as outliers_lib
 from jaxviz.stats import views
-from jaxviz.common.errors import UsageError
 
 __all__ = ["RULES", "METHODS", "rule_apply", "input_gradient", "saliency", "gradients", "smoothgrad",
            "integrated_gradients", "attribute", "specificity", "check_images", "heat", "overlay", "LayerOutliers", "layer_outliers", "image_outliers"]

@@ -13,8 +13,8 @@ from typing import Sequence
 from jaxviz import priors as priors_lib
 from jaxviz import render as render_lib
 from jaxviz.common.errors import UsageError
-from jaxviz.objectives.targets import expand_targets
 from jaxviz.common.progress import progress_bar
+from jaxviz.objectives.targets import expand_targets
 
 __all__ = ["expand_targets", "target_label", "visualize", "demo", "check_demo", "DEMO_TARGETS", "DEMO_RUNS"]
 

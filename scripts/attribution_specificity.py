@@ -40,8 +40,8 @@ def main() -> None:
     import jaxviz
     from jaxviz import attribution, objectives
     from jaxviz.attribution import specificity
-    from jaxviz.data import embedded_photos
     from jaxviz.common.images import as_uint8_batch
+    from jaxviz.data import embedded_photos
     from jaxviz.report.gallery import contact_sheet
 
     jaxviz.use_cpu_cores()

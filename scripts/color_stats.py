@@ -6,8 +6,8 @@ and whether the stored values still match)
 
 import numpy as np
 
-from jaxviz.image import param
 from jaxviz.data import embedded_photos
+from jaxviz.image import param
 
 
 def main() -> int:

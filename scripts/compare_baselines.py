@@ -34,9 +34,9 @@ def render_variant(name: str, out: str, passes: int, seed: int) -> None:
         config = render.RenderConfig(size=128, steps=passes, batch_size=len(CLASSES), seed=seed)
         kwargs = dict(parameterization=name.replace("-param", ""), recipe="jaxviz")  # the old defaults otherwise
     else:
-        from jaxviz import recipes
-
         import dataclasses
+
+        from jaxviz import recipes
 
         base, _, crops = name.partition("@")  # e.g. maco@1: the recipe with 1 crop per step
         recipe = recipes.get(base)

@@ -16,8 +16,8 @@ import sys
 
 import numpy as np
 
-from jaxviz.image import param
 from jaxviz.common.images import read_image
+from jaxviz.image import param
 from jaxviz.realism import default_real
 
 

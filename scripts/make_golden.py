@@ -46,8 +46,8 @@ def _import_jaxviz_host_modules():
     package = types.ModuleType("jaxviz")
     package.__path__ = [os.path.join(ROOT, "jaxviz")]
     sys.modules["jaxviz"] = package
-    import jaxviz.data
     import jaxviz.common.images
+    import jaxviz.data
 
     return jaxviz.common.images, jaxviz.data
 

@@ -7,8 +7,8 @@ import pytest
 
 from jaxviz import attribution, objectives
 from jaxviz.common.errors import UsageError
-from jaxviz.models.model import Model
 from jaxviz.models.activations import BACKWARD_RULES
+from jaxviz.models.model import Model
 
 H = W = 2  # toy input 2x2x3 -> 12 numbers
 

@@ -8,7 +8,6 @@ from jaxviz import attribution, objectives
 from jaxviz.attribution import specificity
 from jaxviz.cli import main
 from jaxviz.common.errors import UsageError
-
 from tests.test_attribution import H, W, _reference, _toy_model, _toy_params
 
 

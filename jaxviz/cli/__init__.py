@@ -35,8 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2, already printed on one line)
         return e.code if isinstance(e.code, int) else 2
-    from jaxviz.common import cache
-    from jaxviz.common import hardware
+    from jaxviz.common import cache, hardware
 
     hardware.use_cpu_cores(quiet=True)  # one CPU device per core, unless the user set a count
     if args.no_compile_cache:

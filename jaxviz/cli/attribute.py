@@ -38,9 +38,8 @@ def run(args) -> int:
     from PIL import Image
 
     from jaxviz import attribution, objectives
-    from jaxviz.common.files import check_writable_dir
     from jaxviz.common.errors import UsageError
-    from jaxviz.common.files import atomic_write, npy_bytes
+    from jaxviz.common.files import atomic_write, check_writable_dir, npy_bytes
     from jaxviz.common.images import as_uint8_batch, read_image
     from jaxviz.models import load_model
     from jaxviz.pipeline import expand_targets, target_label

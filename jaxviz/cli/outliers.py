@@ -43,9 +43,8 @@ def run(args) -> int:
     from PIL import Image
 
     from jaxviz import attribution
-    from jaxviz.common.files import check_writable_dir
     from jaxviz.common.errors import UsageError
-    from jaxviz.common.files import atomic_write, atomic_write_json
+    from jaxviz.common.files import atomic_write, atomic_write_json, check_writable_dir
     from jaxviz.common.images import as_uint8_batch, read_image
     from jaxviz.models import load_model
     from jaxviz.priors.base import load_moments

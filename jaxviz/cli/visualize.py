@@ -8,6 +8,7 @@ import re
 from jaxviz.cli._common import add_model_flag, number, whole
 from jaxviz.common.errors import UsageError
 
+
 def register(sub) -> None:
     p = sub.add_parser("visualize", help="synthesize images that maximize targets")
     add_model_flag(p)
@@ -132,8 +133,8 @@ def init_from_flags(args, size: int) -> dict:
             raise UsageError("--init-weight needs --init IMAGE")
         return {}
     from jaxviz.common.images import read_image
-    from jaxviz.render.loop import seed_images
     from jaxviz.recipes.parts import PullToward
+    from jaxviz.render.loop import seed_images
 
     photo = seed_images(read_image(args.init)[0], 1, size)[0]
     options = {"init_images": photo}

@@ -17,7 +17,7 @@ from jaxviz.common.errors import ImageError, UsageError
 # bounds the memory of a thin image (1×15000 px would become 224×3.4M), whatever its pixel count.
 MAX_ASPECT = 32
 
-__all__ = ["to_uint8", 
+__all__ = ["to_uint8",
     "MAX_ASPECT", "ImageError", "read_image", "decode_image_bytes", "resize_center_crop", "resize_center_crop01",
     "resize_batch01", "as_uint8_batch", "EVAL_CROP_FRACTION",
 ]

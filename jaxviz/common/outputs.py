@@ -199,19 +199,9 @@ class OutputFolder:
 
 
 def _check_folder(path: str, what: str) -> str:
-    from jaxviz.common.errors import UsageError
+    from jaxviz.common.files import check_writable_dir
 
-    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).strip():
-        raise UsageError(f"{what} must name a folder, got {path!r}")
-    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
-    try:
-        os.makedirs(path, exist_ok=True)
-    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the name
-        shown = path if len(path) <= 80 else f"{path[:77]}..."
-        raise UsageError(f"{what} {shown} cannot be created: {getattr(e, 'strerror', None) or e}") from None
-    if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
-        raise UsageError(f"{what} {path} is not a writable directory")
-    return path
+    return check_writable_dir(os.fspath(path) if isinstance(path, os.PathLike) else path, what)
 
 
 @contextlib.contextmanager

@@ -4,9 +4,9 @@
 (scanning a folder of images), :mod:`~jaxviz.data.tfds` (a TFDS dataset built from a folder, no TensorFlow).
 """
 
+from jaxviz.data import folders, sources  # noqa: F401
 from jaxviz.data.sources import *  # noqa: F401,F403  (the public names of the stage)
 from jaxviz.data.sources import __all__ as _sources_all
-from jaxviz.data import folders, sources  # noqa: F401
 
 __all__ = ["folders", "sources", "tfds", *_sources_all]  # noqa: F405  (tfds loads on first use)
 

@@ -18,10 +18,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from jaxviz.common.errors import DataError, UsageError
-from jaxviz.data.folders import FolderScan, scan_folder
 from jaxviz.common.images import EVAL_CROP_FRACTION, decode_image_bytes, read_image, resize_center_crop
+from jaxviz.data.folders import FolderScan, scan_folder
 
-__all__ = ["check_shard", 
+__all__ = ["check_shard",
     "EMBEDDED_PHOTOS", "embedded_photos", "DataError", "open_source", "PhotoSource",
     "FolderSource", "TfdsSource", "FolderScan", "scan_folder", "build_tfds_from_folder",
 ]

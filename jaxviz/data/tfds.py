@@ -19,8 +19,8 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from jaxviz.common.errors import DataError, UsageError
-from jaxviz.data.folders import FolderScan, scan_folder
 from jaxviz.common.images import read_image
+from jaxviz.data.folders import FolderScan, scan_folder
 
 __all__ = ["BuiltDataset", "build_tfds_from_folder", "parse_name", "resolve_data_dir", "open_split"]
 

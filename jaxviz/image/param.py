@@ -35,13 +35,19 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
+
 from jaxviz.common.pytree import part, static
-
-from jaxviz.image.color import (COLOR_MEAN, COLOR_SQRT, COLORS, LUCID_COLOR, color_stats, decorrelated_to_rgb, spectrum_to_rgb,
-                                 rgb_to_decorrelated)
-from jaxviz.image.spectrum import (MACO_SPECTRUM_PATH, irfft2, maco_magnitude, maco_mean, photo_spectrum,
-                                    spectrum_scale)
-
+from jaxviz.image.color import (
+    COLOR_MEAN,
+    COLOR_SQRT,
+    COLORS,
+    LUCID_COLOR,
+    color_stats,
+    decorrelated_to_rgb,
+    rgb_to_decorrelated,
+    spectrum_to_rgb,
+)
+from jaxviz.image.spectrum import MACO_SPECTRUM_PATH, irfft2, maco_magnitude, maco_mean, photo_spectrum, spectrum_scale
 
 __all__ = [
     "Parameterization", "Pixel", "Fourier", "Maco", "pixel", "fourier", "maco",

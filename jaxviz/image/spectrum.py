@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz.image.color import COLOR_SQRT
 from jaxviz.common import ASSETS
+from jaxviz.image.color import COLOR_SQRT
 
 __all__ = ["MACO_SPECTRUM_PATH", "frequencies", "spectrum_scale", "irfft2", "periodic", "photo_spectrum", "spectrum_asset",
            "maco_mean", "power_law", "maco_magnitude"]

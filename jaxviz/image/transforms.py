@@ -32,8 +32,21 @@ import jax.numpy as jnp
 
 from jaxviz.common.errors import UsageError
 from jaxviz.common.pytree import part, static
-from jaxviz.image.crops import (Noise, RandomCrop, RandomFlip, Roll, ScheduledCrop, Upsample, noise, pixel_count,
-                                 random_crop, random_flip, roll, scheduled_crop, upsample_to)
+from jaxviz.image.crops import (
+    Noise,
+    RandomCrop,
+    RandomFlip,
+    Roll,
+    ScheduledCrop,
+    Upsample,
+    noise,
+    pixel_count,
+    random_crop,
+    random_flip,
+    roll,
+    scheduled_crop,
+    upsample_to,
+)
 from jaxviz.image.resample import about_centre, affine, bilinear, bilinear_filled, draw, snap, zoom_rotate
 
 __all__ = [

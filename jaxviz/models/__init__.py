@@ -16,13 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from jaxviz.common import ASSETS
 from jaxviz.common.errors import MissingWeightsError, UnknownModelError
 from jaxviz.common.files import atomic_write
-from jaxviz.models.model import Model, tf_lite_normalize, layer_shapes
 from jaxviz.models.activations import BACKWARD_RULES
 from jaxviz.models.efficientnet_lite import VARIANTS, EfficientNetLite, torch_to_flax
+from jaxviz.models.model import Model, layer_shapes, tf_lite_normalize
 from jaxviz.models.torch_reader import UnsafeWeightsError, load_torch_state_dict
-from jaxviz.common import ASSETS
 
 __all__ = ["MODELS", "UnknownModelError", "MissingWeightsError", "UnsafeWeightsError", "load_model", "imagenet_classes",
            "program_identity"]
@@ -85,8 +85,8 @@ def _architecture_digest() -> str:
     """Digest of the code that decides layer names and shapes (a stored table is stale when it changes)."""
     import flax
 
-    from jaxviz.models import model as features
     from jaxviz.models import activations, efficientnet_lite, layers
+    from jaxviz.models import model as features
 
     digest = hashlib.sha1(f"{_CACHE_VERSION}|{flax.__version__}".encode())
     for module in (efficientnet_lite, layers, activations, features):

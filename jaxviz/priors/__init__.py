@@ -16,10 +16,10 @@ from jaxviz.priors.base import *  # noqa: F401,F403
 from jaxviz.priors.base import __all__ as _base_all
 from jaxviz.priors.bn import BatchNormPrior, batchnorm_prior
 from jaxviz.priors.bn_batch import PooledBatchNormPrior, pooled_batchnorm_prior
-from jaxviz.priors.gaussian import GaussianMatchPrior, gaussian_match
 from jaxviz.priors.distance import MahalanobisPrior, mahalanobis
-from jaxviz.priors.suppress import OutlierPrior, outliers
+from jaxviz.priors.gaussian import GaussianMatchPrior, gaussian_match
 from jaxviz.priors.quantile_match import QuantilePrior, quantile
+from jaxviz.priors.suppress import OutlierPrior, outliers
 
 __all__ = [*_base_all, "OutlierPrior", "outliers", "MahalanobisPrior", "mahalanobis", "BatchNormPrior",
            "batchnorm_prior", "PooledBatchNormPrior", "pooled_batchnorm_prior", "GaussianMatchPrior", "gaussian_match",

@@ -104,7 +104,7 @@ def pooled_batchnorm_prior(model, *, weight: float = 0.01, first_weight: float =
     bn = {}
     for layer, path in model.batchnorm.items():
         node = model.params
-        for part in path:
-            node = node[part]
+        for key in path:
+            node = node[key]
         bn[layer] = {k: jnp.asarray(node[k]) for k in ("scale", "bias", "mean", "var")}
     return PooledBatchNormPrior(ordered(bn), eps=model.batchnorm_eps, weight=float(weight), first_weight=float(first_weight))

@@ -7,7 +7,15 @@ from typing import Mapping
 import jax.numpy as jnp
 
 from jaxviz.common.pytree import part, static
-from jaxviz.priors.base import LayerMoments, PriorBase, check_options, feature_view, ordered, shipped_or, stats_moments_of
+from jaxviz.priors.base import (
+    LayerMoments,
+    PriorBase,
+    check_options,
+    feature_view,
+    ordered,
+    shipped_or,
+    stats_moments_of,
+)
 from jaxviz.stats import outliers as outliers_lib
 
 __all__ = ["MahalanobisPrior", "mahalanobis"]

@@ -28,13 +28,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz.stats.quantiles import (LEVELS, MAX_POSITIONS, QUANTILE_LAYERS, QUANTILES_FILE, QuantileStats,
-                                    collect_quantiles, default_levels, load_quantiles, quantiles_of, save_quantiles,
-                                    shipped_quantiles_dir, sort_match_targets)
-
 from jaxviz.common.errors import UsageError
 from jaxviz.common.pytree import HostConstant, part, static
 from jaxviz.priors.base import PriorBase, ordered
+from jaxviz.stats.quantiles import (
+    LEVELS,
+    MAX_POSITIONS,
+    QUANTILE_LAYERS,
+    QUANTILES_FILE,
+    QuantileStats,
+    collect_quantiles,
+    default_levels,
+    load_quantiles,
+    quantiles_of,
+    save_quantiles,
+    shipped_quantiles_dir,
+    sort_match_targets,
+)
 
 # the reference data's functions are re-exported: the prior is used with them (``quantile(collect_quantiles(...))``)
 __all__ = ["QuantilePrior", "quantile", "QuantileStats", "collect_quantiles", "save_quantiles", "load_quantiles",

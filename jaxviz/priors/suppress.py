@@ -14,7 +14,16 @@ import jax
 import jax.numpy as jnp
 
 from jaxviz.common.pytree import part, static
-from jaxviz.priors.base import LayerMoments, PriorBase, check_options, ordered, shipped_or, feature_view, spatial_map, stats_moments_of
+from jaxviz.priors.base import (
+    LayerMoments,
+    PriorBase,
+    check_options,
+    feature_view,
+    ordered,
+    shipped_or,
+    spatial_map,
+    stats_moments_of,
+)
 from jaxviz.stats import outliers as outliers_lib
 
 __all__ = ["OutlierPrior", "outliers"]

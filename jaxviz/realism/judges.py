@@ -12,10 +12,10 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from jaxviz.realism import diagnostics as metrics
 from jaxviz.common.errors import UsageError
-from jaxviz.models.model import Model
 from jaxviz.common.images import resize_batch01
+from jaxviz.models.model import Model
+from jaxviz.realism import diagnostics as metrics
 
 __all__ = ["DEFAULT_JUDGES", "NUM_CLASSES", "default_real", "Judge", "load_judge", "JudgeOutputs", "judge_features",
            "class_maps"]

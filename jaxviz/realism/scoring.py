@@ -39,8 +39,16 @@ from jaxviz.common.images import read_image, resize_center_crop
 from jaxviz.data.sources import DataError, open_source
 from jaxviz.realism import diagnostics as metrics
 from jaxviz.realism import metrics as rm
-from jaxviz.realism.judges import (DEFAULT_JUDGES, NUM_CLASSES, SECOND_VIEW_SIDE, Judge, as_judge, class_maps,
-                                   default_real, judge_features)
+from jaxviz.realism.judges import (
+    DEFAULT_JUDGES,
+    NUM_CLASSES,
+    SECOND_VIEW_SIDE,
+    Judge,
+    as_judge,
+    class_maps,
+    default_real,
+    judge_features,
+)
 
 __all__ = ["Reference", "second_view", "load_real", "reference_features", "reference_from_images", "Scores", "score",
            "score_real", "summarize"]

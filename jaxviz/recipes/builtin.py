@@ -42,16 +42,22 @@ import dataclasses
 import inspect
 from typing import Callable
 
-
 from jaxviz import priors
-from jaxviz.image import param
-from jaxviz.image import transforms
 from jaxviz.common.errors import UsageError
+from jaxviz.image import param, transforms
 from jaxviz.recipes.full import deepdream, maco_full
+from jaxviz.recipes.parts import (
+    TORCHVISION_MEAN,
+    TORCHVISION_STD,
+    TORCHVISION_UNIT,
+    ClassLogProbability,
+    class_log_probability,
+    deepinversion_penalty,
+    l2_norm,
+    project_box,
+    total_variation_l2,
+)
 from jaxviz.recipes.recipe import Optimizer, Recipe, Schedule
-from jaxviz.recipes.parts import (TORCHVISION_MEAN, TORCHVISION_STD, TORCHVISION_UNIT, ClassLogProbability,
-                                   class_log_probability, deepinversion_penalty, l2_norm,
-                                   project_box, total_variation_l2)
 
 __all__ = ["Recipe", "Optimizer", "Schedule", "DEFAULT", "NAMES", "RECIPES", "get", "resolve", "lucid", "maco", "deepinversion",
            "quantile", "gaussian", "project_box",

@@ -33,7 +33,6 @@ their own settings"). What each still differs in from its source, and why:
 
 from __future__ import annotations
 
-
 from jaxviz.image import param, transforms
 from jaxviz.recipes.recipe import Optimizer, Recipe
 

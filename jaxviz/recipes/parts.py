@@ -10,7 +10,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
 from flax import struct
 
 from jaxviz import objectives

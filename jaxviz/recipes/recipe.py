@@ -13,7 +13,7 @@ from jaxviz import objectives, priors
 from jaxviz.common.errors import UsageError
 from jaxviz.common.pytree import part, static
 from jaxviz.image import transforms
-from jaxviz.recipes.parts import (deepdream_optimizer, deepinversion_optimizer)
+from jaxviz.recipes.parts import deepdream_optimizer, deepinversion_optimizer
 
 __all__ = ["Recipe", "Optimizer", "Schedule"]
 

@@ -12,9 +12,9 @@ both are re-exported here.
 from jaxviz.common.checkpoint import RunStore
 from jaxviz.common.errors import NonFiniteLossError
 from jaxviz.recipes.config import MAX_SIZE, MAX_STEPS, RenderConfig, min_size
+from jaxviz.recipes.parts import PullToward
 from jaxviz.render import loop, step  # noqa: F401
 from jaxviz.render.loop import build_parts, clear_programs, devices_for, programs_for, render_images, seed_images
-from jaxviz.recipes.parts import PullToward
 from jaxviz.render.step import Parts, PlainOptimizer, Programs, RenderState, compile_programs, make_step
 from jaxviz.report.result import RenderResult
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import weakref
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,8 +30,8 @@ from jaxviz.common import identity as identity_lib
 from jaxviz.common import pytree
 from jaxviz.common.errors import NonFiniteLossError, UsageError
 from jaxviz.image import param as param_lib
-from jaxviz.image.seeds import seed_images
 from jaxviz.image import transforms as transforms_lib
+from jaxviz.image.seeds import seed_images
 from jaxviz.recipes.config import RenderConfig
 from jaxviz.render import step as step_lib
 from jaxviz.render.step import AXIS, Parts, PlainOptimizer, Programs
@@ -51,8 +51,8 @@ def programs_for(model, *, size: int, mesh: Mesh, chunk_steps: int, compute_dtyp
     structure (other statistics, another class) neither traces nor compiles again: JAX's own cache
     decides. The programs are also stored on disk when the model is one :func:`jaxviz.load_model` built.
     """
-    from jaxviz.models import program_identity
     from jaxviz.common import hardware
+    from jaxviz.models import program_identity
 
     options = hardware.compiler_options(mesh.devices.flat)
     settings = (size, mesh, chunk_steps, compute_dtype, redirect, images, pooled, tuple(sorted((options or {}).items())))

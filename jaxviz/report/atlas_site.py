@@ -150,7 +150,7 @@ def _layer_page(meta, records, n_vis):
 
 def _channel_page(meta, r, prev, nxt, history, n_vis):
     ch = r["channel"]
-    nav = (f'<a href="../index.html">layer</a>'
+    nav = ('<a href="../index.html">layer</a>'
            + (f' · <a href="{_name(prev)}.html">← {prev}</a>' if prev is not None else "")
            + (f' · <a href="{_name(nxt)}.html">{nxt} →</a>' if nxt is not None else ""))
     status = ("alive" if r["alive"] else "<b class=badge>dead: the channel's map is ≤ 0 everywhere on this image; "

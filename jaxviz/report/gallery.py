@@ -22,9 +22,9 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from jaxviz.common.files import atomic_write, atomic_write_json, dumps, npy_bytes
 from jaxviz.common.images import to_uint8
 from jaxviz.report.svg import colormap, nice_ticks, svg_colorbar, svg_curve
-from jaxviz.common.files import atomic_write, atomic_write_json, dumps, npy_bytes
 
 __all__ = ["image_filename", "to_uint8", "write_run", "write_page", "write_result", "target_records",
            "write_comparison", "contact_sheet", "svg_curve", "svg_colorbar", "colormap", "nice_ticks",

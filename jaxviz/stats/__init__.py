@@ -9,9 +9,9 @@
 - :mod:`~jaxviz.stats.outliers`: Mahalanobis distance, per-neuron contributions, outlier selection.
 """
 
+from jaxviz.stats import collect, moments, outliers, store, views  # noqa: F401
 from jaxviz.stats.moments import *  # noqa: F401,F403
 from jaxviz.stats.moments import __all__ as _moments_all
-from jaxviz.stats import collect, moments, outliers, store, views  # noqa: F401
 from jaxviz.stats.statistics import Statistics, collect_stats
 
 __all__ = ["collect", "moments", "outliers", "store", "views", "Statistics", "collect_stats", *_moments_all]

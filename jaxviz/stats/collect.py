@@ -25,19 +25,28 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from jaxviz.data import batches as batches_lib
-from jaxviz.stats import moments as stats
 from jaxviz.common import hardware
-from jaxviz.stats import views
 from jaxviz.common.cache import enable_compile_cache
 from jaxviz.common.errors import JaxvizError, UsageError
 from jaxviz.common.files import to_json
 from jaxviz.common.progress import progress_bar
+from jaxviz.data import batches as batches_lib
+from jaxviz.stats import moments as stats
+from jaxviz.stats import views
 from jaxviz.stats.moments import LayerStats, StatsState
-from jaxviz.stats.store import (COMPACT, STATS_FILE, StatsBundle, StatsMismatchError, StatsNotFoundError,
-                                load_stats, read_metadata, save_stats)
+from jaxviz.stats.store import (
+    COMPACT,
+    STATS_FILE,
+    StatsBundle,
+    StatsMismatchError,
+    StatsNotFoundError,
+    load_stats,
+    read_metadata,
+    save_stats,
+)
 
 __all__ = ["StatsBundle", "LayerStats", "StatsMismatchError", "StatsNotFoundError", "data_mesh",
            "collect_moments", "save_stats", "load_stats", "collect_to_dir"]

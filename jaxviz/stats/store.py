@@ -26,12 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz.stats import moments as stats
-from jaxviz.stats import views
+from jaxviz.common import ASSETS
 from jaxviz.common.errors import OutputError, StatsMismatchError, StatsNotFoundError, UsageError
 from jaxviz.common.files import atomic_write, atomic_write_json, to_json
+from jaxviz.stats import moments as stats
+from jaxviz.stats import views
 from jaxviz.stats.moments import LayerStats, StatsState
-from jaxviz.common import ASSETS
 
 __all__ = ["read_json", "StatsBundle", "LayerStats", "StatsMismatchError", "StatsNotFoundError", "save_stats", "load_stats",
            "read_metadata", "shipped_stats_dir", "content_hash", "STATS_FILE", "SHIPPED_PRIOR_LAYERS"]

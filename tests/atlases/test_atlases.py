@@ -8,15 +8,14 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from jaxviz.atlases import claim_out, parse_channels
 from jaxviz.cli import main
 from jaxviz.common.errors import UsageError
 from tests.atlases._atlas_worker import build
-
 from tests.toys import ROOT
+
 WORKER = os.path.join(ROOT, "tests", "atlases", "_atlas_worker.py")
 
 

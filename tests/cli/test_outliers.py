@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxviz import objectives, recipes, registry, render
+from jaxviz import objectives, recipes, render
 from jaxviz.cli import main
-from jaxviz.stats.collect import collect_to_dir
 from jaxviz.common.images import as_uint8_batch
+from jaxviz.stats.collect import collect_to_dir
 
 SIZE = 96
 LAYER = "blocks.2"

@@ -7,10 +7,10 @@ import os
 import pytest
 
 from jaxviz import priors, registry
-from jaxviz.image import param
 from jaxviz.cli import build_parser, main
 from jaxviz.cli.visualize import recipe_from_flags, render_config, stats_source
 from jaxviz.common.errors import UsageError
+from jaxviz.image import param
 from jaxviz.render.loop import build_parts
 from jaxviz.stats.store import shipped_stats_dir
 

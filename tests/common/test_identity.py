@@ -14,11 +14,10 @@ from jaxviz import objectives
 from jaxviz.common import identity
 from jaxviz.common.checkpoint import CheckpointMismatchError
 from jaxviz.common.errors import UsageError
-from jaxviz.render import RenderConfig, render_images as render
+from jaxviz.render import RenderConfig
+from jaxviz.render import render_images as render
+from tests.toys import TESTS, make_toy
 
-from tests.toys import make_toy
-
-from tests.toys import TESTS
 CONFIG = RenderConfig(size=16, steps=4, chunk_steps=2, checkpoint_every=2, batch_size=1)
 RECIPE = jaxviz.registry.edit_recipe(jaxviz.recipes.get("maco", size=16), parameterization="pixel", transform="none")
 TARGET = [objectives.channel("conv2", 1)]

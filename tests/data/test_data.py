@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxviz.data import DataError, build_tfds_from_folder, open_source
 from jaxviz.common.errors import JaxvizError, UsageError
 from jaxviz.common.images import ImageError, decode_image_bytes
+from jaxviz.data import DataError, build_tfds_from_folder, open_source
 
 SIZE = 24
 

@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 
 from experiments import neurons
-
 from tests.toys import ROOT
 
 
@@ -84,9 +83,9 @@ def test_user_mistakes_are_one_line(tmp_path, photo_folder):
 
 
 def test_outlier_rates_match_a_per_position_reference():
-    import jaxviz
     from scipy.stats import chi2
 
+    import jaxviz
     from experiments import diagnose
 
     model = jaxviz.load_model("efficientnet_lite0")

@@ -5,14 +5,13 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-import jaxviz
 import pytest
 
+import jaxviz
 from jaxviz import objectives, priors
 from jaxviz.image import canvas, transforms
-from jaxviz.render import RenderConfig, render_images as render
-
+from jaxviz.render import RenderConfig
+from jaxviz.render import render_images as render
 from tests.toys import make_toy
 
 S = 32

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from jaxviz import registry
-from jaxviz.image import param, spectrum
 from jaxviz.common.errors import UsageError
+from jaxviz.image import param, spectrum
 
 NAMES = ("pixel", "fourier", "maco")
 

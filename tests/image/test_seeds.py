@@ -9,10 +9,10 @@ from PIL import Image
 
 import jaxviz
 from jaxviz import objectives, render
-from jaxviz.image import param
 from jaxviz.cli import main
 from jaxviz.common.errors import UsageError
 from jaxviz.common.images import resize_center_crop
+from jaxviz.image import param
 
 PARAMETERIZATIONS = [param.pixel(), param.pixel(decorrelate=True), param.fourier(),
                      param.fourier(decay=1.5, decorrelate=False), param.maco(), param.maco(decorrelate=False),

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxviz.common.errors import UsageError
 from jaxviz.image import resample
 from jaxviz.image import transforms as T
-from jaxviz.common.errors import UsageError
 
 IMAGE = jax.random.uniform(jax.random.key(0), (21, 21, 3))
 KEY = jax.random.key(1)

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 import jaxviz
-
 from tests.toys import GOLDEN as _GOLDEN
 
 GOLDEN = os.path.join(_GOLDEN, "efficientnet_lite.npz")

@@ -4,17 +4,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen, nnx
+from flax import linen as nn
+from flax import nnx
 
 import jaxviz
 
 
-class LinenCNN(linen.Module):
-    @linen.compact
+class LinenCNN(nn.Module):
+    @nn.compact
     def __call__(self, x):
-        x = linen.relu(linen.Conv(8, (3, 3), strides=2, name="conv1")(x))
-        x = linen.relu(linen.Conv(16, (3, 3), strides=2, name="conv2")(x))
-        return linen.Dense(10, name="head")(x.mean(axis=(1, 2)))
+        x = nn.relu(nn.Conv(8, (3, 3), strides=2, name="conv1")(x))
+        x = nn.relu(nn.Conv(16, (3, 3), strides=2, name="conv2")(x))
+        return nn.Dense(10, name="head")(x.mean(axis=(1, 2)))
 
 
 class NnxCNN(nnx.Module):

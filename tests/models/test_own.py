@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen, nnx
+from flax import linen as nn
+from flax import nnx
 
 import jaxviz
 from jaxviz import priors
@@ -15,12 +16,12 @@ MEAN, VAR = RNG.normal(0, 0.5, 6).astype(np.float32), RNG.uniform(0.5, 2.0, 6).a
 SCALE, BIAS = RNG.uniform(0.5, 1.5, 6).astype(np.float32), RNG.normal(0, 0.3, 6).astype(np.float32)
 
 
-class LinenBN(linen.Module):
-    @linen.compact
+class LinenBN(nn.Module):
+    @nn.compact
     def __call__(self, x):
-        x = linen.Conv(6, (3, 3), name="conv")(x)
-        x = linen.relu(linen.BatchNorm(use_running_average=True, epsilon=1e-3, name="bn")(x))
-        return linen.Dense(4, name="head")(x.mean(axis=(1, 2)))
+        x = nn.Conv(6, (3, 3), name="conv")(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=True, epsilon=1e-3, name="bn")(x))
+        return nn.Dense(4, name="head")(x.mean(axis=(1, 2)))
 
 
 class NnxBN(nnx.Module):
@@ -82,10 +83,10 @@ def test_nnx_layers_in_call_order():
 
 
 def test_no_batchnorm_message_names_the_python_argument():
-    class Plain(linen.Module):
-        @linen.compact
+    class Plain(nn.Module):
+        @nn.compact
         def __call__(self, x):
-            return linen.Dense(3)(x.mean(axis=(1, 2)))
+            return nn.Dense(3)(x.mean(axis=(1, 2)))
 
     module = Plain()
     model = jaxviz.from_linen(module, module.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))), (8, 8, 3))

@@ -22,8 +22,8 @@ import jaxviz.models
 from jaxviz.cli import main as cli_main
 from jaxviz.common.errors import JaxvizError
 from jaxviz.models.torch_reader import UnsafeWeightsError, WeightFileError, load_torch_state_dict
-
 from tests.toys import GOLDEN
+
 FORMATS = ["tiny_legacy.pth", "tiny_zip.pth"]
 
 

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen
+from flax import linen as nn
 
 import jaxviz
 from jaxviz import objectives as O
@@ -150,12 +150,12 @@ def test_constructor_errors_and_missing_layer():
         O.channel("zzz", 0)(FEATURES)
 
 
-class TinyCNN(linen.Module):
-    @linen.compact
+class TinyCNN(nn.Module):
+    @nn.compact
     def __call__(self, x):
-        x = linen.relu(linen.Conv(6, (3, 3), strides=2, name="conv1")(x))
-        x = linen.relu(linen.Conv(8, (3, 3), strides=2, name="conv2")(x))
-        return linen.Dense(5, name="logits")(x.mean(axis=(1, 2)))
+        x = nn.relu(nn.Conv(6, (3, 3), strides=2, name="conv1")(x))
+        x = nn.relu(nn.Conv(8, (3, 3), strides=2, name="conv2")(x))
+        return nn.Dense(5, name="logits")(x.mean(axis=(1, 2)))
 
 
 def test_with_a_model_and_the_batched_protocol():

@@ -10,10 +10,10 @@ import optax
 import pytest
 
 from jaxviz import objectives, priors, recipes, registry, render
-from jaxviz.image import param
-from jaxviz.priors import bn_batch as prior_bn_batch
 from jaxviz.common.errors import UsageError
+from jaxviz.image import param
 from jaxviz.models.model import Model
+from jaxviz.priors import bn_batch as prior_bn_batch
 
 EPS = 1e-3
 SIZE = 12

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import scipy.linalg
 
+from jaxviz.common.errors import StatsMismatchError, UsageError
 from jaxviz.priors import gaussian as gm
 from jaxviz.priors import quantile_match as pq
 from jaxviz.stats import store as stats_store
-from jaxviz.common.errors import StatsMismatchError, UsageError
-
 
 # ----------------------------------------------------------------------------- numpy references
 

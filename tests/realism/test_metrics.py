@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from jaxviz import realism
-from jaxviz.realism import metrics as rm
-from jaxviz.data import DataError
 from jaxviz.common.images import resize_center_crop, resize_center_crop01
+from jaxviz.data import DataError
+from jaxviz.realism import metrics as rm
 
 
 def _rng(seed=0):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from jaxviz.realism import neurons as nm
 from jaxviz.common.errors import UsageError
+from jaxviz.realism import neurons as nm
 
 
 def _bumps(centres, size=28, sigma=1.2):

@@ -10,9 +10,8 @@ import optax
 import pytest
 
 from jaxviz import priors, recipes, registry
-from jaxviz.image import param
-from jaxviz.image import transforms
 from jaxviz.common.errors import UsageError
+from jaxviz.image import param, transforms
 
 LUCID_RAW = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 

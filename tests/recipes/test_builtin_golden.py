@@ -10,7 +10,8 @@ import os
 import numpy as np
 import pytest
 
-from tests.toys import GOLDEN as _GOLDEN, ROOT
+from tests.toys import GOLDEN as _GOLDEN
+from tests.toys import ROOT
 
 GOLDEN = os.path.join(_GOLDEN, "recipes.npz")
 

@@ -6,25 +6,25 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax import linen
+from flax import linen as nn
 
 from jaxviz import objectives, priors, render
+from jaxviz.common.errors import UsageError
+from jaxviz.image import param as param_lib
+from jaxviz.image import transforms
 from jaxviz.models import model as features
 from jaxviz.render import step
-from jaxviz.image import transforms
-from jaxviz.image import param as param_lib
-from jaxviz.common.errors import UsageError
 
 # 5 targets, 2 per launch on one device -> 3 launches; 3 steps in chunks of 2 -> a full and a short chunk
 CONFIG = render.RenderConfig(size=64, steps=3, chunk_steps=2, batch_size=2)
 LAYER = "blocks.1"  # early exit: only the stem and two blocks run, so the test is quick
 
 
-class Toy(linen.Module):
-    @linen.compact
+class Toy(nn.Module):
+    @nn.compact
     def __call__(self, x):
-        x = linen.relu(linen.Conv(8, (3, 3), strides=2, name="conv1")(x))
-        return linen.Conv(8, (3, 3), strides=2, name="conv2")(x)
+        x = nn.relu(nn.Conv(8, (3, 3), strides=2, name="conv1")(x))
+        return nn.Conv(8, (3, 3), strides=2, name="conv2")(x)
 
 
 @pytest.fixture(scope="module")

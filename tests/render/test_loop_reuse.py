@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen
+from flax import linen as nn
 
 from jaxviz import objectives, priors, recipes, render
 from jaxviz.common.pytree import part, static
@@ -20,11 +20,11 @@ CONFIG = render.RenderConfig(size=64, steps=3, chunk_steps=2, batch_size=2)
 TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
 
 
-class Toy(linen.Module):
-    @linen.compact
+class Toy(nn.Module):
+    @nn.compact
     def __call__(self, x):
-        x = linen.relu(linen.Conv(8, (3, 3), strides=2, name="conv1")(x))
-        return linen.Conv(8, (3, 3), strides=2, name="conv2")(x)
+        x = nn.relu(nn.Conv(8, (3, 3), strides=2, name="conv1")(x))
+        return nn.Conv(8, (3, 3), strides=2, name="conv2")(x)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from jaxviz.render import stored
-
 from tests.toys import ROOT
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxviz.report import gallery as report
 from jaxviz.render import RenderResult
+from jaxviz.report import gallery as report
 
 PRIOR = "outliers(layers=['blocks.2', 'blocks.4'], view=pixel, weight=10.0, k=8)"
 # the ramp's end and middle colours (viridis at 0, 0.5, 1)

@@ -8,15 +8,13 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxviz import data, stats
-from jaxviz.stats import collect
-from jaxviz.common.checkpoint import CheckpointMismatchError
 from jaxviz.cli import main
-
+from jaxviz.common.checkpoint import CheckpointMismatchError
+from jaxviz.stats import collect
 from tests.toys import ROOT, features64, make_toy
 
 

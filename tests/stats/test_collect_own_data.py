@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 
 from jaxviz import data, stats
-from jaxviz.stats import collect
-from jaxviz.data.batches import IterableSource, as_source
 from jaxviz.common.errors import DataError, UsageError
-
+from jaxviz.data.batches import IterableSource, as_source
+from jaxviz.stats import collect
 from tests.toys import features64, make_toy
 
 

@@ -13,9 +13,7 @@ import pytest
 
 from jaxviz.common.errors import UsageError
 from jaxviz.stats import examples, topk
-from tests.toys import make_toy
-
-from tests.toys import ROOT
+from tests.toys import ROOT, make_toy
 
 
 def reference_topk(scores, k):

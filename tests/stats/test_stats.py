@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from jaxviz import stats
-from jaxviz.stats import views
 from jaxviz.common.errors import UsageError
+from jaxviz.stats import views
 
 
 def rel(a, b):

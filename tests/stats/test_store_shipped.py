@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 
 from jaxviz import registry
-from jaxviz.stats import store as stats_store
 from jaxviz.common.errors import UsageError
 from jaxviz.common.images import resize_center_crop
-
+from jaxviz.stats import store as stats_store
 from tests.toys import ROOT
+
 LITE0_VIEWS = {
     "pixel": [f"blocks.{i}" for i in range(16)],
     "patch3": ["blocks.2", "blocks.4", "blocks.5", "blocks.8"],

@@ -13,22 +13,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen
+from flax import linen as nn
 
 import jaxviz
 from jaxviz import objectives, priors, recipes, render
 from jaxviz.cli import main
 from jaxviz.common.errors import UsageError
-
 from tests.toys import ROOT
+
 FAST = render.RenderConfig(size=32, steps=8, chunk_steps=4)
 
 
-class Toy(linen.Module):
-    @linen.compact
+class Toy(nn.Module):
+    @nn.compact
     def __call__(self, x):
-        x = linen.relu(linen.Conv(8, (3, 3), name="conv1")(x))
-        return linen.Conv(4, (3, 3), strides=2, name="conv2")(x)
+        x = nn.relu(nn.Conv(8, (3, 3), name="conv1")(x))
+        return nn.Conv(4, (3, 3), strides=2, name="conv2")(x)
 
 
 @pytest.fixture(scope="module")
@@ -162,13 +162,13 @@ def _gram_similarity(features):
     return (s.sum() - np.trace(s)) / (n * (n - 1))
 
 
-class Centered(linen.Module):
+class Centered(nn.Module):
     """Features of a grey image are 0, so their Gram matrices show the images' structure."""
 
-    @linen.compact
+    @nn.compact
     def __call__(self, x):
-        x = linen.Conv(8, (3, 3), use_bias=False, name="conv1")(x - 0.5)
-        return linen.Conv(4, (3, 3), strides=2, use_bias=False, name="conv2")(linen.relu(x))
+        x = nn.Conv(8, (3, 3), use_bias=False, name="conv1")(x - 0.5)
+        return nn.Conv(4, (3, 3), strides=2, use_bias=False, name="conv2")(nn.relu(x))
 
 
 def test_diversity_across_images_of_one_objective():

@@ -1,7 +1,6 @@
 """README "Guarantees", from the user's side (issue 31): nothing of the user's is ever lost (output folders),
 and a damaged file is one line, never a traceback and never used (integrity)."""
 
-import contextlib
 import os
 import subprocess
 import threading
@@ -15,7 +14,6 @@ from jaxviz.common.errors import JaxvizError, OutputError, UsageError
 from jaxviz.render import RenderConfig, RenderResult
 from jaxviz.stats import collect
 from jaxviz.stats.store import load_stats, read_metadata
-
 from tests.toys import make_toy
 
 

@@ -6,20 +6,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen
+from flax import linen as nn
 
 import jaxviz
 from jaxviz import objectives, priors, recipes, registry, render
 from jaxviz.common.pytree import part, static
-from jaxviz.image import param
-from jaxviz.image import transforms
+from jaxviz.image import param, transforms
 
 
-class Toy(linen.Module):
-    @linen.compact
+class Toy(nn.Module):
+    @nn.compact
     def __call__(self, x):
-        x = linen.relu(linen.Conv(8, (3, 3), name="conv1")(x))
-        return linen.Conv(4, (3, 3), strides=2, name="conv2")(x)
+        x = nn.relu(nn.Conv(8, (3, 3), name="conv1")(x))
+        return nn.Conv(4, (3, 3), strides=2, name="conv2")(x)
 
 
 @pytest.fixture(scope="module")

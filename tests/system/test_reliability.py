@@ -17,21 +17,24 @@ from PIL import Image
 
 import jaxviz
 from jaxviz import objectives, priors, report, stats
-from jaxviz.stats import collect
 from jaxviz.common import files
 from jaxviz.common import outputs as outputs_lib
-from jaxviz.stats import outliers
 from jaxviz.common.checkpoint import CheckpointMismatchError, RunStore
-from jaxviz.data import scan_folder
-from jaxviz.common.errors import (ImageError, NonFiniteLossError, OutputError, StatsMismatchError, StatsNotFoundError,
-                           UsageError)
+from jaxviz.common.errors import (
+    ImageError,
+    NonFiniteLossError,
+    OutputError,
+    StatsMismatchError,
+    StatsNotFoundError,
+    UsageError,
+)
 from jaxviz.common.images import read_image, resize_center_crop
-from jaxviz.render import RenderConfig, RenderResult, render_images as render
+from jaxviz.data import scan_folder
+from jaxviz.render import RenderConfig, RenderResult
+from jaxviz.render import render_images as render
+from jaxviz.stats import collect, outliers
 from jaxviz.stats.store import load_stats, save_stats
-
-from tests.toys import make_toy
-
-from tests.toys import ROOT
+from tests.toys import ROOT, make_toy
 
 
 @pytest.fixture(scope="module")
