@@ -106,17 +106,19 @@ def save_stats(directory: str, states: Mapping[str, StatsState], *, model: str, 
     """
     from jaxviz.common import outputs
 
+    options = dict(model=model, view=view, shrinkage=shrinkage, metadata=metadata, compact=compact)
+    if jax.process_index() != 0:  # Orbax's save is collective; process 0 alone claims the folder and writes the rest
+        return _save_stats(os.path.abspath(directory), None, states, **options)
     with outputs.claim(directory, force=force, what="statistics folder") as folder:
-        return _save_stats(folder, states, model=model, view=view, shrinkage=shrinkage, metadata=metadata,
-                           compact=compact)
+        return _save_stats(folder.path, folder, states, **options)
 
 
-def _save_stats(folder, states, *, model, view, shrinkage, metadata, compact) -> StatsBundle:
+def _save_stats(directory, folder, states, *, model, view, shrinkage, metadata, compact) -> StatsBundle:
+    """Writes the statistics; ``folder`` is the claimed output folder on process 0, None on the others."""
     import orbax.checkpoint as ocp
 
     from jaxviz.common import __version__
 
-    directory = folder.path
     view = views.parse_view(view).name
     shrinkage = stats.check_shrinkage(shrinkage)
     layers = list(states)
@@ -125,7 +127,7 @@ def _save_stats(folder, states, *, model, view, shrinkage, metadata, compact) ->
         states = _unpack(packed, layers)  # finalize what load_stats will read back
     bundle = {layer: _estimate(states[layer], shrinkage, layer) for layer in layers}
     path = os.path.join(directory, STATS_FILE)
-    primary = jax.process_index() == 0
+    primary = folder is not None
     # New moments go next to the old ones; stats.json, replaced atomically, is the commit point: until
     # it names the new moments, the old statistics stay whole and usable (disk full, crash).
     try:

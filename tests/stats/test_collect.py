@@ -98,7 +98,15 @@ def test_two_processes_agree_with_one_device(toy, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     procs = [subprocess.Popen([sys.executable, str(script), str(i), port, str(tmp_path)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
-    logs = [p.communicate(timeout=240)[0] for p in procs]
+    deadline = time.monotonic() + 240
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        if any(p.poll() not in (None, 0) for p in procs):  # one failed: its peer would wait for it forever
+            break
+        time.sleep(0.5)
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+    logs = [p.communicate()[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(l[-3000:] for l in logs)
     with np.load(tmp_path / "states.npz") as f:
         two = {l: stats.StatsState(**{k: f[f"{l}/{k}"] for k in stats.StatsState._fields}) for l in ("conv1", "conv2")}
