@@ -22,7 +22,6 @@ from __future__ import annotations
 import collections
 import functools
 import hashlib
-import importlib
 import importlib.metadata
 import inspect
 import json
@@ -37,11 +36,12 @@ import numpy as np
 
 from jaxviz.common import cache as cache_lib
 from jaxviz.common import pytree
+from jaxviz.common.errors import JaxvizError
 from jaxviz.common.files import atomic_write
 
 __all__ = ["StoredFunction", "programs_dir", "source_digest", "environment_key", "storable", "MAX_BYTES"]
 
-FORMAT = 1  # the file layout below: one JSON header line, then the serialized Exported
+FORMAT = 2  # the file layout below: one JSON header line (with the payload's SHA-256), then the serialized Exported
 MAX_BYTES = 1 << 30  # the folder is trimmed (oldest first) past this size
 _MAGIC = b"jaxviz-program"
 
@@ -173,22 +173,14 @@ def _register(classes) -> None:
                 _registered.add(cls)
 
 
-_IMPORTABLE = ("jaxviz", "optax", "flax", "jax", "chex")  # packages whose state classes a file may name
-
-
 def _lookup(name: str) -> type | None:
-    """A class named in a stored file: from a module already imported, or one of :data:`_IMPORTABLE`'s
-    (a file never makes this process import anything else)."""
+    """A NamedTuple class named in a stored file, from a module this process has imported already: a file
+    never makes jaxviz import anything (a module's import can run code, e.g. ``jaxviz.__main__``)."""
     module, _, qualname = name.partition(":")
     obj = sys.modules.get(module)
-    if obj is None and module.split(".")[0] in _IMPORTABLE:
-        try:
-            obj = importlib.import_module(module)
-        except ImportError:
-            return None
     for part in qualname.split("."):
         obj = getattr(obj, part, None)
-    return obj if isinstance(obj, type) and issubclass(obj, tuple) else None
+    return obj if isinstance(obj, type) and issubclass(obj, tuple) and hasattr(obj, "_fields") else None
 
 
 class StoredFunction:
@@ -263,16 +255,18 @@ class StoredFunction:
 
     @staticmethod
     def _load(path: str):
-        try:
-            with open(path, "rb") as f:
-                blob = f.read()
-        except OSError:
+        from jaxviz.common import readers
+
+        try:  # a regular file only (a FIFO would block), and its payload as written (one flipped bit: rebuilt)
+            blob = readers.read_bytes(path, fix="it is rebuilt")
+        except JaxvizError:
             return None
         try:
             magic, header, payload = blob.split(b"\n", 2)
-            if magic != _MAGIC:
-                raise ValueError("not a jaxviz program file")
-            classes = [_lookup(name) for name in json.loads(header)["namedtuples"]]
+            header = json.loads(header)
+            if magic != _MAGIC or header.get("sha256") != readers.sha256(payload):
+                raise ValueError("not a jaxviz program file, or damaged")
+            classes = [_lookup(name) for name in header["namedtuples"]]
             if any(cls is None for cls in classes):
                 raise ValueError("a state class it names is not loaded")
             _register(classes)
@@ -292,7 +286,8 @@ class StoredFunction:
         _register(classes)
         try:
             payload = exported.serialize()
-            header = json.dumps({"namedtuples": sorted({_class_name(c) for c in classes})}).encode()
+            header = json.dumps({"namedtuples": sorted({_class_name(c) for c in classes}),
+                                 "sha256": hashlib.sha256(payload).hexdigest()}).encode()
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             atomic_write(path, b"\n".join((_MAGIC, header, bytes(payload))))
             _trim(os.path.dirname(path))

@@ -185,3 +185,45 @@ def test_a_file_naming_a_class_outside_the_state_packages_is_not_trusted(cache):
     fn2, calls2 = _counted()
     stored.StoredFunction(fn2, name="toy", key="k")(*_args())
     assert calls2 == [1]  # not loaded: exported again
+
+
+def test_a_flipped_bit_in_a_stored_program_is_rebuilt_not_run(cache):
+    fn, _ = _counted()
+    want = stored.StoredFunction(fn, name="toy", key="k")(*_args())
+    (path,) = cache.iterdir()
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0x04  # one bit of the serialized program
+    path.write_bytes(bytes(blob))
+    fn2, calls2 = _counted()
+    got = stored.StoredFunction(fn2, name="toy", key="k")(*_args())
+    assert calls2 == [1]  # the damaged file is not used: exported again
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+    fn3, calls3 = _counted()
+    stored.StoredFunction(fn3, name="toy", key="k")(*_args())
+    assert calls3 == []  # and the rebuilt file is whole
+
+
+def test_a_file_naming_a_module_never_makes_jaxviz_import_it(cache):
+    fn, _ = _counted()
+    stored.StoredFunction(fn, name="toy", key="k")(*_args())
+    (path,) = cache.iterdir()
+    magic, header, payload = path.read_bytes().split(b"\n", 2)
+    header = json.loads(header)
+    sys.modules.pop("jaxviz.__main__", None)
+    header["namedtuples"] = ["jaxviz.__main__:Anything"]  # importing it would run the command line
+    path.write_bytes(b"\n".join((magic, json.dumps(header).encode(), payload)))
+    fn2, calls2 = _counted()
+    stored.StoredFunction(fn2, name="toy", key="k")(*_args())
+    assert "jaxviz.__main__" not in sys.modules
+    assert calls2 == [1]
+
+
+def test_a_fifo_in_place_of_a_program_does_not_block(cache):
+    fn, _ = _counted()
+    stored.StoredFunction(fn, name="toy", key="k")(*_args())
+    (path,) = cache.iterdir()
+    path.unlink()
+    os.mkfifo(path)
+    fn2, calls2 = _counted()
+    stored.StoredFunction(fn2, name="toy", key="k")(*_args())  # would wait forever on open()
+    assert calls2 == [1]
