@@ -197,6 +197,7 @@ def load_quantiles(directory: str, *, model=None, layers: Sequence[str] | None =
       StatsNotFoundError: no quantiles there. StatsMismatchError: another model, missing layers,
       shapes that do not match ``model``, or files that do not match their hash.
     """
+    from jaxviz.common import readers
     from jaxviz.stats.store import content_hash
 
     meta = _read_json(directory)
@@ -209,23 +210,24 @@ def load_quantiles(directory: str, *, model=None, layers: Sequence[str] | None =
     if missing:
         raise StatsMismatchError(f"quantiles in {directory} hold layers {', '.join(stored)}, not {', '.join(missing)}")
     path = os.path.join(os.path.abspath(os.path.expanduser(directory)), meta["quantiles"])
-    try:
-        with np.load(path) as f:
-            packed = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
-        raise StatsNotFoundError(f"cannot read the quantiles in {path} ({type(e).__name__})") from None
+    # a regular file only (a FIFO never blocks); a truncated or bit-flipped archive is one line
+    packed = readers.read_npz(path, fix="recompute the quantiles", error=StatsMismatchError)
     if content_hash(packed) != meta.get("sha256"):
         raise StatsMismatchError(f"{path} does not match the hash in {QUANTILES_FILE}; recompute the quantiles")
-    out = {}
-    for layer in wanted:
-        i = stored.index(layer)
-        values = np.asarray(packed[f"{i:03d}/values"], np.float64)
-        if hasattr(model, "layers") and (layer not in model.layers or model.layers[layer][-1] != values.shape[0]):
-            raise StatsMismatchError(f"layer {layer} of {name} does not match the quantiles in {directory}")
-        out[layer] = QuantileStats(np.asarray(packed["levels"], np.float64), values,
-                                   np.asarray(packed[f"{i:03d}/mean"], np.float64),
-                                   np.asarray(packed[f"{i:03d}/std"], np.float64), int(meta["samples"][layer]))
-    return out
+    try:
+        return {layer: _layer_quantiles(packed, meta, stored.index(layer), layer, model, directory) for layer in wanted}
+    except (KeyError, ValueError, TypeError, IndexError):  # quantiles.json names arrays or counts not there
+        raise StatsMismatchError(f"{path} does not hold what {QUANTILES_FILE} names (layers, samples); recompute "
+                                 "the quantiles") from None
+
+
+def _layer_quantiles(packed, meta, i: int, layer: str, model, directory) -> QuantileStats:
+    values = np.asarray(packed[f"{i:03d}/values"], np.float64)
+    if hasattr(model, "layers") and (layer not in model.layers or model.layers[layer][-1] != values.shape[0]):
+        raise StatsMismatchError(f"layer {layer} of {model.name} does not match the quantiles in {directory}")
+    return QuantileStats(np.asarray(packed["levels"], np.float64), values,
+                         np.asarray(packed[f"{i:03d}/mean"], np.float64),
+                         np.asarray(packed[f"{i:03d}/std"], np.float64), int(meta["samples"][layer]))
 
 
 def shipped_quantiles_dir(model_name: str) -> str | None:

@@ -320,17 +320,20 @@ def content_hash(arrays: Mapping[str, np.ndarray]) -> str:
 
 
 def _read_compact(directory: str, meta: Mapping[str, Any]) -> dict[str, StatsState]:
+    from jaxviz.common import readers
+
     path = os.path.join(os.path.abspath(os.path.expanduser(directory)), meta.get("moments", MOMENTS_FILE))
-    try:
-        with np.load(path) as f:
-            packed = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
-        raise StatsNotFoundError(f"cannot read the moments in {path} ({type(e).__name__}); "
-                                 "recompute them with `jaxviz stats --compact --force`") from None
+    # a regular file only (a FIFO never blocks); a truncated or bit-flipped archive is one line
+    packed = readers.read_npz(path, fix="recompute them with `jaxviz stats --compact --force`",
+                              error=StatsMismatchError)
     if content_hash(packed) != meta.get("sha256"):
         raise StatsMismatchError(f"{path} does not match the hash in {STATS_FILE}; "
                                  "recompute it with `jaxviz stats --compact --force`")
-    return _unpack(packed, meta["layers"])
+    try:
+        return _unpack(packed, meta["layers"])
+    except (KeyError, ValueError, TypeError, IndexError):  # stats.json edited to name arrays the file lacks
+        raise StatsMismatchError(f"{path} does not hold the layers {STATS_FILE} names; recompute it with "
+                                 "`jaxviz stats --compact --force`") from None
 
 
 def shipped_stats_dir(model_name: str, view: str = "pixel") -> str | None:

@@ -188,3 +188,65 @@ def test_a_mount_point_with_lost_found_is_refused_before_the_render(toy, tmp_pat
         assert os.listdir(mount) == ["lost+found"]
     finally:
         _umount(mount)
+
+
+# ------------------------------------------------------------------ damaged statistics and quantiles
+
+
+def _shipped_copy(tmp_path):
+    import shutil
+
+    from jaxviz.stats.store import shipped_stats_dir
+
+    folder = tmp_path / "pixel"
+    shutil.copytree(shipped_stats_dir("efficientnet_lite0"), folder)
+    return folder
+
+
+def _one_line(error):
+    text = str(error)
+    assert "\n" not in text and len(text) < 400, text
+    return text
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "fifo"])
+@pytest.mark.parametrize("kind", ["moments", "quantiles"])
+def test_damaged_compact_statistics_and_quantiles_are_one_line(tmp_path, kind, damage):
+    import json
+
+    from jaxviz.stats.quantiles import load_quantiles
+
+    folder = _shipped_copy(tmp_path)
+    meta = json.loads((folder / ("stats.json" if kind == "moments" else "quantiles.json")).read_text())
+    path = folder / meta[kind]
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":
+        i = len(data) // 2  # inside the compressed arrays
+        path.write_bytes(data[:i] + bytes([data[i] ^ 0x10]) + data[i + 1:])
+    else:
+        path.unlink()
+        os.mkfifo(path)  # opening it for reading would wait forever
+    load = (lambda: load_stats(str(folder))) if kind == "moments" else (lambda: load_quantiles(str(folder)))
+    with pytest.raises(JaxvizError) as caught:
+        load()
+    assert str(path) in _one_line(caught.value)
+
+
+@pytest.mark.parametrize("edit", ["layer", "samples"])
+def test_quantiles_json_naming_what_the_arrays_lack_is_one_line(tmp_path, edit):
+    import json
+
+    from jaxviz.stats.quantiles import load_quantiles
+
+    folder = _shipped_copy(tmp_path)
+    meta = json.loads((folder / "quantiles.json").read_text())
+    if edit == "layer":
+        meta["layers"] = [*meta["layers"], "blocks.15"]
+    else:
+        meta.pop("samples")
+    (folder / "quantiles.json").write_text(json.dumps(meta))
+    with pytest.raises(JaxvizError) as caught:
+        load_quantiles(str(folder))
+    _one_line(caught.value)
