@@ -160,14 +160,20 @@ class IterableSource:
 
     def _rebatch(self, batch_size, start, shard_index, shard_count):
         pending: list[np.ndarray] = []
-        have, index = 0, 0
+        have, index, shape = 0, 0, None
 
         def stream():
             yield from self._head
             self._head.clear()
             yield from self._items()
 
-        for images in stream():
+        for number, images in enumerate(stream()):
+            if shape is None:
+                shape = images.shape[1:]
+            elif images.shape[1:] != shape:  # the pass compiles for one shape: say which batch broke it
+                raise DataError(f"batch {number} of the source holds images of {images.shape[1]}x{images.shape[2]} "
+                                f"px, the batches before it {shape[0]}x{shape[1]} px; the statistics pass needs "
+                                "one size (resize them to one side first)")
             n = len(images)
             keep = [j for j in range(n) if index + j >= start and (index + j) % shard_count == shard_index]
             index += n
@@ -175,9 +181,6 @@ class IterableSource:
                 images = images[keep]
             if not len(images):
                 continue
-            if pending and images.shape[1:] != pending[0].shape[1:]:
-                raise DataError(f"the source's images change size ({pending[0].shape[1]} px, then {images.shape[1]} px); "
-                                "the statistics pass needs one size")
             pending.append(images)
             have += len(images)
             while have >= batch_size:

@@ -250,3 +250,17 @@ def test_quantiles_json_naming_what_the_arrays_lack_is_one_line(tmp_path, edit):
     with pytest.raises(JaxvizError) as caught:
         load_quantiles(str(folder))
     _one_line(caught.value)
+
+
+def test_a_stream_whose_image_size_changes_names_the_batch():
+    import jaxviz
+
+    def batches():
+        rng = np.random.default_rng(0)
+        yield rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+        yield rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+        yield rng.integers(0, 256, (2, 24, 24, 3), dtype=np.uint8)
+
+    with pytest.raises(JaxvizError, match=r"batch 2 of the source holds images of 24x24 px") as caught:
+        jaxviz.collect_stats(make_toy(), ["conv1"], batches(), batch_size=2, quantiles=False)
+    _one_line(caught.value)
