@@ -7,15 +7,17 @@ checkpoint manager per launch. Rerunning with the same metadata resumes; differe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import time
 from typing import Any
 
 import jax
 import numpy as np
 
 from jaxviz.common.errors import CheckpointMismatchError, OutputError
-from jaxviz.common.files import atomic_write_json, check_writable_dir, to_json
+from jaxviz.common.files import atomic_write_json, check_writable_dir, stderr_held, to_json, write_failure
 
 __all__ = ["CheckpointMismatchError", "RunStore"]
 
@@ -78,13 +80,22 @@ class RunStore:
         manager = self._manager(launch_id)
         # flat leaves: the template's treedef rebuilds any NamedTuple/optax state on restore
         leaves = {f"{i:05d}": leaf for i, leaf in enumerate(jax.tree.leaves(state))}
+        kept = manager.latest_step()
         try:
-            manager.save(step, args=ocp.args.StandardSave({"state": leaves, "log": log}), force=True)
-            manager.wait_until_finished()
+            with stderr_held():  # Orbax's threads print tracebacks of a full disk: one line instead
+                try:
+                    manager.save(step, args=ocp.args.StandardSave({"state": leaves, "log": log}), force=True)
+                    manager.wait_until_finished()
+                except Exception:
+                    with contextlib.suppress(Exception):  # its threads finish here, still held
+                        manager.close()
+                    time.sleep(0.5)  # tensorstore's callbacks on Orbax's closed event loop print a little later
+                    self._managers.pop(launch_id, None)
+                    raise
         except Exception as e:  # noqa: BLE001 - OSError, or tensorstore's own error for a full disk
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
-            raise OutputError(f"cannot write a checkpoint to {self.directory} ({reason}); "
-                              "the previous checkpoint is kept") from None
+            what = ("nothing of this run was checkpointed yet" if kept is None else
+                    f"the checkpoint of step {kept} is kept; a rerun resumes there")
+            raise OutputError(f"cannot write a checkpoint to {self.directory} ({write_failure(e)}); {what}") from None
 
     def restore(self, launch_id: str, state_template, log_template: np.ndarray):
         """Latest ``(state, log)`` of a launch, laid out like the templates, or ``None``."""

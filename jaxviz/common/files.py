@@ -9,9 +9,11 @@ writing fails.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import sys
 import tempfile
 from typing import Any, Callable
 
@@ -118,3 +120,46 @@ def check_writable_dir(path: str, what: str = "--out") -> str:
     if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
         raise UsageError(f"{what} {path} is not a writable directory")
     return path
+
+
+def write_failure(error: BaseException) -> str:
+    """The cause of a failed write in a few words: the OS's (``No space left on device``), also when
+    tensorstore (Orbax) wraps it in its own error text."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    text = str(error)
+    for phrase in ("No space left on device", "Disk quota exceeded", "Read-only file system", "Permission denied"):
+        if phrase in text:
+            return phrase
+    return f"{type(error).__name__}: {text.splitlines()[0][:200] if text else ''}"
+
+
+@contextlib.contextmanager
+def stderr_held():
+    """Holds what is printed to file descriptor 2 while in the block (Orbax's worker threads and tensorstore's
+    C++ callbacks print their tracebacks there, not through Python): replayed if the block succeeds, dropped
+    if it raises, so a failed write is the caller's one line.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+        held = tempfile.TemporaryFile()
+    except OSError:  # no descriptor to spare: print as usual
+        yield
+        return
+    failed = False
+    try:
+        os.dup2(held.fileno(), 2)
+        yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        if not failed:
+            held.seek(0)
+            with contextlib.suppress(OSError):
+                os.write(2, held.read())
+        held.close()

@@ -233,8 +233,11 @@ def _lock(folder: str, what: str) -> Iterator[None]:
             break
         os.close(fd)
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:  # the PID is a courtesy for the message above: the lock is the flock
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as e:
+            raise OutputError(f"{what} {folder} cannot be written ({e.strerror or e})") from None
         yield
     finally:
         with contextlib.suppress(OSError):

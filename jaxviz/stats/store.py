@@ -28,7 +28,7 @@ import numpy as np
 
 from jaxviz.common import ASSETS
 from jaxviz.common.errors import OutputError, StatsMismatchError, StatsNotFoundError, UsageError
-from jaxviz.common.files import atomic_write, atomic_write_json, to_json
+from jaxviz.common.files import atomic_write, atomic_write_json, stderr_held, to_json, write_failure
 from jaxviz.stats import moments as stats
 from jaxviz.stats import views
 from jaxviz.stats.moments import LayerStats, StatsState
@@ -156,7 +156,7 @@ def _save_stats(directory, folder, states, *, model, view, shrinkage, metadata, 
             if primary:
                 atomic_write(moments_path, lambda f: np.savez_compressed(f, **packed))
         else:
-            with ocp.StandardCheckpointer() as ckpt:
+            with stderr_held(), ocp.StandardCheckpointer() as ckpt:  # a full disk: one line, not Orbax's tracebacks
                 ckpt.save(moments_path, tree, force=True)
                 ckpt.wait_until_finished()
         if primary:
@@ -166,7 +166,7 @@ def _save_stats(directory, folder, states, *, model, view, shrinkage, metadata, 
             _remove(moments_path)
             folder.disown(moments_name)
         kept = " (the previous statistics are kept)" if previous else ""
-        raise OutputError(f"cannot write statistics to {directory}: {_reason(e)}{kept}") from None
+        raise OutputError(f"cannot write statistics to {directory}: {write_failure(e)}{kept}") from None
     if primary and old_moments and old_moments != moments_name and old_moments in folder.entries:
         _remove(os.path.join(directory, old_moments))  # only moments our manifest lists
         folder.disown(old_moments)
@@ -179,12 +179,6 @@ def _remove(path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
     elif os.path.exists(path):
         os.remove(path)
-
-
-def _reason(error: BaseException) -> str:
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    return f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
 
 
 def _is_plain_name(name) -> bool:

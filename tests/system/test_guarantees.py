@@ -1,6 +1,7 @@
 """README "Guarantees", from the user's side (issue 31): nothing of the user's is ever lost (output folders),
 and a damaged file is one line, never a traceback and never used (integrity)."""
 
+import contextlib
 import os
 import subprocess
 import threading
@@ -264,3 +265,58 @@ def test_a_stream_whose_image_size_changes_names_the_batch():
     with pytest.raises(JaxvizError, match=r"batch 2 of the source holds images of 24x24 px") as caught:
         jaxviz.collect_stats(make_toy(), ["conv1"], batches(), batch_size=2, quantiles=False)
     _one_line(caught.value)
+
+
+# ------------------------------------------------------------------------------- a disk that fills
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 200 KiB tmpfs (root only: where it cannot be mounted the test skips and says so)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.decode().strip()[:80]})")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def _stats_cli(out, *extra):
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "jaxviz", "stats", "--layers", "blocks.6", "--out", str(out),
+                           "--size", "64", "--max-images", "64", "--batch-size", "8", "--quiet", *extra],
+                          capture_output=True, text=True, timeout=600)
+
+
+def _kept_steps(checkpoints):
+    return sorted(int(p.name) for p in (checkpoints / "pass").iterdir() if p.name.isdigit())
+
+
+@pytest.mark.slow
+def test_a_full_disk_at_a_checkpoint_is_one_true_line(small_disk):
+    later = _stats_cli(small_disk / "s", "--checkpoint-every", "2")  # some checkpoints fit, then one does not
+    assert later.returncode == 2 and later.stderr.count("\n") == 1, later.stderr[-2000:]
+    assert "No space left on device" in later.stderr
+    kept = _kept_steps(small_disk / "s" / ".checkpoint")
+    assert (f"the checkpoint of step {kept[-1]} is kept" if kept else "nothing of this run") in later.stderr
+    with open(small_disk / "filler", "wb", buffering=0) as f, contextlib.suppress(OSError):
+        while True:  # fill what is left: not even a first checkpoint fits
+            f.write(b"\0" * 4096)
+    first = _stats_cli(small_disk / "t", "--checkpoint-every", "2")
+    assert first.returncode == 2 and first.stderr.count("\n") == 1, first.stderr[-2000:]
+    assert "nothing of this run was checkpointed yet" in first.stderr or "cannot be written" in first.stderr
+
+
+def test_a_full_disk_while_saving_statistics_is_one_line(small_disk, capfd):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 300)).astype(np.float32)  # a 300 x 300 float64 comoment: 720 KB, over the disk
+    from jaxviz.stats import moments
+
+    state = moments.batch_stats(x, np.ones(50, np.float32))
+    capfd.readouterr()
+    with pytest.raises(OutputError, match="No space left on device") as caught:
+        collect.save_stats(str(small_disk / "s"), {"a": state}, model="toy", view="pixel")
+    assert "kept" not in str(caught.value)  # there were no statistics before to keep
+    assert capfd.readouterr().err == ""  # no thread's traceback
