@@ -191,12 +191,20 @@ class TfdsSource(_Batching):
 
     def sample(self, i: int) -> np.ndarray:
         i = self._check_index(i)
-        return self._decode(i, self.records[i]["image"])
+        return self._decode(i, self._read(lambda: self.records[i])["image"])
 
     def _samples(self, indices: range) -> list[np.ndarray]:
         # One batched read: array_record fetches the records of a batch in parallel.
-        records = self.records.__getitems__(list(indices))
+        records = self._read(lambda: self.records.__getitems__(list(indices)))
         return [self._decode(i, r["image"]) for i, r in zip(indices, records)]
+
+    def _read(self, read):
+        from jaxviz.data.tfds import damaged_records
+
+        try:
+            return read()
+        except RuntimeError as e:  # array_record's reader: a truncated or damaged record file
+            raise damaged_records(f"{self.name}/{self.split}", self.data_dir, e) from None
 
     def _decode(self, i: int, data: bytes) -> np.ndarray:
         label = f"tfds:{self.name}/{self.split} example {i}"

@@ -90,6 +90,13 @@ def _dataset_dir(name: str, data_dir: str) -> str:
         f"jaxviz.data.build_tfds_from_folder(FOLDER, {dataset!r}, {data_dir!r})")
 
 
+def damaged_records(name: str, where: str, error: BaseException) -> DataError:
+    """The one line for a record file array_record cannot read (truncated, bit-flipped)."""
+    reason = (str(error).splitlines() or [type(error).__name__])[0][:160]
+    return DataError(f"TFDS dataset {name!r} at {where}: a record file is damaged ({reason}); prepare the "
+                     "dataset again (jaxviz.data.tfds.build_tfds_from_folder, or TFDS's download_and_prepare)")
+
+
 def open_split(name: str, split: str, data_dir: str):
     """Opens the split of a prepared dataset for random access, images left encoded.
 
@@ -121,6 +128,8 @@ def open_split(name: str, split: str, data_dir: str):
             f"TFDS dataset {name!r} at {path} is stored as {builder.info.file_format.value}; reading "
             f"without TensorFlow needs array_record: prepare it again with "
             f"file_format='array_record' in another data dir") from None
+    except RuntimeError as e:  # array_record's reader: a truncated or damaged record file
+        raise damaged_records(name, path, e) from None
     except (KeyError, ValueError) as e:
         known = ", ".join(sorted(builder.info.splits.keys()))
         if all(re.sub(r"\[.*\]$", "", part) in builder.info.splits.keys() for part in split.split("+")):

@@ -320,3 +320,27 @@ def test_a_full_disk_while_saving_statistics_is_one_line(small_disk, capfd):
         collect.save_stats(str(small_disk / "s"), {"a": state}, model="toy", view="pixel")
     assert "kept" not in str(caught.value)  # there were no statistics before to keep
     assert capfd.readouterr().err == ""  # no thread's traceback
+
+
+@pytest.mark.parametrize("keep", [0.9, 0.3])  # a damaged chunk; a file shorter than array_record's minimum
+def test_a_truncated_tfds_record_file_is_one_line(tmp_path, keep):
+    import glob
+
+    import jaxviz
+    from jaxviz import data
+    from jaxviz.data.tfds import build_tfds_from_folder
+
+    (tmp_path / "photos").mkdir()
+    for i in range(8):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
+            tmp_path / "photos" / f"{i}.png")
+    build_tfds_from_folder(tmp_path / "photos", "my_photos", tmp_path / "tfds")
+    (record,) = glob.glob(str(tmp_path / "tfds" / "my_photos" / "1.0.0" / "*.array_record*"))
+    with open(record, "rb") as f:
+        whole = f.read()
+    with open(record, "wb") as f:
+        f.write(whole[: int(len(whole) * keep)])
+    with pytest.raises(JaxvizError, match="a record file is damaged") as caught:
+        source = data.open_source("tfds:my_photos", size=32, data_dir=str(tmp_path / "tfds"))
+        jaxviz.collect_stats(make_toy(), ["conv1"], source, batch_size=4, quantiles=False)
+    _one_line(caught.value)
