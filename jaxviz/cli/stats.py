@@ -53,7 +53,8 @@ def run(args) -> int:
     from jaxviz.common.errors import UsageError
     from jaxviz.common.files import check_writable_dir
     from jaxviz.models import load_model
-    from jaxviz.stats.collect import check_pass_arguments, collect_to_dir
+    from jaxviz.stats.collect import check_pass_arguments
+    from jaxviz.stats.to_folder import collect_to_dir
     from jaxviz.stats.views import parse_view
 
     layers = [l.strip() for l in args.layers.split(",") if l.strip()]

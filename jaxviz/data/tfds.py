@@ -92,7 +92,7 @@ def _dataset_dir(name: str, data_dir: str) -> str:
 
 def damaged_records(name: str, where: str, error: BaseException) -> DataError:
     """The one line for a record file array_record cannot read (truncated, bit-flipped)."""
-    reason = (str(error).splitlines() or [type(error).__name__])[0][:160]
+    reason = (str(error).splitlines() or [type(error).__name__])[0][:100]
     return DataError(f"TFDS dataset {name!r} at {where}: a record file is damaged ({reason}); prepare the "
                      "dataset again (jaxviz.data.tfds.build_tfds_from_folder, or TFDS's download_and_prepare)")
 

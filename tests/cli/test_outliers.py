@@ -9,7 +9,7 @@ from PIL import Image
 from jaxviz import objectives, recipes, render
 from jaxviz.cli import main
 from jaxviz.common.images import as_uint8_batch
-from jaxviz.stats.collect import collect_to_dir
+from jaxviz.stats.to_folder import collect_to_dir
 
 SIZE = 96
 LAYER = "blocks.2"

@@ -32,7 +32,7 @@ from jaxviz.common.images import read_image, resize_center_crop
 from jaxviz.data import scan_folder
 from jaxviz.render import RenderConfig, RenderResult
 from jaxviz.render import render_images as render
-from jaxviz.stats import collect, outliers
+from jaxviz.stats import outliers, to_folder
 from jaxviz.stats.store import load_stats, save_stats
 from tests.toys import ROOT, make_toy
 
@@ -106,14 +106,14 @@ def test_disk_full_while_replacing_statistics_keeps_the_old_ones(tmp_path, monke
 
 def test_statistics_of_other_layers_are_not_replaced_without_force(toy, tmp_path):
     kwargs = dict(size=16, max_images=6, batch_size=3, quiet=True)
-    collect.collect_to_dir(toy, ["conv1"], "photos", str(tmp_path), **kwargs)
+    to_folder.collect_to_dir(toy, ["conv1"], "photos", str(tmp_path), **kwargs)
     with pytest.raises(UsageError, match="force=True") as info:
-        collect.collect_to_dir(toy, ["conv2"], "photos", str(tmp_path), **kwargs)
+        to_folder.collect_to_dir(toy, ["conv2"], "photos", str(tmp_path), **kwargs)
     from jaxviz.cli._common import as_flags
 
     assert "--force" in as_flags(str(info.value))
     assert list(load_stats(str(tmp_path)).layers) == ["conv1"]
-    bundle, computed = collect.collect_to_dir(toy, ["conv2"], "photos", str(tmp_path), force=True, **kwargs)
+    bundle, computed = to_folder.collect_to_dir(toy, ["conv2"], "photos", str(tmp_path), force=True, **kwargs)
     assert computed and list(load_stats(str(tmp_path)).layers) == ["conv2"]
 
 
@@ -180,11 +180,11 @@ def test_resuming_statistics_over_changed_images_is_refused(toy, tmp_path):
     for i in range(4):
         Image.fromarray(rng.integers(0, 255, (20, 20, 3), np.uint8)).save(folder / f"{i}.png")
     kwargs = dict(size=16, batch_size=2, quiet=True, checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=1)
-    collect.collect_to_dir(toy, ["conv1"], f"folder:{folder}", str(tmp_path / "s1"), **kwargs)
+    to_folder.collect_to_dir(toy, ["conv1"], f"folder:{folder}", str(tmp_path / "s1"), **kwargs)
     Image.fromarray(rng.integers(0, 255, (20, 20, 3), np.uint8)).save(folder / "2.png")  # same name and count
     os.utime(folder / "2.png", ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
     with pytest.raises(CheckpointMismatchError, match="files"):
-        collect.collect_to_dir(toy, ["conv1"], f"folder:{folder}", str(tmp_path / "s2"), **kwargs)
+        to_folder.collect_to_dir(toy, ["conv1"], f"folder:{folder}", str(tmp_path / "s2"), **kwargs)
 
 
 def test_the_last_update_is_checked(toy):
