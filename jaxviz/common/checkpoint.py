@@ -112,6 +112,10 @@ class RunStore:
         template = {"state": {f"{i:05d}": abstract(x) for i, x in enumerate(leaves)}, "log": log_template}
         import orbax.checkpoint as ocp
 
+        from jaxviz.common import readers
+
+        readers.regular_tree(os.path.join(self.directory, launch_id, str(step)), fix="delete it to start over",
+                             error=CheckpointMismatchError)  # a FIFO in it would block the restore forever
         try:
             restored = manager.restore(step, args=ocp.args.StandardRestore(template))
         except Exception as e:  # noqa: BLE001 - a damaged checkpoint: orbax/tensorstore raise many types

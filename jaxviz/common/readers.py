@@ -51,6 +51,24 @@ def regular_file(path, *, fix: str, error: type = DataError) -> str:
     return path
 
 
+def regular_tree(folder, *, fix: str, error: type = DataError) -> str:
+    """``folder`` (absolute) if everything under it is a regular file or a folder (a FIFO among the files of an
+    Orbax checkpoint would block its reader forever); never opens a file."""
+    folder = os.path.abspath(os.path.expanduser(os.fspath(folder)))
+    if not os.path.isdir(folder):
+        raise damaged(folder, "it is missing or not a folder", fix, error)
+    for root, dirs, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            try:
+                regular = stat.S_ISREG(os.stat(path).st_mode)
+            except OSError as e:
+                raise damaged(path, e.strerror or str(e), fix, error) from None
+            if not regular:
+                raise damaged(path, "it is not a regular file", fix, error)
+    return folder
+
+
 def read_bytes(path, *, fix: str, verify: bool = False, expected: str | None = None, error: type = DataError) -> bytes:
     """The bytes of a regular file, checked against ``expected`` (a SHA-256) or, with ``verify``, the hash
     the folder's manifest records for it."""

@@ -255,6 +255,9 @@ def load_stats(directory: str, *, model=None, layers: Sequence[str] | None = Non
         moments = _read_compact(directory, meta)
         out = {l: _estimate(moments[l], shrinkage, l) for l in wanted}
         return StatsBundle(out, meta["model"], meta["view"], shrinkage, meta)
+    from jaxviz.common import readers
+
+    readers.regular_tree(path, fix="recompute them with `jaxviz stats --force`", error=StatsNotFoundError)
     try:
         with ocp.StandardCheckpointer() as ckpt:
             tree = ckpt.restore(path)

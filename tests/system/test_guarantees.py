@@ -344,3 +344,49 @@ def test_a_truncated_tfds_record_file_is_one_line(tmp_path, keep):
         source = data.open_source("tfds:my_photos", size=32, data_dir=str(tmp_path / "tfds"))
         jaxviz.collect_stats(make_toy(), ["conv1"], source, batch_size=4, quantiles=False)
     _one_line(caught.value)
+
+
+def _fifo_in_place_of_a_data_file(folder):
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and "/d/" in str(p))
+    files[0].unlink()
+    os.mkfifo(files[0])
+    return files[0]
+
+
+def _within(call, seconds=30):
+    """``call``'s exception (the test fails if it blocks or returns)."""
+    caught = []
+
+    def run():
+        try:
+            call()
+        except Exception as e:  # noqa: BLE001 - handed to the test
+            caught.append(e)
+        else:
+            caught.append(None)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"{call} blocked"
+    assert caught[0] is not None, f"{call} returned"
+    return caught[0]
+
+
+def test_a_fifo_among_orbax_statistics_or_checkpoint_files_does_not_block(tmp_path):
+    from jaxviz.common.checkpoint import RunStore
+    from jaxviz.stats import moments
+
+    x = np.random.default_rng(0).normal(size=(50, 6)).astype(np.float32)
+    collect.save_stats(str(tmp_path / "s"), {"a": moments.batch_stats(x, np.ones(50, np.float32))}, model="toy",
+                       view="pixel")
+    fifo = _fifo_in_place_of_a_data_file(tmp_path / "s")
+    error = _within(lambda: load_stats(str(tmp_path / "s")))
+    assert isinstance(error, JaxvizError) and str(fifo) in _one_line(error)
+
+    store = RunStore(str(tmp_path / "c"), kind="stats")
+    store.save("pass", 1, {"x": np.arange(3.0)}, np.zeros(1))
+    fifo = _fifo_in_place_of_a_data_file(tmp_path / "c")
+    error = _within(lambda: RunStore(str(tmp_path / "c"), kind="stats").restore("pass", {"x": np.zeros(3)},
+                                                                                np.zeros(1)))
+    assert isinstance(error, JaxvizError) and str(fifo) in _one_line(error)
