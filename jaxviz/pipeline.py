@@ -146,6 +146,8 @@ def _demo(model, out, *, steps, size, targets, quiet, judge, real):
     from jaxviz.stats.store import shipped_stats_dir
 
     specs = list(targets or DEMO_TARGETS)
+    if any(recipes.get(name, size=size).prior for name in DEMO_RUNS):  # before any run: never half a demo
+        _check_shipped_stats(model)
     runs, titles = {}, {}
     for name in DEMO_RUNS:
         recipe = recipes.get(name, size=size).at_budget(steps)
@@ -162,6 +164,20 @@ def _demo(model, out, *, steps, size, targets, quiet, judge, real):
              + (f", and the top 5 of {judge}, a model the optimization never saw." if judge else "."))
     page = write_comparison(out, runs, title=f"jaxviz demo: {model.name}", headers=DEMO_RUNS, intro=intro)
     return page, runs
+
+
+def _check_shipped_stats(model) -> None:
+    """The statistics shipped with jaxviz for ``model`` are there and whole (else one line: reinstall)."""
+    from jaxviz.common.errors import DataError, JaxvizError
+    from jaxviz.stats.store import load_stats, shipped_stats_dir
+
+    folder = shipped_stats_dir(model.name, "pixel")
+    if folder is None:
+        raise DataError(f"the statistics shipped for {model.name} are missing (a damaged install); reinstall jaxviz")
+    try:
+        load_stats(folder, model=model)
+    except JaxvizError as e:
+        raise DataError(f"the statistics shipped for {model.name} are damaged ({e}); reinstall jaxviz") from None
 
 
 def _add_verdict(model, runs, out, *, judge, real, titles, quiet) -> None:

@@ -348,6 +348,8 @@ def shipped_stats_dir(model_name: str, view: str = "pixel") -> str | None:
     """
     directory = os.path.join(_SHIPPED_ROOT, str(model_name), views.parse_view(view).name)
     return directory if os.path.isfile(os.path.join(directory, STATS_FILE)) else None
+
+
 def _moments_by_name(tree, stored: Sequence[str], path: str) -> dict[str, StatsState]:
     """``{layer: StatsState}``; each entry names its layer (files of older versions: by position)."""
     out = {}

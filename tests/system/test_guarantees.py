@@ -390,3 +390,19 @@ def test_a_fifo_among_orbax_statistics_or_checkpoint_files_does_not_block(tmp_pa
     error = _within(lambda: RunStore(str(tmp_path / "c"), kind="stats").restore("pass", {"x": np.zeros(3)},
                                                                                 np.zeros(1)))
     assert isinstance(error, JaxvizError) and str(fifo) in _one_line(error)
+
+
+def test_a_damaged_install_leaves_no_half_demo(lite0, tmp_path, monkeypatch):
+    import shutil
+
+    from jaxviz.stats import store
+
+    assets = tmp_path / "assets"  # the install's statistics, one file of them damaged
+    shutil.copytree(store.shipped_stats_dir("efficientnet_lite0"), assets / "efficientnet_lite0" / "pixel")
+    moments_file = assets / "efficientnet_lite0" / "pixel" / "moments-1.npz"
+    moments_file.write_bytes(moments_file.read_bytes()[:1000])
+    monkeypatch.setattr(store, "_SHIPPED_ROOT", str(assets))
+    with pytest.raises(JaxvizError, match="moments-1.npz") as caught:
+        pipeline.demo(lite0, str(tmp_path / "demo"), steps=40, size=64, quiet=True, judge=None)
+    _one_line(caught.value)
+    assert not [p.name for p in (tmp_path / "demo").iterdir() if not p.name.startswith(".")]
