@@ -15,6 +15,7 @@ from jaxviz import data, stats
 from jaxviz.cli import main
 from jaxviz.common.checkpoint import CheckpointMismatchError
 from jaxviz.stats import collect
+from jaxviz.stats.store import STATS_FILE
 from tests.toys import ROOT, features64, make_toy
 
 
@@ -277,7 +278,7 @@ def test_cli_killed_with_sigkill_then_rerun_equals_uninterrupted(tmp_path):
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert not os.path.exists(os.path.join(out, collect.STATS_FILE))
+    assert not os.path.exists(os.path.join(out, STATS_FILE))
     done = max(int(n) for n in os.listdir(ckpt) if n.isdigit())
     assert 4 <= done < 80
 
