@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxviz.common import readers
 from jaxviz.common.errors import CheckpointMismatchError, OutputError
 from jaxviz.common.files import atomic_write_json, check_writable_dir, stderr_held, to_json, write_failure
 
@@ -111,8 +112,6 @@ class RunStore:
         leaves, treedef = jax.tree.flatten(state_template)
         template = {"state": {f"{i:05d}": abstract(x) for i, x in enumerate(leaves)}, "log": log_template}
         import orbax.checkpoint as ocp
-
-        from jaxviz.common import readers
 
         readers.regular_tree(os.path.join(self.directory, launch_id, str(step)), fix="delete it to start over",
                              error=CheckpointMismatchError)  # a FIFO in it would block the restore forever

@@ -35,7 +35,7 @@ import jax
 import numpy as np
 
 from jaxviz.common import cache as cache_lib
-from jaxviz.common import pytree
+from jaxviz.common import pytree, readers
 from jaxviz.common.errors import JaxvizError
 from jaxviz.common.files import atomic_write
 
@@ -255,8 +255,6 @@ class StoredFunction:
 
     @staticmethod
     def _load(path: str):
-        from jaxviz.common import readers
-
         try:  # a regular file only (a FIFO would block), and its payload as written (one flipped bit: rebuilt)
             blob = readers.read_bytes(path, fix="it is rebuilt")
         except JaxvizError:
@@ -287,7 +285,7 @@ class StoredFunction:
         try:
             payload = exported.serialize()
             header = json.dumps({"namedtuples": sorted({_class_name(c) for c in classes}),
-                                 "sha256": hashlib.sha256(payload).hexdigest()}).encode()
+                                 "sha256": readers.sha256(bytes(payload))}).encode()
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             atomic_write(path, b"\n".join((_MAGIC, header, bytes(payload))))
             _trim(os.path.dirname(path))

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxviz.common import readers
 from jaxviz.common.errors import StatsMismatchError, StatsNotFoundError, UsageError
 
 __all__ = ["QuantileSampler", "QuantileStats", "collect_quantiles", "save_quantiles", "load_quantiles", "shipped_quantiles_dir",
@@ -197,7 +198,6 @@ def load_quantiles(directory: str, *, model=None, layers: Sequence[str] | None =
       StatsNotFoundError: no quantiles there. StatsMismatchError: another model, missing layers,
       shapes that do not match ``model``, or files that do not match their hash.
     """
-    from jaxviz.common import readers
     from jaxviz.stats.store import content_hash
 
     meta = _read_json(directory)

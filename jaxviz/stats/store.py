@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz.common import ASSETS
+from jaxviz.common import ASSETS, readers
 from jaxviz.common.errors import OutputError, StatsMismatchError, StatsNotFoundError, UsageError
 from jaxviz.common.files import atomic_write, atomic_write_json, stderr_held, to_json, write_failure
 from jaxviz.stats import moments as stats
@@ -255,8 +255,6 @@ def load_stats(directory: str, *, model=None, layers: Sequence[str] | None = Non
         moments = _read_compact(directory, meta)
         out = {l: _estimate(moments[l], shrinkage, l) for l in wanted}
         return StatsBundle(out, meta["model"], meta["view"], shrinkage, meta)
-    from jaxviz.common import readers
-
     readers.regular_tree(path, fix="recompute them with `jaxviz stats --force`", error=StatsNotFoundError)
     try:
         with ocp.StandardCheckpointer() as ckpt:
@@ -317,8 +315,6 @@ def content_hash(arrays: Mapping[str, np.ndarray]) -> str:
 
 
 def _read_compact(directory: str, meta: Mapping[str, Any]) -> dict[str, StatsState]:
-    from jaxviz.common import readers
-
     path = os.path.join(os.path.abspath(os.path.expanduser(directory)), meta.get("moments", MOMENTS_FILE))
     # a regular file only (a FIFO never blocks); a truncated or bit-flipped archive is one line
     packed = readers.read_npz(path, fix="recompute them with `jaxviz stats --compact --force`",
