@@ -38,14 +38,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import datetime as _dt
 import hashlib
 import json
 import os
 import shlex
 import sys
-import time
 
 import numpy as np
 
@@ -138,39 +136,16 @@ def photo_table(model, real: str, n_photos: int, layers, cache_dir: str, quiet: 
 
 
 def render_method(name, model, cfg, targets, seed, run_dir, quiet):
-    """Images ``[T,S,S,3]``, final objectives ``[T]`` and seconds of one method and seed (cached)."""
-    import jax
-
-    import jaxviz
-    from jaxviz import objectives, render
-    from jaxviz.common.files import atomic_write
-    from jaxviz.common.progress import progress_bar
+    """Images ``[T,S,S,3]``, final objectives ``[T]`` and seconds of one method and seed (cached, resumable:
+    :mod:`experiments.runs`)."""
+    from experiments.runs import render_cached
+    from jaxviz import objectives
 
     path = os.path.join(run_dir, "runs", name.replace("/", "_"), f"seed{seed}.npz")
-    config, parts, notes, _ = method_parts(name, model, passes=cfg["passes"], size=cfg["size"])
-    if cfg.get("redirect_steps"):
-        config = dataclasses.replace(config, redirect_steps=min(cfg["redirect_steps"], config.steps))
-    described = f"{notes} | {config.numbers()} | " + " | ".join(
-        f"{k}={jaxviz.describe(v)}" for k, v in sorted(parts.items()))
-    signature = _hash({"method": name, "targets": targets, "seed": seed, "described": described,
-                       "passes": cfg["passes"], "size": cfg["size"]})
-    if os.path.exists(path):
-        with np.load(path) as f:
-            if str(f["signature"]) == signature:
-                return f["images"], f["activation"], float(f["seconds"])
-    objs = [objectives.channel(layer, c) for layer, c in targets]
-    update, close = progress_bar(f"{name} seed {seed}", quiet=quiet)
-    t = time.perf_counter()
-    try:
-        result = render.render_images(model, objs, key=jax.random.key(BASE_SEED + seed), config=config,
-                               progress=update, **parts)
-    finally:
-        close()
-    seconds = time.perf_counter() - t
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    atomic_write(path, lambda f: np.savez(f, images=result.images, activation=result.activation,
-                                          seconds=seconds, signature=signature))
-    return result.images, result.activation, seconds
+    key_data = {"method": name, "targets": targets, "seed": seed, "passes": cfg["passes"], "size": cfg["size"]}
+    return render_cached(name, model, lambda _: [objectives.channel(layer, c) for layer, c in targets], path=path,
+                         key_data=key_data, passes=cfg["passes"], size=cfg["size"], seed_value=BASE_SEED + seed,
+                         quiet=quiet, redirect_steps=cfg.get("redirect_steps") or 0)
 
 
 def make_table(per_method: dict, photos: dict, against: str) -> tuple[str, list[dict]]:

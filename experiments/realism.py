@@ -23,12 +23,10 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as _dt
-import hashlib
 import json
 import os
 import shlex
 import sys
-import time
 
 import numpy as np
 
@@ -83,44 +81,16 @@ def method_parts(name: str, model, *, passes: int, size: int):
     return recipe.config(batch_size=64, chunk_steps=16), recipe.parts(model), recipe.notes, recipe.target
 
 
-def _signature(name, cfg, classes, seed, described: str) -> str:
-    # the recipe's full description, not just its name: changing a default re-renders
-    data = {"method": name, "classes": classes, "seed": seed, "described": described,
-            **{k: cfg[k] for k in ("passes", "size")}}
-    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def render_method(name, model, cfg, classes, seed, run_dir, quiet):
-    """Images ``[N,S,S,3]`` and final target logits of one method and seed (cached on disk)."""
-    import jax
-
-    import jaxviz
-    from jaxviz import render
-    from jaxviz.common.files import atomic_write
-    from jaxviz.common.progress import progress_bar
+    """Images ``[N,S,S,3]``, final target objectives and seconds of one method and seed (cached, resumable:
+    :mod:`experiments.runs`)."""
+    from experiments.runs import render_cached
 
     path = os.path.join(run_dir, "runs", name.replace("/", "_"), f"seed{seed}.npz")
-    config, parts, notes, target = method_parts(name, model, passes=cfg["passes"], size=cfg["size"])
-    described = f"{notes} | {config.numbers()} | " + " | ".join(
-        f"{k}={jaxviz.describe(v)}" for k, v in sorted(parts.items()))
-    signature = _signature(name, cfg, classes, seed, described)
-    if os.path.exists(path):
-        with np.load(path) as f:
-            if str(f["signature"]) == signature:
-                return f["images"], f["activation"], float(f["seconds"])
-    targets = [target(c) for c in classes]
-    update, close = progress_bar(f"{name} seed {seed}", quiet=quiet)
-    t = time.perf_counter()
-    try:
-        result = render.render_images(model, targets, key=jax.random.key(BASE_SEED + seed), config=config,
-                               progress=update or False, **parts)
-    finally:
-        close()
-    seconds = time.perf_counter() - t
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    atomic_write(path, lambda f: np.savez(f, images=result.images, activation=result.activation,
-                                          seconds=seconds, signature=signature))
-    return result.images, result.activation, seconds
+    # the recipe's full description, not just its name, is in the signature: changing a default re-renders
+    key_data = {"method": name, "classes": classes, "seed": seed, **{k: cfg[k] for k in ("passes", "size")}}
+    return render_cached(name, model, lambda target: [target(c) for c in classes], path=path, key_data=key_data,
+                         passes=cfg["passes"], size=cfg["size"], seed_value=BASE_SEED + seed, quiet=quiet)
 
 
 def _paired(a: np.ndarray, b: np.ndarray) -> str:
