@@ -3,7 +3,7 @@
 Measures the seconds per forward-backward pass per image of each recipe at its own size on EfficientNet-Lite0
 (``render.render_images`` through the public API, a second call of the same shapes so compilation is
 excluded), then prices the runs of README "Experiments" (the anchors at their own settings) from them:
-``pairs × passes × methods × s/pass``. The estimate comes before a long run is started; the machine may be
+``pairs × passes × Σ s/pass of the run's recipes``. The estimate comes before a long run is started; the machine may be
 shared (load averages are stored with the figures).
 
 Writes ``benchmarks/results/anchor-budgets-<hostname>.json`` (``--out`` to override) and prints a table.
@@ -28,23 +28,29 @@ RECIPES = (
     ("quantile", {"base": "maco-full"}, 224),
     ("deepinversion-full", {}, 224),
     ("deepdream", {}, 224),
-    ("deepdream", {}, 128),
+    ("outliers", {"base": "deepdream"}, 224),
     ("maco", {}, 128),
+    ("maco-full", {}, 128),
+    ("quantile", {"base": "maco-full"}, 128),
 )
-# (run, recipe key as in RECIPES, images (pairs), passes per image, methods, note)
+# (run, the recipes each image is rendered with (keys of RECIPES), images (pairs) per recipe, passes per image);
+# the budget curve renders every budget (256 + 1,024 + 4,096 + 8,192 passes)
+FAMILY = ("maco-full@224", "outliers+maco-full@224", "quantile+maco-full@224", "quantile+maco-full@224")
 PLANNED = (
-    ("family on maco-full, classes", "maco-full@224", 32, 8192, 4, "maco-full, quantile, gaussian, outliers"),
-    ("family on maco-full, channels", "maco-full@224", 32, 8192, 4, "blocks.10/12/15, same four"),
-    ("budget curve, tuning classes", "maco-full@224", 8, 256 + 1024 + 4096 + 8192, 2, "maco-full vs best prior"),
-    ("deepinversion-full top-1", "deepinversion-full@224", 32, 2000, 1, "pooled BN, batch of 32"),
-    ("DeepDream copies, 224 px", "deepdream@224", 40, 256, 2, "deepdream vs outliers on it"),
-    ("DeepDream copies, 128 px", "deepdream@128", 40, 256, 2, "deepdream vs outliers on it"),
-    ("family at our budget, 128 px", "maco@128", 32, 256, 4, "the scaled comparison, for scale"),
+    ("family on maco-full, 32 class pairs (gaussian priced as quantile)", FAMILY, 32, 8192),
+    ("family on maco-full, 32 channel pairs", FAMILY, 32, 8192),
+    ("budget curve, 8 tuning classes, maco-full vs quantile", ("maco-full@224", "quantile+maco-full@224"), 8,
+     256 + 1024 + 4096 + 8192),
+    ("budget curve, 4 tuning classes, 128 px, 256-4,096 passes", ("maco-full@128", "quantile+maco-full@128"), 4,
+     256 + 1024 + 4096),
+    ("deepinversion-full, 32 classes pooled", ("deepinversion-full@224",), 32, 2000),
+    ("DeepDream copies, 48 channel pairs, 224 px", ("deepdream@224", "outliers+deepdream@224"), 48, 256),
+    ("family at our scaled budget, 32 pairs, 128 px", ("maco@128",) * 4, 32, 256),
 )
 
 
-def _key(name: str, size: int) -> str:
-    return f"{name}@{size}"
+def _key(name: str, options: dict, size: int) -> str:
+    return (f"{name}+{options['base']}" if "base" in options else name) + f"@{size}"
 
 
 def time_recipe(model, name: str, options: dict, size: int, *, images: int, passes: int) -> dict:
@@ -71,14 +77,12 @@ def time_recipe(model, name: str, options: dict, size: int, *, images: int, pass
 
 
 def estimates(per_pass: dict) -> list[dict]:
-    """Hours of each planned run at the measured seconds per pass."""
+    """Hours of each planned run at the measured seconds per pass of each of its recipes."""
     rows = []
-    for run, key, pairs, passes, methods, note in PLANNED:
-        if key not in per_pass:
-            continue
-        hours = pairs * passes * methods * per_pass[key] / 3600
-        rows.append({"run": run, "recipe": key, "pairs": pairs, "passes": passes, "methods": methods,
-                     "hours": round(hours, 2), "note": note})
+    for run, keys, pairs, passes in PLANNED:
+        if all(k in per_pass for k in keys):
+            hours = pairs * passes * sum(per_pass[k] for k in keys) / 3600
+            rows.append({"run": run, "recipes": list(keys), "pairs": pairs, "passes": passes, "hours": round(hours, 2)})
     return rows
 
 
@@ -96,15 +100,15 @@ def main(argv=None) -> int:
     for name, options, size in RECIPES:
         row = time_recipe(model, name, options, size, images=args.images, passes=args.passes)
         measured.append(row)
-        print(f"{_key(name, size):24s} {json.dumps(options):26s} {row['s_per_pass_image'] * 1000:8.1f} ms/pass/img "
+        print(f"{_key(name, options, size):28s} {row['s_per_pass_image'] * 1000:8.1f} ms/pass/img "
               f"(canvas {row['canvas']}, first call {row['first_s']} s)", file=sys.stderr)
     per_pass = {}
     for row in measured:
-        per_pass.setdefault(_key(row["recipe"], row["size"]), row["s_per_pass_image"])
+        per_pass[_key(row["recipe"], row["options"], row["size"])] = row["s_per_pass_image"]
     plan = estimates(per_pass)
-    print("\n| run | recipe | pairs | passes | methods | hours here |\n|---|---|---|---|---|---|")
+    print("\n| run | recipes | pairs | passes per image | hours here |\n|---|---|---|---|---|")
     for r in plan:
-        print(f"| {r['run']} | {r['recipe']} | {r['pairs']} | {r['passes']} | {r['methods']} | {r['hours']} |")
+        print(f"| {r['run']} | {', '.join(r['recipes'])} | {r['pairs']} | {r['passes']} | {r['hours']} |")
     out = args.out or os.path.join(HERE, "results", f"anchor-budgets-{socket.gethostname()}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
