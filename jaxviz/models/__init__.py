@@ -17,6 +17,7 @@ import numpy as np
 from flax import traverse_util
 
 from jaxviz.common import ASSETS
+from jaxviz.common.cache import cache_dir
 from jaxviz.common.errors import MissingWeightsError, UnknownModelError
 from jaxviz.common.files import atomic_write
 from jaxviz.models.activations import BACKWARD_RULES
@@ -50,14 +51,6 @@ def weights_file(name: str) -> str:
     if not files:
         raise MissingWeightsError(f"package '{package}' holds no .pth file; reinstall it")
     return files[0]
-
-
-def cache_dir() -> str:
-    """jaxviz's cache folder: ``$JAXVIZ_CACHE_DIR``, else ``$XDG_CACHE_HOME/jaxviz`` or ``~/.cache/jaxviz``."""
-    root = os.environ.get("JAXVIZ_CACHE_DIR")
-    if not root:
-        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jaxviz")
-    return root
 
 
 def _load_params(name: str, width: float, depth: float, path: str) -> dict:
@@ -97,8 +90,6 @@ def _architecture_digest() -> str:
 
 def _cached_layer_shapes(name: str, apply, params, input_shape) -> dict[str, tuple[int, ...]]:
     """:func:`jaxviz.models.model.layer_shapes`, kept on disk: tracing the whole model costs ~0.5 s per start."""
-    from jaxviz.common.cache import cache_dir
-
     path = os.path.join(cache_dir(), f"{name}-layers-{_architecture_digest()}.json")
     try:
         with open(path, encoding="utf-8") as f:
