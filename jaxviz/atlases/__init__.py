@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from jaxviz.common.errors import UsageError
+from jaxviz.common.errors import UsageError, check_integer
 from jaxviz.common.files import atomic_write, atomic_write_json, to_json
 
 __all__ = ["atlas", "Atlas", "claim_out", "parse_channels", "DEFAULT_PASSES", "DEFAULT_SIZE"]
@@ -189,8 +189,7 @@ def atlas(model, layer: str, channels=None, data: str = "photos", out: str | Non
     channels = parse_channels(channels, shape[-1])
     ex_lib.check_channels(model, layer, channels)
     for name, value, low in (("k", k, 1), ("images_per_channel", images_per_channel, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= 1024:
-            raise UsageError(f"{name}= must be an integer between {low} and 1024, got {value!r}")
+        check_integer(f"{name}=", value, low, 1024)
     if recipe is None or isinstance(recipe, str):
         recipe = recipes_lib.get(recipe or "maco", size=DEFAULT_SIZE).at_budget(DEFAULT_PASSES)
     config = config or recipe.config(batch_size=8, seed=seed)

@@ -28,7 +28,7 @@ from jaxviz import priors as priors_lib
 from jaxviz import registry
 from jaxviz.common import identity as identity_lib
 from jaxviz.common import pytree
-from jaxviz.common.errors import NonFiniteLossError, UsageError
+from jaxviz.common.errors import NonFiniteLossError, UsageError, check_integer
 from jaxviz.image import param as param_lib
 from jaxviz.image import transforms as transforms_lib
 from jaxviz.image.seeds import seed_images
@@ -102,8 +102,7 @@ def _check_inputs(model, targets, config, prior, images: int, seeded=False):
         raise UsageError("RenderConfig.steps must be at least 1 (0 is allowed only with init_images)")
     if not targets:
         raise UsageError("targets is empty")
-    if isinstance(images, bool) or not isinstance(images, (int, np.integer)) or not 1 <= images <= 1024:
-        raise UsageError(f"images_per_target must be an integer between 1 and 1024, got {images!r}")
+    check_integer("images_per_target", images, 1, 1024)
     for t in targets:
         if not isinstance(t, objectives_lib.Objective):
             raise UsageError(f"targets must be jaxviz.objectives objects, got {type(t).__name__}")

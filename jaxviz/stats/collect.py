@@ -27,7 +27,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxviz.common import hardware
 from jaxviz.common.cache import enable_compile_cache
-from jaxviz.common.errors import UsageError
+from jaxviz.common.errors import UsageError, check_integer
 from jaxviz.data import batches as batches_lib
 from jaxviz.stats import moments as stats
 from jaxviz.stats import views
@@ -272,12 +272,8 @@ MAX_IMAGES = 100_000_000
 
 
 def _whole(name: str, value, low: int, high: int | None = None, *, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (
-            high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise UsageError(f"{name}= must be an integer {bound}, got {value!r}")
+    if not (optional and value is None):
+        check_integer(f"{name}=", value, low, high)
 
 
 def check_pass_arguments(*, batch_size=32, checkpoint_every=50, size=None, max_images=None, seed=0) -> None:

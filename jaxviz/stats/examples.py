@@ -27,7 +27,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxviz.common import hardware
 from jaxviz.common.cache import enable_compile_cache
-from jaxviz.common.errors import UsageError
+from jaxviz.common.errors import UsageError, check_integer
 from jaxviz.data import batches as batches_lib
 from jaxviz.stats import topk
 from jaxviz.stats.collect import check_pass_arguments, data_mesh
@@ -146,8 +146,7 @@ def collect_examples(model, layer: str, channels: Sequence[int], source, *, k: i
     """
     enable_compile_cache()
     channels = check_channels(model, layer, channels)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= 1024:
-        raise UsageError(f"k= must be an integer between 1 and 1024, got {k!r}")
+    check_integer("k=", k, 1, 1024)
     check_pass_arguments(batch_size=batch_size, checkpoint_every=checkpoint_every)
     if jax.process_count() > 1:
         raise UsageError("the examples pass runs on one process")
