@@ -18,6 +18,7 @@ skips it, and the two long ones checkpointed inside:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -113,7 +114,7 @@ class Atlas:
 
     def show(self, *, open: bool = False) -> str | None:
         """Inline in a notebook; elsewhere prints (and with ``open`` opens) the layer page's path."""
-        try:
+        with contextlib.suppress(ImportError):
             from IPython import get_ipython
 
             if get_ipython() is not None and "IPKernelApp" in get_ipython().config:
@@ -121,8 +122,6 @@ class Atlas:
 
                 display(HTML(self._repr_html_()))
                 return None
-        except ImportError:
-            pass
         print(self.index)
         if open:
             import webbrowser

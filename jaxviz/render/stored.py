@@ -20,6 +20,7 @@ exported again; a program that cannot be exported runs as a plain jitted functio
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -166,10 +167,8 @@ def _register(classes) -> None:
     with _lock:
         for cls in classes:
             if cls not in _registered:
-                try:
+                with contextlib.suppress(ValueError):  # registered already (by another library, or a reloaded module)
                     jax.export.register_namedtuple_serialization(cls, serialized_name=_class_name(cls))
-                except ValueError:  # registered already (by another library, or a reloaded module)
-                    pass
                 _registered.add(cls)
 
 
@@ -270,10 +269,8 @@ class StoredFunction:
             _register(classes)
             return jax.export.deserialize(bytearray(payload))
         except Exception:  # noqa: BLE001 — unreadable: export again (it is replaced)
-            try:
+            with contextlib.suppress(OSError):
                 os.remove(path)
-            except OSError:
-                pass
             return None
 
     @staticmethod
@@ -282,15 +279,13 @@ class StoredFunction:
         if classes is None:
             return  # the output has a node jax.export cannot serialize: kept in this process only
         _register(classes)
-        try:
+        with contextlib.suppress(Exception):  # noqa: BLE001 — a cache: a read-only or full disk is never an error
             payload = exported.serialize()
             header = json.dumps({"namedtuples": sorted({_class_name(c) for c in classes}),
                                  "sha256": readers.sha256(bytes(payload))}).encode()
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             atomic_write(path, b"\n".join((_MAGIC, header, bytes(payload))))
             _trim(os.path.dirname(path))
-        except Exception:  # noqa: BLE001 — a cache: a read-only or full disk is never an error
-            pass
 
 
 def _leaf_args(treedef, n_args: int) -> list[int]:
@@ -314,8 +309,6 @@ def _trim(folder: str, max_bytes: int = MAX_BYTES) -> None:
     for _, size, path in sorted(entries):
         if total <= max_bytes:
             break
-        try:
+        with contextlib.suppress(OSError):
             os.remove(path)
             total -= size
-        except OSError:
-            pass
