@@ -217,12 +217,8 @@ def image_outliers(model, image, moments: Mapping, *, view: str = "pixel", k: in
     params = model.params if params is None else params
     layers = model.check_layers(list(moments))
     feats = model.features(params, model.normalize(jnp.asarray(image, jnp.float32) * 255.0), layers)
-    out = {}
-    for layer in layers:
-        m = moments[layer]
-        out[layer] = jax.device_get(layer_outliers(feats[layer], m.mean, m.precision, view=view, k=k,
-                                                   quantile=quantile))
-    return out
+    return {layer: jax.device_get(layer_outliers(feats[layer], moments[layer].mean, moments[layer].precision,
+                                                 view=view, k=k, quantile=quantile)) for layer in layers}
 
 
 # ------------------------------------------------------------ SmoothGrad, integrated gradients
