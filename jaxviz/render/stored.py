@@ -1,20 +1,11 @@
-"""Render programs kept on disk in exported form, so a warm run neither traces nor lowers.
+"""Render programs kept on disk in exported form, so a warm run neither traces nor lowers (why, what a file's
+name hashes and the switches: README "Start-up", paragraph "Stored programs").
 
-JAX's persistent compilation cache (:mod:`jaxviz.common.cache`) skips XLA's compile in a later process,
-but not the Python tracing and lowering that come first: for EfficientNet-Lite0 on a 2-core CPU those
-are seconds (README "Start-up"). A :class:`StoredFunction` wraps one jitted render program: the first
-call with a given argument signature exports it (:func:`jax.export.export`, StableHLO) and writes the
-serialized form to ``<cache folder>/programs``; this and every later process run the program through
-the deserialized :class:`jax.export.Exported` (``exported.call``), whose lowering is a parse of the
-stored module, and whose XLA compile the persistent cache then skips. Cold and warm runs thus run
-the same program, so their results are identical.
-
-A file's name is a hash of everything that changes the program: the caller's key (the model and the
-settings the program closes over), the arguments' tree (the parts' static settings included: parts are
-arguments), shapes, dtypes and shardings, the jaxviz source, the versions of JAX, jaxlib, Flax and Optax, JAX's numerics flags and
-the devices. Like the compilation cache it is on by default, off with ``JAXVIZ_COMPILE_CACHE=0`` or
-``--no-compile-cache``, and the folder is trusted code. An entry that cannot be read is removed and
-exported again; a program that cannot be exported runs as a plain jitted function.
+A :class:`StoredFunction` wraps one jitted render program: the first call with a given argument signature
+exports it (:func:`jax.export.export`) to ``<cache folder>/programs``; this and every later process run the
+deserialized :class:`jax.export.Exported` (``exported.call``), whose lowering is a parse of the stored module
+and whose XLA compile the persistent cache (:mod:`jaxviz.common.cache`) then skips. The caller's key names the
+model and the settings the program closes over. A program that cannot be exported runs as a plain jitted function.
 """
 
 from __future__ import annotations
