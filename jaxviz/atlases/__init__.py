@@ -1,19 +1,9 @@
-"""A layer's atlas: every channel's visualization beside the real images that drive it (README "Atlas").
+"""A layer's atlas: every channel's visualization beside the real images that drive it.
 
-:func:`atlas` runs four phases, each saved in ``out`` when done so a rerun (after kill -9 too)
-skips it, and the two long ones checkpointed inside:
-
-1. **examples** — one streaming pass over the data (:func:`jaxviz.stats.examples.collect_examples`):
-   per channel the top-K images by the channel objective, the position of each maximum, and the
-   patch under it (the layer's effective receptive field, :func:`jaxviz.stats.examples.receptive_field`);
-2. **visualizations** — every channel rendered with the recipe (default the best measured, ``maco``,
-   at the deep-neuron stick's budget: 256 passes at 128 px), ``images_per_channel`` each (with
-   Lucid's diversity term when there are several);
-3. **measures** — per channel, with the stick's definitions (:mod:`jaxviz.realism.neurons`): alive or
-   dead, copies in the visualization and in the examples, plausibility against the examples in a
-   held-out judge (Lite2), the objective reached;
-4. **site** — :func:`jaxviz.report.atlas_site.write_site`: ``index.html``, one page per channel,
-   ``atlas.json``.
+:func:`atlas` runs four phases — examples (:func:`jaxviz.stats.examples.collect_examples`), visualizations,
+measures (:mod:`jaxviz.realism.neurons`), site (:func:`jaxviz.report.atlas_site.write_site`); README "Atlas"
+says what each computes. Each is saved in ``out`` when done, so a rerun (after kill -9 too) skips it, and the
+two long ones are checkpointed inside.
 """
 
 from __future__ import annotations
