@@ -250,7 +250,7 @@ def render_images(model, targets, *, key: jax.Array | None = None, config: Rende
     return result._replace(record=record)
 
 
-def _identity(parts: Parts, config: RenderConfig, optimizer_probe) -> dict:
+def _identity(parts: Parts, optimizer_probe) -> dict:
     """What of the parts a checkpoint must match: their structure and arrays, or for code without a stable
     name (your own function or optimizer) what :mod:`jaxviz.common.identity` finds in it."""
     out = {}
@@ -292,7 +292,7 @@ def _render(model, targets, *, key, config, parts: Parts, checkpoint_dir, progre
         probe = lambda: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(  # noqa: E731
             lambda: parts.parameterization.init(key=jax.random.key(0), size=config.size)))
         identity = dict(config=config, model=model.name, targets=[repr(t) for t in targets],
-                        launch=_launch_size(config.batch_size, len(devices)), **_identity(parts, config, probe))
+                        launch=_launch_size(config.batch_size, len(devices)), **_identity(parts, probe))
         if images != 1:
             identity["images_per_target"] = images
         if explicit_key:

@@ -216,7 +216,7 @@ class StoredFunction:
         path = os.path.join(folder, f"{self.name}-{digest[:40]}.jaxexport")
         exported = self._load(path)
         if exported is None:
-            exported = self._export(args, treedef, leaves)
+            exported = self._export(treedef, leaves)
             if exported is None:
                 return False
             self._save(path, exported)
@@ -229,7 +229,7 @@ class StoredFunction:
                           "it is traced instead", RuntimeWarning, stacklevel=4)
             return False
 
-    def _export(self, args, treedef, leaves):
+    def _export(self, treedef, leaves):
         specs = [jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=getattr(leaf, "sharding", None),
                                       weak_type=getattr(leaf, "weak_type", False)) for leaf in leaves]
 
