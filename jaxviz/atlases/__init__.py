@@ -216,15 +216,12 @@ def _run(model, layer, channels, source, out, run, *, recipe, config, judge, che
     phases = (("examples", lambda: examples_phase(model, layer, channels, source, run, ckpt, checkpoint_every,
                                                   quiet)),
               ("visualizations", lambda: render_phase(model, layer, channels, run, recipe, config, ckpt, quiet)),
-              ("measures", None))
-    arrays = {}
+              ("measures", lambda: measures_phase(model, layer, channels, source, run, arrays["examples"],
+                                                  arrays["visualizations"], judge, quiet)))
+    arrays = {}  # the measures read the phases before them
     for name, compute in phases:
         t = time.perf_counter()
-        if name == "measures":
-            arrays[name] = _saved(os.path.join(data_dir, "measures.npz"), lambda: measures_phase(
-                model, layer, channels, source, run, arrays["examples"], arrays["visualizations"], judge, quiet))
-        else:
-            arrays[name] = _saved(os.path.join(data_dir, f"{name}.npz"), compute)
+        arrays[name] = _saved(os.path.join(data_dir, f"{name}.npz"), compute)
         timings[name] = round(time.perf_counter() - t, 2)
         if not quiet:
             print(f"jaxviz atlas: {name} done in {timings[name]:.1f} s", file=sys.stderr)
