@@ -147,7 +147,8 @@ def write_page(out: str, metrics: Mapping, *, title: str = "jaxviz") -> None:
 
     atomic_write_json(os.path.join(out, "metrics.json"), metrics)
     cards = [f'<figure><figcaption><b>{html.escape(e["target"])}</b> {html.escape(e["label"])}</figcaption>'
-             f'{_card(e, "", os.path.exists(os.path.join(out, "heat_" + e["image"])))}</figure>' for e in metrics["targets"]]
+             f'{_card(e, "", os.path.exists(os.path.join(out, "heat_" + e["image"])))}</figure>'
+             for e in metrics["targets"]]
     settings = html.escape(dumps(metrics["config"]))
     atomic_write(os.path.join(out, "index.html"), _page(title, f"<p class=cfg>{settings}</p>" + "".join(cards)))
     outputs.record(out, ("metrics.json", "index.html"))  # a gallery rewritten in place keeps true hashes
