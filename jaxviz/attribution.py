@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxviz import objectives as objectives_lib
-from jaxviz.common.errors import UsageError
+from jaxviz.common.errors import UsageError, check_integer
 from jaxviz.stats import outliers as outliers_lib
 from jaxviz.stats import views
 
@@ -217,12 +217,8 @@ def image_outliers(model, image, moments: Mapping, *, view: str = "pixel", k: in
     params = model.params if params is None else params
     layers = model.check_layers(list(moments))
     feats = model.features(params, model.normalize(jnp.asarray(image, jnp.float32) * 255.0), layers)
-    out = {}
-    for layer in layers:
-        m = moments[layer]
-        out[layer] = jax.device_get(layer_outliers(feats[layer], m.mean, m.precision, view=view, k=k,
-                                                   quantile=quantile))
-    return out
+    return {layer: jax.device_get(layer_outliers(feats[layer], moments[layer].mean, moments[layer].precision,
+                                                 view=view, k=k, quantile=quantile)) for layer in layers}
 
 
 # ------------------------------------------------------------ SmoothGrad, integrated gradients
@@ -257,12 +253,6 @@ def check_images(images) -> np.ndarray:
     return array
 
 
-def _count(name: str, value, high: int = MAX_SAMPLES) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= high:
-        raise UsageError(f"{name}= must be an integer between 1 and {high}, got {value!r}")
-    return int(value)
-
-
 def smoothgrad(model, images, targets: Sequence, *, key: jax.Array, samples: int = 32, noise: float = 0.15,
                rule: str = "gradient", params=None) -> np.ndarray:
     """SmoothGrad: the mean gradient over noisy copies of each image (see the module docstring).
@@ -279,7 +269,7 @@ def smoothgrad(model, images, targets: Sequence, *, key: jax.Array, samples: int
     """
     rule_apply(model, rule)
     images = check_images(images)
-    samples = _count("samples", samples)
+    samples = check_integer("samples=", samples, 1, MAX_SAMPLES)
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0.0 <= noise <= 10.0:
         raise UsageError(f"noise= must be a number in [0, 10] (a fraction of the image's range), got {noise!r}")
     out = []
@@ -306,7 +296,7 @@ def integrated_gradients(model, images, targets: Sequence, *, steps: int = 32, b
     """
     rule_apply(model, rule)
     images = check_images(images)
-    steps = _count("steps", steps)
+    steps = check_integer("steps=", steps, 1, MAX_SAMPLES)
     if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
         if not 0.0 <= baseline <= 1.0:
             raise UsageError(f"baseline= must be in [0, 1], got {baseline!r}")

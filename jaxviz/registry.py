@@ -120,10 +120,6 @@ def build_prior(name: str, *, model, stats_dir: str | None = None, layers=None, 
     return prior_spec(name, stats=stats_dir, layers=list(layers) if layers else None, **options).build(model)
 
 
-def _same_factory(spec, factory) -> bool:
-    return isinstance(spec, priors.PriorSpec) and spec.factory is factory
-
-
 def edit_recipe(recipe, *, parameterization: str | None = None, transform: str | None = None,
                 prior: str | None = None, learning_rate: float | None = None, size: int | None = None,
                 names: dict | None = None, **prior_options):
@@ -164,7 +160,7 @@ def edit_recipe(recipe, *, parameterization: str | None = None, transform: str |
             raise UsageError(f"unknown prior '{prior}' for {names.get('prior', 'prior=')} (choose {', '.join(table)})")
         if prior == "none":
             changes["prior"] = None
-        elif not _same_factory(recipe.prior, table[prior]):
+        elif not (isinstance(recipe.prior, priors.PriorSpec) and recipe.prior.factory is table[prior]):
             changes["prior"] = prior_spec(prior)
     edited = dataclasses.replace(recipe, **changes) if changes else recipe
     return edited.edit(names=names, learning_rate=learning_rate, **prior_options)

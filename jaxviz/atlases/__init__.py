@@ -1,23 +1,14 @@
-"""A layer's atlas: every channel's visualization beside the real images that drive it (README "Atlas").
+"""A layer's atlas: every channel's visualization beside the real images that drive it.
 
-:func:`atlas` runs four phases, each saved in ``out`` when done so a rerun (after kill -9 too)
-skips it, and the two long ones checkpointed inside:
-
-1. **examples** — one streaming pass over the data (:func:`jaxviz.stats.examples.collect_examples`):
-   per channel the top-K images by the channel objective, the position of each maximum, and the
-   patch under it (the layer's effective receptive field, :func:`jaxviz.stats.examples.receptive_field`);
-2. **visualizations** — every channel rendered with the recipe (default the best measured, ``maco``,
-   at the deep-neuron stick's budget: 256 passes at 128 px), ``images_per_channel`` each (with
-   Lucid's diversity term when there are several);
-3. **measures** — per channel, with the stick's definitions (:mod:`jaxviz.realism.neurons`): alive or
-   dead, copies in the visualization and in the examples, plausibility against the examples in a
-   held-out judge (Lite2), the objective reached;
-4. **site** — :func:`jaxviz.report.atlas_site.write_site`: ``index.html``, one page per channel,
-   ``atlas.json``.
+:func:`atlas` runs four phases — examples (:func:`jaxviz.stats.examples.collect_examples`), visualizations,
+measures (:mod:`jaxviz.realism.neurons`), site (:func:`jaxviz.report.atlas_site.write_site`); README "Atlas"
+says what each computes. Each is saved in ``out`` when done, so a rerun (after kill -9 too) skips it, and the
+two long ones are checkpointed inside.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -26,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from jaxviz.common.errors import UsageError
+from jaxviz.common.errors import UsageError, check_integer
 from jaxviz.common.files import atomic_write, atomic_write_json, to_json
 
 __all__ = ["atlas", "Atlas", "claim_out", "parse_channels", "DEFAULT_PASSES", "DEFAULT_SIZE"]
@@ -113,7 +104,7 @@ class Atlas:
 
     def show(self, *, open: bool = False) -> str | None:
         """Inline in a notebook; elsewhere prints (and with ``open`` opens) the layer page's path."""
-        try:
+        with contextlib.suppress(ImportError):
             from IPython import get_ipython
 
             if get_ipython() is not None and "IPKernelApp" in get_ipython().config:
@@ -121,8 +112,6 @@ class Atlas:
 
                 display(HTML(self._repr_html_()))
                 return None
-        except ImportError:
-            pass
         print(self.index)
         if open:
             import webbrowser
@@ -189,8 +178,7 @@ def atlas(model, layer: str, channels=None, data: str = "photos", out: str | Non
     channels = parse_channels(channels, shape[-1])
     ex_lib.check_channels(model, layer, channels)
     for name, value, low in (("k", k, 1), ("images_per_channel", images_per_channel, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= 1024:
-            raise UsageError(f"{name}= must be an integer between {low} and 1024, got {value!r}")
+        check_integer(f"{name}=", value, low, 1024)
     if recipe is None or isinstance(recipe, str):
         recipe = recipes_lib.get(recipe or "maco", size=DEFAULT_SIZE).at_budget(DEFAULT_PASSES)
     config = config or recipe.config(batch_size=8, seed=seed)
@@ -228,15 +216,12 @@ def _run(model, layer, channels, source, out, run, *, recipe, config, judge, che
     phases = (("examples", lambda: examples_phase(model, layer, channels, source, run, ckpt, checkpoint_every,
                                                   quiet)),
               ("visualizations", lambda: render_phase(model, layer, channels, run, recipe, config, ckpt, quiet)),
-              ("measures", None))
-    arrays = {}
+              ("measures", lambda: measures_phase(model, layer, channels, source, run, arrays["examples"],
+                                                  arrays["visualizations"], judge, quiet)))
+    arrays = {}  # the measures read the phases before them
     for name, compute in phases:
         t = time.perf_counter()
-        if name == "measures":
-            arrays[name] = _saved(os.path.join(data_dir, "measures.npz"), lambda: measures_phase(
-                model, layer, channels, source, run, arrays["examples"], arrays["visualizations"], judge, quiet))
-        else:
-            arrays[name] = _saved(os.path.join(data_dir, f"{name}.npz"), compute)
+        arrays[name] = _saved(os.path.join(data_dir, f"{name}.npz"), compute)
         timings[name] = round(time.perf_counter() - t, 2)
         if not quiet:
             print(f"jaxviz atlas: {name} done in {timings[name]:.1f} s", file=sys.stderr)

@@ -1,16 +1,8 @@
 """The atlas's computing phases: dataset examples, visualizations, measures (each returns its arrays).
 
-Measures follow the deep-neuron stick's definitions (:mod:`jaxviz.realism.neurons`, README "Atlas"):
-
-- **alive**: the channel's map on its visualization (at the copy side) has a positive maximum; a
-  dead channel's image is not a visualization (the optimization never moved it);
-- **copies**: :func:`jaxviz.realism.neurons.copy_count` of the channel's map at input side ``copy_side``,
-  for the visualization and (mean) for its examples;
-- **plausibility**: :func:`jaxviz.realism.neurons.plausibility` — mean cosine in the judge's pooled
-  features between the visualization and its channel's K examples, and its rank among the atlas's
-  channels (0: its own examples are the closest);
-- **objective**: the channel objective reached by the visualization, also as a share of its best
-  example's.
+Measures (alive, copies, plausibility, objective: README "Atlas", phase 3) follow the deep-neuron stick's
+definitions (:func:`jaxviz.realism.neurons.copy_count` at input side ``copy_side``,
+:func:`jaxviz.realism.neurons.plausibility`); a dead channel's map on its visualization has no positive maximum.
 """
 
 from __future__ import annotations

@@ -1,20 +1,10 @@
-"""The jaxviz cache folder, and JAX's persistent compilation cache inside it.
+"""The jaxviz cache folder, and JAX's persistent compilation cache inside it (``<cache folder>/xla``).
 
-Compiling the render step takes seconds; JAX can keep compiled programs on disk and reload them
-in a later process whose program is the same (same shapes, options, JAX version and device).
-jaxviz turns that on by default under ``<cache folder>/xla`` (see README, "Start-up"):
-
-- the cache folder is ``$JAXVIZ_CACHE_DIR``, else ``$XDG_CACHE_HOME/jaxviz``, else
-  ``~/.cache/jaxviz`` (converted weights live there too);
-- ``JAXVIZ_COMPILE_CACHE=0`` (or the CLI's ``--no-compile-cache``) turns it off;
-- a compilation cache folder the user gave JAX (``JAX_COMPILATION_CACHE_DIR`` or
-  ``jax.config.update("jax_compilation_cache_dir", ...)``) is left alone.
-
-The setting is JAX's, so it holds for the whole process, the user's own programs included. JAX
-reads an entry it cannot decode (truncated, garbled) as a miss: it warns, compiles, and the result
-is the same. Entries are written once per key; two processes sharing the folder may both compile a
-program the first time, and a reader racing a writer sees a miss at worst. The folder is trusted
-code: do not share it with users you do not trust.
+What is cached, the switches and the folder rule: README "Start-up". The setting is JAX's, so it holds for
+the whole process, the user's own programs included; a folder the user gave JAX
+(``jax.config.update("jax_compilation_cache_dir", ...)``) is left alone. Entries are written once per key:
+two processes sharing the folder may both compile a program the first time, and a reader racing a writer
+sees a miss at worst.
 """
 
 from __future__ import annotations

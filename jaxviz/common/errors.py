@@ -2,6 +2,8 @@
 
 import pickle
 
+import numpy as np
+
 
 class JaxvizError(Exception):
     """Base of every error caused by user input (names, files, flags), not by a bug."""
@@ -57,3 +59,13 @@ class CheckpointMismatchError(JaxvizError, ValueError):
 
 class OutputError(JaxvizError, OSError):
     """An output folder cannot be written (disk full, permissions) or another live run is writing it."""
+
+
+def check_integer(label: str, value, low: int, high: int | None = None) -> int:
+    """``value`` as an int; raises :class:`UsageError` ("``label`` must be an integer between ``low`` and
+    ``high``", or "at least ``low``") for a bool, a non-integer or a value out of range."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (
+            high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise UsageError(f"{label} must be an integer {bound}, got {value!r}")
+    return int(value)

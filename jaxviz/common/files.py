@@ -48,10 +48,8 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[Any], No
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.remove(tmp)
-        except OSError:
-            pass
         raise
     return path
 

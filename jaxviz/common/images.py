@@ -201,10 +201,7 @@ def as_uint8_batch(images: np.ndarray | Sequence[np.ndarray], size: int, *,
             im = np.repeat(im[..., None], 3, axis=-1)
         if im.ndim != 3 or im.shape[-1] not in (1, 3, 4):
             raise ImageError(f"expected images of shape [H,W,3], got {im.shape}")
-        if im.shape[-1] == 1:
-            im = np.repeat(im, 3, axis=-1)
-        if im.shape[-1] == 4:
-            im = im[..., :3]
+        im = np.repeat(im, 3, axis=-1) if im.shape[-1] == 1 else im[..., :3]  # grey or RGBA → RGB
         if im.dtype != np.uint8:
             raise ImageError(f"expected uint8 images, got {im.dtype}")
         same = crop_fraction == 1.0 and im.shape[:2] == (size, size)

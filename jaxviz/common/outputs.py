@@ -1,21 +1,11 @@
-"""The output-folder rule: jaxviz owns only what it wrote (README "Guarantees").
+"""The output-folder rule: jaxviz owns only what it wrote (README "Guarantees": the manifest, refusing
+folders with files of others, ``force``, one writer per folder).
 
-Every folder jaxviz writes (a gallery, a demo, statistics) goes through :func:`claim`:
-
-* **A manifest lists our files.** ``.jaxviz-files.json`` in the folder names every file and
-  sub-folder jaxviz wrote there, with a SHA-256 of each file's content (what the readers of
-  :mod:`jaxviz.common.readers` verify).
-* **A folder holding files we did not write is refused** — ``.``, a folder of photos, a mount point
-  with ``lost+found``: one line, before any work; ``force=True`` (``--force``) writes beside them.
-  Nothing of theirs is ever renamed, overwritten or removed, with or without ``force``.
-* **New files are written beside the old ones.** They are staged in a hidden folder inside the
-  output folder, then each is renamed into place (atomic per file); a failure while staging leaves
-  the previous files whole. Only files that the previous manifest lists and the new run did not
-  write again are removed. The folder itself is never renamed, emptied or replaced.
-* **One writer at a time.** :func:`claim` holds an OS lock on ``.jaxviz.lock`` inside the folder
-  (a writable folder under a read-only parent works); the CLI, ``RenderResult.save`` and
-  ``jaxviz.visualize(out=...)`` all take it. A claim is re-entrant within one thread.
-* **Writability is checked when the folder is claimed**, i.e. before the render.
+Every folder jaxviz writes (a gallery, a demo, statistics) goes through :func:`claim`. New files are staged
+in a hidden folder inside the output folder, then each is renamed into place, so a failure while staging
+leaves the previous files whole; only files the previous manifest lists and the new run did not write again
+are removed. The lock file lives inside the folder (a writable folder under a read-only parent works); a
+claim is re-entrant within one thread.
 
 API: ``with claim(folder, force=..., what="--out") as out:`` then ``out.stage()`` (a folder to write
 into), ``out.commit(staging)``, ``out.own(*names)`` (record names written in place, e.g. sub-folders,

@@ -130,8 +130,17 @@ class PhotoSource(_Batching):
                 f"resized (bicubic) to {self.size}")
 
 
+class _EvalCropped(_Batching):
+    """A source read as the model's evaluation sees it: short side resized, then the centre square."""
+
+    @property
+    def preprocessing(self) -> str:
+        return (f"short side resized (bicubic) to {_resized_side(self)}, centre crop {self.size} "
+                f"(crop fraction {self.crop_fraction:g})")
+
+
 @dataclasses.dataclass(frozen=True)
-class FolderSource(_Batching):
+class FolderSource(_EvalCropped):
     """Every readable image under a folder, as the model's evaluation sees it.
 
     Short side resized (bicubic) to ``size / crop_fraction``, then the central ``size`` square
@@ -170,13 +179,9 @@ class FolderSource(_Batching):
         return (f"folder:{self.root} ({self.count} images, {self.skipped} skipped, "
                 f"{self.converted} converted, {self.ignored} non-image files ignored)")
 
-    @property
-    def preprocessing(self) -> str:
-        return _eval_crop_text(self)
-
 
 @dataclasses.dataclass(frozen=True)
-class TfdsSource(_Batching):
+class TfdsSource(_EvalCropped):
     """The ``image`` feature of a prepared TFDS split (array_record), read without TensorFlow."""
 
     name: str
@@ -214,19 +219,10 @@ class TfdsSource(_Batching):
     def describe(self) -> str:
         return f"tfds:{self.name}/{self.split} ({self.count} images from {self.data_dir})"
 
-    @property
-    def preprocessing(self) -> str:
-        return _eval_crop_text(self)
-
 
 def _resized_side(source) -> int:
     # JPEG draft decoding must not go below the short side the resize aims at
     return max(source.size, math.floor(source.size / source.crop_fraction + 1e-9))
-
-
-def _eval_crop_text(source) -> str:
-    return (f"short side resized (bicubic) to {_resized_side(source)}, centre crop {source.size} "
-            f"(crop fraction {source.crop_fraction:g})")
 
 
 def open_source(spec: str, *, size: int, data_dir: str | None = None,

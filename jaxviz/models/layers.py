@@ -142,10 +142,7 @@ def _input_grad(g: jax.Array, kernel: jax.Array, stride: int, h: int, w: int) ->
             padded[pad_h, pad_w] = jnp.pad(g, ((0, 0), pad_h, pad_w, (0, 0)))
         return padded[pad_h, pad_w] * kernel[i, j]
 
-    def tap_sum(ry, rx, before, after, offset, n_out):
-        return _shifted_sum(g_at, k, stride, ry, rx, before, after, offset, n_out)
-
-    return _scatter_taps(tap_sum, k, stride, h, w, g.shape[1:3])
+    return _scatter_taps(functools.partial(_shifted_sum, g_at, k, stride), k, stride, h, w, g.shape[1:3])
 
 
 def _depthwise_bwd(stride, residuals, g):
@@ -203,9 +200,7 @@ def _conv_bwd(stride, residuals, g):
             padded[pad_h, pad_w] = jnp.pad(cols, ((0, 0), pad_h, pad_w, (0, 0), (0, 0), (0, 0)))
         return padded[pad_h, pad_w][:, :, :, i, j, :]
 
-    def tap_sum(ry, rx, before, after, offset, n_out):
-        return _shifted_sum(g_at, k, stride, ry, rx, before, after, offset, n_out)
-
+    tap_sum = functools.partial(_shifted_sum, g_at, k, stride)
     dx = _scatter_taps(tap_sum, k, stride, x.shape[1], x.shape[2], g.shape[1:3])
     _, kernel_vjp = jax.vjp(lambda w: _conv_xla(x, w, stride), kernel)  # unused in rendering: removed by XLA
     return dx.astype(x.dtype), kernel_vjp(g)[0]

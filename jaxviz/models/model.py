@@ -98,10 +98,7 @@ class Model:
         single = x.ndim == 3
         apply = self.apply_redirected if redirect and self.apply_redirected is not None else self.apply
         out = apply(params, x[None] if single else x, names)
-        if names is None:
-            out = {k: v for k, v in out.items() if k in self.layers}
-        else:
-            out = {k: out[k] for k in names}
+        out = {k: v for k, v in out.items() if k in self.layers} if names is None else {k: out[k] for k in names}
         return jax.tree.map(lambda a: a[0], out) if single else out
 
     def preprocess(self, images, *, crop_fraction: float = EVAL_CROP_FRACTION) -> np.ndarray:

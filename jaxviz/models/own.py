@@ -98,10 +98,7 @@ def call_order(apply: Callable, params, input_shape) -> list[str]:
     """
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
     closed, shapes = jax.make_jaxpr(lambda p, x: apply(p, x, None), return_shape=True)(params, x)
-    produced = {}
-    for index, eqn in enumerate(closed.jaxpr.eqns):
-        for var in eqn.outvars:
-            produced[id(var)] = index
+    produced = {id(var): index for index, eqn in enumerate(closed.jaxpr.eqns) for var in eqn.outvars}
     # outputs flatten in sorted-key order (a dict pytree), one leaf per layer
     position = {name: produced.get(id(var), -1) for name, var in zip(sorted(shapes), closed.jaxpr.outvars)}
     rest = sorted((n for n in position if n != "output"), key=lambda n: (position[n], -n.count(".")))

@@ -134,9 +134,7 @@ def target_name(objective: Objective) -> str:
     """The target string of an objective where it has one (``logits:207``, ``blocks.10:7``,
     ``blocks.7``, as :func:`parse_target` reads them), else its ``repr``."""
     index = leaf_int(getattr(objective, "index", getattr(objective, "channel", None)))
-    if type(objective) is ClassLogit and index is not None:
-        return f"{objective.layer}:{index}"
-    if type(objective) is Channel and index is not None:
+    if type(objective) in (ClassLogit, Channel) and index is not None:
         return f"{objective.layer}:{index}"
     if type(objective) is Layer:
         return objective.layer

@@ -143,11 +143,9 @@ def moments(layer_stats: Mapping[str, Any]) -> dict[str, LayerMoments]:
       layer_stats: ``{layer: LayerStats}`` (e.g. ``StatsBundle.layers`` from
         :func:`jaxviz.stats.store.load_stats`, or :func:`jaxviz.stats.estimate` results).
     """
-    out = {}
-    for layer, s in layer_stats.items():
-        std = jnp.sqrt(jnp.clip(jnp.diagonal(jnp.asarray(s.cov)), 1e-12))
-        out[layer] = LayerMoments(jnp.asarray(s.mean), jnp.asarray(s.precision), std)
-    return out
+    return {layer: LayerMoments(jnp.asarray(s.mean), jnp.asarray(s.precision),
+                                jnp.sqrt(jnp.clip(jnp.diagonal(jnp.asarray(s.cov)), 1e-12)))
+            for layer, s in layer_stats.items()}
 
 
 def load_moments(stats_dir: str, model, layers=None) -> tuple[dict[str, LayerMoments], str]:

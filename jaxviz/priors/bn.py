@@ -15,6 +15,12 @@ from jaxviz.priors.base import PriorBase, check_options, ordered
 __all__ = ["BatchNormPrior", "batchnorm_prior"]
 
 
+def bn_inputs(features, layer, p, eps):
+    """The BatchNorm input ``[M, C]`` recovered from its captured output."""
+    y = features[layer].reshape(-1, features[layer].shape[-1])
+    return (y - p["bias"]) / p["scale"] * jnp.sqrt(p["var"] + eps) + p["mean"]
+
+
 @part
 class BatchNormPrior(PriorBase):
     """DeepInversion: the BatchNorm inputs' statistics should match the running statistics.
@@ -44,9 +50,7 @@ class BatchNormPrior(PriorBase):
     def _loss(self, features):
         total = jnp.zeros(())
         for i, (layer, p) in enumerate(self.bn.items()):
-            y = features[layer].reshape(-1, features[layer].shape[-1])
-            std = jnp.sqrt(p["var"] + self.eps)
-            x = (y - p["bias"]) / p["scale"] * std + p["mean"]
+            x = bn_inputs(features, layer, p, self.eps)
             term = jnp.linalg.norm(x.mean(0) - p["mean"]) + jnp.linalg.norm(x.var(0) - p["var"])
             total = total + (self.first_weight if i == 0 else 1.0) * term
         return total

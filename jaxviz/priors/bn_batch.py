@@ -26,15 +26,9 @@ import jax.numpy as jnp
 from jaxviz.common.errors import UsageError
 from jaxviz.common.pytree import part
 from jaxviz.priors.base import ordered
-from jaxviz.priors.bn import BatchNormPrior
+from jaxviz.priors.bn import BatchNormPrior, bn_inputs
 
 __all__ = ["PooledBatchNormPrior", "pooled_batchnorm_prior", "pooled_moments"]
-
-
-def _inputs(features, layer, p, eps):
-    """The BatchNorm input ``[M, C]`` recovered from its captured output."""
-    y = features[layer].reshape(-1, features[layer].shape[-1])
-    return (y - p["bias"]) / p["scale"] * jnp.sqrt(p["var"] + eps) + p["mean"]
 
 
 def pooled_moments(sums) -> tuple[jax.Array, jax.Array]:
@@ -61,7 +55,7 @@ class PooledBatchNormPrior(BatchNormPrior):  # its fields, layers and trace name
         """This image's ``{layer: (n, Σd, Σd²)}`` with ``d = x − μ_run`` over its positions."""
         out = {}
         for layer, p in self.bn.items():
-            d = _inputs(features, layer, p, self.eps) - p["mean"]
+            d = bn_inputs(features, layer, p, self.eps) - p["mean"]
             out[layer] = (jnp.asarray(d.shape[0], d.dtype), jnp.sum(d, axis=0), jnp.sum(d * d, axis=0))
         return out
 
@@ -73,9 +67,6 @@ class PooledBatchNormPrior(BatchNormPrior):  # its fields, layers and trace name
             term = jnp.linalg.norm(shift) + jnp.linalg.norm(var - p["var"])
             total = total + (self.first_weight if i == 0 else 1.0) * term
         return total
-
-    def init(self, features, *, canvas=None):
-        return ()
 
     def apply(self, features, state, step, *, pool=None, locate=None):
         sums = self.sums(features)

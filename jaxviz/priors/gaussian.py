@@ -140,10 +140,7 @@ class GaussianMatchPrior(PriorBase):
         total = jnp.zeros(())
         for layer, g in self.natural.items():
             x = views.apply_view(self.view, features[layer])
-            if self.distance == "bures":
-                term = bures_wasserstein(x, g) / g.trace
-            else:
-                term = gaussian_kl(x, g) / x.shape[-1]
+            term = bures_wasserstein(x, g) / g.trace if self.distance == "bures" else gaussian_kl(x, g) / x.shape[-1]
             total = total + term / len(self.natural)
         return total
 

@@ -78,10 +78,8 @@ class OutlierPrior(PriorBase):
         return feature_view(self.view, features[layer])
 
     def _penalty(self, x, m: LayerMoments, mask, outlier):
-        if self.penalty == "contribution":
-            per_neuron = jax.nn.relu(outliers_lib.contributions(x, m.mean, m.precision))
-        else:
-            per_neuron = jax.nn.relu((x - m.mean) / m.std)
+        per_neuron = jax.nn.relu(outliers_lib.contributions(x, m.mean, m.precision) if self.penalty == "contribution"
+                                 else (x - m.mean) / m.std)
         per_position = jnp.sum(mask * per_neuron, axis=-1)
         if self.scope == "outliers":
             per_position = per_position * jax.lax.stop_gradient(outlier).astype(per_position.dtype)

@@ -32,6 +32,7 @@ Choices that change numbers (all stated here so tables can cite them):
 from __future__ import annotations
 
 import functools
+import operator
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -313,10 +314,7 @@ def repetition(model, images01: np.ndarray, targets: Sequence[tuple[str, int]], 
     """
     layers = sorted({"head" if l == "logits" else l for l, _ in targets})
     feats = run_features(model, images01, layers, batch_size=batch_size)
-    kernel = model.params
-    for part in kernel_path:
-        kernel = kernel[part]
-    kernel = np.asarray(kernel)
+    kernel = np.asarray(functools.reduce(operator.getitem, kernel_path, model.params))
     maps = []
     for t, (layer, channel) in enumerate(targets):
         if layer == "logits":

@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from jaxviz.common.errors import UsageError
+from jaxviz.common.errors import UsageError, check_integer
 
 __all__ = ["RenderConfig", "MAX_SIZE", "MAX_STEPS", "COMPUTE_DTYPES", "min_size"]
 
@@ -78,11 +78,7 @@ class RenderConfig:
                     low <= self.size <= MAX_SIZE):
                 raise UsageError(f"size {self.size!r} is outside {low}..{MAX_SIZE} px for {model.name}")
         def whole(name, low, high=None):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (
-                    high is not None and value > high):
-                bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-                raise UsageError(f"RenderConfig.{name} must be an integer {bound}, got {value!r}")
+            check_integer(f"RenderConfig.{name}", getattr(self, name), low, high)
 
         whole("steps", 0, MAX_STEPS)  # render refuses 0 without init_images
         whole("batch_size", 1, 4096)

@@ -28,7 +28,7 @@ from jaxviz import priors as priors_lib
 from jaxviz import registry
 from jaxviz.common import identity as identity_lib
 from jaxviz.common import pytree
-from jaxviz.common.errors import NonFiniteLossError, UsageError
+from jaxviz.common.errors import NonFiniteLossError, UsageError, check_integer
 from jaxviz.image import param as param_lib
 from jaxviz.image import transforms as transforms_lib
 from jaxviz.image.seeds import seed_images
@@ -102,8 +102,7 @@ def _check_inputs(model, targets, config, prior, images: int, seeded=False):
         raise UsageError("RenderConfig.steps must be at least 1 (0 is allowed only with init_images)")
     if not targets:
         raise UsageError("targets is empty")
-    if isinstance(images, bool) or not isinstance(images, (int, np.integer)) or not 1 <= images <= 1024:
-        raise UsageError(f"images_per_target must be an integer between 1 and 1024, got {images!r}")
+    check_integer("images_per_target", images, 1, 1024)
     for t in targets:
         if not isinstance(t, objectives_lib.Objective):
             raise UsageError(f"targets must be jaxviz.objectives objects, got {type(t).__name__}")
@@ -251,7 +250,7 @@ def render_images(model, targets, *, key: jax.Array | None = None, config: Rende
     return result._replace(record=record)
 
 
-def _identity(parts: Parts, config: RenderConfig, optimizer_probe) -> dict:
+def _identity(parts: Parts, optimizer_probe) -> dict:
     """What of the parts a checkpoint must match: their structure and arrays, or for code without a stable
     name (your own function or optimizer) what :mod:`jaxviz.common.identity` finds in it."""
     out = {}
@@ -293,7 +292,7 @@ def _render(model, targets, *, key, config, parts: Parts, checkpoint_dir, progre
         probe = lambda: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(  # noqa: E731
             lambda: parts.parameterization.init(key=jax.random.key(0), size=config.size)))
         identity = dict(config=config, model=model.name, targets=[repr(t) for t in targets],
-                        launch=_launch_size(config.batch_size, len(devices)), **_identity(parts, config, probe))
+                        launch=_launch_size(config.batch_size, len(devices)), **_identity(parts, probe))
         if images != 1:
             identity["images_per_target"] = images
         if explicit_key:

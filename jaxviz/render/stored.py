@@ -1,25 +1,17 @@
-"""Render programs kept on disk in exported form, so a warm run neither traces nor lowers.
+"""Render programs kept on disk in exported form, so a warm run neither traces nor lowers (why, what a file's
+name hashes and the switches: README "Start-up", paragraph "Stored programs").
 
-JAX's persistent compilation cache (:mod:`jaxviz.common.cache`) skips XLA's compile in a later process,
-but not the Python tracing and lowering that come first: for EfficientNet-Lite0 on a 2-core CPU those
-are seconds (README "Start-up"). A :class:`StoredFunction` wraps one jitted render program: the first
-call with a given argument signature exports it (:func:`jax.export.export`, StableHLO) and writes the
-serialized form to ``<cache folder>/programs``; this and every later process run the program through
-the deserialized :class:`jax.export.Exported` (``exported.call``), whose lowering is a parse of the
-stored module, and whose XLA compile the persistent cache then skips. Cold and warm runs thus run
-the same program, so their results are identical.
-
-A file's name is a hash of everything that changes the program: the caller's key (the model and the
-settings the program closes over), the arguments' tree (the parts' static settings included: parts are
-arguments), shapes, dtypes and shardings, the jaxviz source, the versions of JAX, jaxlib, Flax and Optax, JAX's numerics flags and
-the devices. Like the compilation cache it is on by default, off with ``JAXVIZ_COMPILE_CACHE=0`` or
-``--no-compile-cache``, and the folder is trusted code. An entry that cannot be read is removed and
-exported again; a program that cannot be exported runs as a plain jitted function.
+A :class:`StoredFunction` wraps one jitted render program: the first call with a given argument signature
+exports it (:func:`jax.export.export`) to ``<cache folder>/programs``; this and every later process run the
+deserialized :class:`jax.export.Exported` (``exported.call``), whose lowering is a parse of the stored module
+and whose XLA compile the persistent cache (:mod:`jaxviz.common.cache`) then skips. The caller's key names the
+model and the settings the program closes over. A program that cannot be exported runs as a plain jitted function.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -166,10 +158,8 @@ def _register(classes) -> None:
     with _lock:
         for cls in classes:
             if cls not in _registered:
-                try:
+                with contextlib.suppress(ValueError):  # registered already (by another library, or a reloaded module)
                     jax.export.register_namedtuple_serialization(cls, serialized_name=_class_name(cls))
-                except ValueError:  # registered already (by another library, or a reloaded module)
-                    pass
                 _registered.add(cls)
 
 
@@ -226,7 +216,7 @@ class StoredFunction:
         path = os.path.join(folder, f"{self.name}-{digest[:40]}.jaxexport")
         exported = self._load(path)
         if exported is None:
-            exported = self._export(args, treedef, leaves)
+            exported = self._export(treedef, leaves)
             if exported is None:
                 return False
             self._save(path, exported)
@@ -239,7 +229,7 @@ class StoredFunction:
                           "it is traced instead", RuntimeWarning, stacklevel=4)
             return False
 
-    def _export(self, args, treedef, leaves):
+    def _export(self, treedef, leaves):
         specs = [jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=getattr(leaf, "sharding", None),
                                       weak_type=getattr(leaf, "weak_type", False)) for leaf in leaves]
 
@@ -270,10 +260,8 @@ class StoredFunction:
             _register(classes)
             return jax.export.deserialize(bytearray(payload))
         except Exception:  # noqa: BLE001 — unreadable: export again (it is replaced)
-            try:
+            with contextlib.suppress(OSError):
                 os.remove(path)
-            except OSError:
-                pass
             return None
 
     @staticmethod
@@ -282,15 +270,13 @@ class StoredFunction:
         if classes is None:
             return  # the output has a node jax.export cannot serialize: kept in this process only
         _register(classes)
-        try:
+        with contextlib.suppress(Exception):  # noqa: BLE001 — a cache: a read-only or full disk is never an error
             payload = exported.serialize()
             header = json.dumps({"namedtuples": sorted({_class_name(c) for c in classes}),
                                  "sha256": readers.sha256(bytes(payload))}).encode()
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             atomic_write(path, b"\n".join((_MAGIC, header, bytes(payload))))
             _trim(os.path.dirname(path))
-        except Exception:  # noqa: BLE001 — a cache: a read-only or full disk is never an error
-            pass
 
 
 def _leaf_args(treedef, n_args: int) -> list[int]:
@@ -314,8 +300,6 @@ def _trim(folder: str, max_bytes: int = MAX_BYTES) -> None:
     for _, size, path in sorted(entries):
         if total <= max_bytes:
             break
-        try:
+        with contextlib.suppress(OSError):
             os.remove(path)
             total -= size
-        except OSError:
-            pass

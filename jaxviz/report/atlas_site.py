@@ -74,10 +74,6 @@ SCRIPT = """
 """
 
 
-def _png(path, image_u8):
-    atomic_write(path, lambda f: Image.fromarray(image_u8).save(f, format="PNG"))
-
-
 def _jpg(path, image_u8):
     atomic_write(path, lambda f: Image.fromarray(image_u8).save(f, format="JPEG", quality=90))
 
@@ -117,7 +113,7 @@ def _meta_line(meta):
                        f"channel · plausibility judge {meta['judge'] or 'none'} · copies at {meta['copy_side']} px")
 
 
-def _card(r, n_vis):
+def _card(r):
     ch = r["channel"]
     attrs = " ".join(f'data-{k.replace("_", "-")}="{"" if r[k] is None else r[k]}"' for k, _, _ in MEASURES)
     first = f"img/{_name(ch)}_e0.jpg" if r["examples"] else ""
@@ -130,7 +126,7 @@ def _card(r, n_vis):
             f'{_fmt(r["copies"])}/{_fmt(r["copies_examples"])} · plaus {_fmt(r["plausibility"])}</a>')
 
 
-def _layer_page(meta, records, n_vis):
+def _layer_page(meta, records):
     options = "".join(f'<option value="{k.replace("_", "-")}">{html.escape(label)}</option>'
                       for k, label, _ in (("channel", "channel", ""), *MEASURES))
     dead = sum(not r["alive"] for r in records)
@@ -144,7 +140,7 @@ def _layer_page(meta, records, n_vis):
             f'<option value=dead>dead</option></select></label>'
             f'<label>find channel <input id=find type=number min=0 style="width:6em"></label>'
             f'<span id=count></span></div>'
-            f'<div id=grid>{"".join(_card(r, n_vis) for r in records)}</div>')
+            f'<div id=grid>{"".join(_card(r) for r in records)}</div>')
     return _page(meta["title"], body, SCRIPT)
 
 
@@ -195,7 +191,8 @@ def write_site(out: str, meta: dict, records: list[dict], vis_images, example_im
     for i, r in enumerate(records):
         name = _name(r["channel"])
         for j in range(n_vis):
-            _png(os.path.join(img_dir, f"{name}_v{j}.png"), to_uint8(vis_images[i, j]))
+            atomic_write(os.path.join(img_dir, f"{name}_v{j}.png"),
+                         lambda f: Image.fromarray(to_uint8(vis_images[i, j])).save(f, format="PNG"))
         vmax = float(np.max(example_maps[i])) if example_maps[i].size else 0.0
         for j in range(len(r["examples"])):
             image = example_images[i, j]
@@ -210,7 +207,7 @@ def write_site(out: str, meta: dict, records: list[dict], vis_images, example_im
             progress(i + 1, len(records))
     atomic_write_json(os.path.join(out, "atlas.json"), {"meta": meta, "measures": {k: d for k, _, d in MEASURES},
                                                         "note": SOURCE_NOTE, "channels": records})
-    atomic_write(os.path.join(out, "index.html"), _layer_page(meta, records, n_vis))
+    atomic_write(os.path.join(out, "index.html"), _layer_page(meta, records))
 
 
 def notebook_html(out: str, meta: dict, records: list[dict], *, limit: int = 64) -> str:

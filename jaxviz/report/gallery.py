@@ -146,11 +146,9 @@ def write_page(out: str, metrics: Mapping, *, title: str = "jaxviz") -> None:
     from jaxviz.common import outputs
 
     atomic_write_json(os.path.join(out, "metrics.json"), metrics)
-    cards = []
-    for entry in metrics["targets"]:
-        heat = os.path.exists(os.path.join(out, "heat_" + entry["image"]))
-        cards.append(f'<figure><figcaption><b>{html.escape(entry["target"])}</b> {html.escape(entry["label"])}'
-                     f'</figcaption>{_card(entry, "", heat)}</figure>')
+    cards = [f'<figure><figcaption><b>{html.escape(e["target"])}</b> {html.escape(e["label"])}</figcaption>'
+             f'{_card(e, "", os.path.exists(os.path.join(out, "heat_" + e["image"])))}</figure>'
+             for e in metrics["targets"]]
     settings = html.escape(dumps(metrics["config"]))
     atomic_write(os.path.join(out, "index.html"), _page(title, f"<p class=cfg>{settings}</p>" + "".join(cards)))
     outputs.record(out, ("metrics.json", "index.html"))  # a gallery rewritten in place keeps true hashes

@@ -27,7 +27,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxviz.common import hardware
 from jaxviz.common.cache import enable_compile_cache
-from jaxviz.common.errors import UsageError
+from jaxviz.common.errors import UsageError, check_integer
 from jaxviz.data import batches as batches_lib
 from jaxviz.stats import moments as stats
 from jaxviz.stats import views
@@ -60,7 +60,7 @@ def layer_shapes(model, layers: tuple[str, ...], size: int) -> dict[str, tuple[i
     return {k: tuple(out[k].shape[1:]) for k in layers}
 
 
-def _mine(stacked):
+def device_row(stacked):
     return jax.tree.map(lambda a: a[0], stacked)  # this device's row of a per-device stack
 
 
@@ -80,7 +80,7 @@ def make_step(model, layers: tuple[str, ...], view: views.View, mesh: Mesh):
             samples = jax.vmap(view)(feats[layer])  # [b, M, dim]
             b, m, d = samples.shape
             weights = jnp.broadcast_to(mask[:, None], (b, m)).reshape(b * m)
-            merged = stats.merge(_mine(states[layer]), stats.batch_stats(samples.reshape(b * m, d), weights))
+            merged = stats.merge(device_row(states[layer]), stats.batch_stats(samples.reshape(b * m, d), weights))
             out[layer] = jax.tree.map(lambda a: a[None], merged)
         return out
 
@@ -94,7 +94,7 @@ def make_fold(layers: tuple[str, ...], mesh: Mesh):
     """``fold(states) -> merged``: the per-device states of :func:`make_step` merged, replicated."""
 
     def local(states):
-        return {layer: stats.psum_merge(_mine(states[layer]), _AXIS) for layer in layers}
+        return {layer: stats.psum_merge(device_row(states[layer]), _AXIS) for layer in layers}
 
     return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(_AXIS),), out_specs=P(), check_vma=False))
 
@@ -176,7 +176,7 @@ def collect_moments(model, layers: Sequence[str], source, *, view="pixel", batch
         it = iter(source.batches(batch_size, start=0, shard_index=pid, shard_count=procs))
         first = next(it)
         size = first.shape[1]
-        it = _chain([first], it)
+        it = itertools.chain([first], it)
     shapes = layer_shapes(model, tuple(layers), int(size))
     for layer in layers:
         view.check(shapes[layer], layer)
@@ -261,23 +261,14 @@ def _merge_host(totals, segment):
     return out
 
 
-def _chain(head, tail):
-    yield from head
-    yield from tail
-
-
 MAX_BATCH = 4096
 MAX_SIZE = 2048
 MAX_IMAGES = 100_000_000
 
 
 def _whole(name: str, value, low: int, high: int | None = None, *, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (
-            high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise UsageError(f"{name}= must be an integer {bound}, got {value!r}")
+    if not (optional and value is None):
+        check_integer(f"{name}=", value, low, high)
 
 
 def check_pass_arguments(*, batch_size=32, checkpoint_every=50, size=None, max_images=None, seed=0) -> None:

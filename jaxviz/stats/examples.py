@@ -27,10 +27,10 @@ from jax.sharding import PartitionSpec as P
 
 from jaxviz.common import hardware
 from jaxviz.common.cache import enable_compile_cache
-from jaxviz.common.errors import UsageError
+from jaxviz.common.errors import UsageError, check_integer
 from jaxviz.data import batches as batches_lib
 from jaxviz.stats import topk
-from jaxviz.stats.collect import check_pass_arguments, data_mesh
+from jaxviz.stats.collect import check_pass_arguments, data_mesh, device_row
 
 __all__ = ["Examples", "collect_examples", "open_examples_source", "read_images", "receptive_field",
            "patch_boxes", "check_channels"]
@@ -84,10 +84,6 @@ def check_channels(model, layer: str, channels: Sequence[int]) -> tuple[int, ...
     return out
 
 
-def _mine(stacked):
-    return jax.tree.map(lambda a: a[0], stacked)
-
-
 def score_maps(maps):
     """``[B, h, w, C]`` maps → ``([B, C] channel objective, [B, C, 2] (row, column) of each maximum)``."""
     b, h, w, c = maps.shape
@@ -105,7 +101,7 @@ def make_step(model, layer: str, channels: tuple[int, ...], mesh: Mesh):
         x = model.normalize(images.astype(jnp.float32))
         maps = model.features(params, x, [layer])[layer][..., ch]
         score, position = score_maps(maps.astype(jnp.float32))
-        new = topk.update(_mine(states), score, index, position, mask)
+        new = topk.update(device_row(states), score, index, position, mask)
         return jax.tree.map(lambda a: a[None], new)
 
     sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(_AXIS), P(_AXIS), P(_AXIS), P(_AXIS)),
@@ -146,8 +142,7 @@ def collect_examples(model, layer: str, channels: Sequence[int], source, *, k: i
     """
     enable_compile_cache()
     channels = check_channels(model, layer, channels)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= 1024:
-        raise UsageError(f"k= must be an integer between 1 and 1024, got {k!r}")
+    check_integer("k=", k, 1, 1024)
     check_pass_arguments(batch_size=batch_size, checkpoint_every=checkpoint_every)
     if jax.process_count() > 1:
         raise UsageError("the examples pass runs on one process")

@@ -253,10 +253,6 @@ def precision(cov: jax.Array, count, shrinkage="oas", *, m4=None) -> Precision:
     return Precision(0.5 * (prec + prec.T), chol, rho, eig[-1] / eig[0])
 
 
-def _host_float64(state) -> bool:
-    return any(isinstance(a, np.ndarray) and a.dtype == np.float64 for a in state)
-
-
 class LayerStats(NamedTuple):
     """Finalized statistics of one layer.
 
@@ -288,7 +284,7 @@ def estimate(state: StatsState, *, shrinkage="oas") -> LayerStats:
     and gives host float64 arrays, as :func:`jaxviz.stats.store.load_stats` does; anything else keeps
     its dtype (and jits).
     """
-    if not jax.config.jax_enable_x64 and _host_float64(state):
+    if not jax.config.jax_enable_x64 and any(isinstance(a, np.ndarray) and a.dtype == np.float64 for a in state):
         with jax.enable_x64(True):
             est = estimate(StatsState(*(jnp.asarray(a) for a in state)), shrinkage=shrinkage)
             return LayerStats(*(np.asarray(v) if isinstance(v, jax.Array) else v for v in est))

@@ -3,6 +3,7 @@ next to the moments (same folder, metadata and content hash as :mod:`jaxviz.stat
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Mapping, NamedTuple, Sequence
 
@@ -173,10 +174,8 @@ def save_quantiles(directory: str, quantiles: Mapping[str, QuantileStats], *, mo
     atomic_write_json(os.path.join(directory, QUANTILES_FILE), meta)
     old = previous.get("quantiles")
     if isinstance(old, str) and old != name and os.path.basename(old) == old and old.startswith("quantiles-"):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(directory, old))
-        except FileNotFoundError:
-            pass
     return meta
 
 
