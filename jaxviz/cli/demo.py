@@ -1,13 +1,13 @@
-"""`jaxviz demo`: the method next to its base recipe (MaCo) on a few classes (see :func:`jaxviz.pipeline.demo`)."""
+"""`jaxviz demo`: MaCo next to MaCo with the best measured prior on a few classes (:func:`jaxviz.pipeline.demo`)."""
 
 from __future__ import annotations
 
 from jaxviz.cli._common import whole
-from jaxviz.pipeline import DEMO_JUDGE, DEMO_PASSES, DEMO_SIZE, DEMO_TARGETS
+from jaxviz.pipeline import DEMO_BASE, DEMO_JUDGE, DEMO_PASSES, DEMO_PRIOR, DEMO_SIZE, DEMO_TARGETS
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="the method vs MaCo's recipe on a few classes, judged by a held-out model")
+    p = sub.add_parser("demo", help="MaCo's recipe vs MaCo with quantile matching on a few classes, judged by a held-out model")
     p.add_argument("--model", default="efficientnet_lite0", help="model name")
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--steps", type=whole, default=DEMO_PASSES,
@@ -42,9 +42,9 @@ def run(args) -> int:
     page, runs = demo(model, args.out, steps=args.steps, size=args.size, targets=args.target, quiet=args.quiet,
                       judge=None if args.no_judge else DEMO_JUDGE, force=args.force)
     if not args.no_judge:
-        print(f"{'':31} {'MaCo recipe':<36} with the method   (held-out {DEMO_JUDGE}: target in top 5, "
+        print(f"{'':31} {'MaCo recipe':<36} with quantile matching   (held-out {DEMO_JUDGE}: target in top 5, "
               "p(target), plausibility rank)")
-    for a, b in zip(runs["maco"]["targets"], runs["outliers"]["targets"]):
+    for a, b in zip(runs[DEMO_BASE]["targets"], runs[DEMO_PRIOR]["targets"]):
         print(f"{a['target']:<12} {a['label'][:18]:<18} activation {a['activation']:6.2f} {_verdict(a):<25}"
               f" → {b['activation']:6.2f} {_verdict(b)}")
     for name, metrics in runs.items():

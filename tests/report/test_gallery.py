@@ -147,9 +147,10 @@ def test_demo_gallery_end_to_end(lite0, tmp_path):
     html_text = open(page).read()
     for src in re.findall(r'src="([^"]+)"', html_text):
         assert os.path.exists(tmp_path / src), src
-    method = runs["outliers"]["targets"][0]
-    assert method["outlier_map"]["layer"] == "blocks.2" and method["suppressed"]
-    assert "outlier_map" not in runs["maco"]["targets"][0]
+    assert list(runs) == ["maco", "quantile"]  # MaCo and the best measured statistics prior (README "Experiments")
+    with_prior = runs["quantile"]["targets"][0]
+    assert with_prior["quantile"] > 0 and "quantile" not in runs["maco"]["targets"][0]
+    assert runs["quantile"]["config"]["prior"].startswith("quantile(")
     for run in runs.values():
         for entry in run["targets"]:
             top = entry["judge"]["top5"]
