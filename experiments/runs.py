@@ -59,15 +59,18 @@ def render_cached(name: str, model, make_targets, *, path: str, key_data: dict, 
     checkpoints = path[: -len(".npz")] + ".ckpt"
     objs = make_targets(target)
     update, close = progress_bar(name, quiet=quiet)
+
+    def run():
+        return render.render_images(model, objs, key=jax.random.key(seed_value), config=config,
+                                    progress=update or False, checkpoint_dir=checkpoints, **parts)
+
     t = time.perf_counter()
     try:
         try:
-            result = render.render_images(model, objs, key=jax.random.key(seed_value), config=config,
-                                          progress=update or False, checkpoint_dir=checkpoints, **parts)
+            result = run()
         except CheckpointMismatchError:  # left by a render of other settings: start over
             shutil.rmtree(checkpoints)
-            result = render.render_images(model, objs, key=jax.random.key(seed_value), config=config,
-                                          progress=update or False, checkpoint_dir=checkpoints, **parts)
+            result = run()
     finally:
         close()
     seconds = time.perf_counter() - t
