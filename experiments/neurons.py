@@ -26,7 +26,9 @@ examples), second view.
 ``head`` is a ReLU6 layer: a channel that is 0 everywhere on the initial image gets no gradient and stays
 0 (MaCo left all five head channels of the first tuning run at exactly 0); ``--redirect-steps N``
 gives every method N first passes with redirected ReLU gradients (:class:`jaxviz.RenderConfig`
-``redirect_steps``) so such channels can start — 16 did not suffice in a check at 64 passes (README).
+``redirect_steps``) so such channels can start — 16 did not suffice in a check at 64 passes (README);
+``--pre-activation`` makes every method maximize the channel's BatchNorm output before the ReLU6 instead
+(Lucid's pre-ReLU targets), while every metric still reads the layer itself.
 
 Outputs in the run folder (default ``experiments/results/neurons-<date>``): ``per_image.csv``,
 ``table.md`` / ``table.csv`` (mean ± sd, paired Wilcoxon tests vs ``--against``), ``sets.json``,
@@ -135,6 +137,12 @@ def photo_table(model, real: str, n_photos: int, layers, cache_dir: str, quiet: 
     return out
 
 
+def pre_activation_layer(model, layer: str) -> str:
+    """The point before ``layer``'s activation (its BatchNorm output ``<layer>.bn``, README "Pre-activation
+    targets"), or ``layer`` itself where it has none (a linear block output)."""
+    return f"{layer}.bn" if f"{layer}.bn" in model.hidden_layers else layer
+
+
 def render_method(name, model, cfg, targets, seed, run_dir, quiet):
     """Images ``[T,S,S,3]``, final objectives ``[T]`` and seconds of one method and seed (cached, resumable:
     :mod:`experiments.runs`)."""
@@ -143,7 +151,11 @@ def render_method(name, model, cfg, targets, seed, run_dir, quiet):
 
     path = os.path.join(run_dir, "runs", name.replace("/", "_"), f"seed{seed}.npz")
     key_data = {"method": name, "targets": targets, "seed": seed, "passes": cfg["passes"], "size": cfg["size"]}
-    return render_cached(name, model, lambda _: [objectives.channel(layer, c) for layer, c in targets], path=path,
+    read = {layer: layer for layer, _ in targets}
+    if cfg.get("pre_activation"):
+        key_data["pre_activation"] = True  # only when set: renders cached before the flag keep their key
+        read = {layer: pre_activation_layer(model, layer) for layer in read}
+    return render_cached(name, model, lambda _: [objectives.channel(read[layer], c) for layer, c in targets], path=path,
                          key_data=key_data, passes=cfg["passes"], size=cfg["size"], seed_value=BASE_SEED + seed,
                          quiet=quiet, redirect_steps=cfg.get("redirect_steps") or 0)
 
@@ -218,6 +230,9 @@ def parse_args(argv=None):
     p.add_argument("--redirect-steps", type=int, default=0,
                    help="first passes with redirected ReLU gradients for every method (as Lucid's "
                         "relu_gradient_override), so channels that start dead (head: ReLU6) can move; default 0")
+    p.add_argument("--pre-activation", action="store_true",
+                   help="every method maximizes the channel before the layer's activation (head.bn for head: "
+                        "Lucid's pre-ReLU targets), so no channel starts dead; the metrics stay on the layer")
     p.add_argument("--real", default=None, help="the 1,000 photos: a folder (sorted file i = class i)")
     p.add_argument("--out", default=None, help="run folder (default experiments/results/neurons-<date>)")
     p.add_argument("--quick", action="store_true", help="3 channels, 1 seed, 16 passes, 96 px, copy side 192")
@@ -290,7 +305,8 @@ def main(argv=None) -> int:
             "held_out_photo": {f"{l}:{c}": int(ranked[(l, c)][args.k]) for l, c in targets}})
         cfg = {"methods": methods, "set": args.set, "targets": [f"{l}:{c}" for l, c in targets],
                "seeds": args.seeds, "passes": args.passes, "size": args.size, "k": args.k,
-               "copy_side": args.copy_side, "against": args.against, "redirect_steps": args.redirect_steps, "real": os.path.abspath(real),
+               "copy_side": args.copy_side, "against": args.against, "redirect_steps": args.redirect_steps,
+               "pre_activation": args.pre_activation, "real": os.path.abspath(real),
                "judge": "efficientnet_lite2", "base_seed": BASE_SEED, "photos": n_photos,
                "descriptions": {m: method_parts(m, model, passes=args.passes, size=args.size)[2] for m in methods}}
         atomic_write_json(os.path.join(run_dir, "config.json"), cfg)
@@ -358,7 +374,9 @@ def main(argv=None) -> int:
         atomic_write(os.path.join(run_dir, "table.md"),
                      f"{args.set} set: {len(targets)} channels ({', '.join(layers)}) x {args.seeds} seeds, "
                      f"{args.passes} passes, {args.size} px; {args.k} dataset examples per channel among "
-                     f"{n_photos} photos (Lite0); plausibility in held-out Lite2 (rank among {len(ref_targets)} "
+                     f"{n_photos} photos (Lite0); "
+                     f"{'targets before the activation (objective: the BatchNorm output), ' if args.pre_activation else ''}"
+                     f"plausibility in held-out Lite2 (rank among {len(ref_targets)} "
                      f"channels' references); copies at input {args.copy_side} px; p: paired Wilcoxon vs "
                      f"{args.against}\n\n{table}\n\nPer layer, copies / plausibility:\n\n{layer_table}\n\n"
                      f"Render time: {timing}\n")

@@ -73,7 +73,7 @@ def visualize(model, targets, out: str, *, config: render_lib.RenderConfig | Non
 def _visualize(model, targets, out, *, config, prior, stats, checkpoint_dir, quiet, title, force, **render_options):
     from jaxviz import objectives, report
 
-    parsed = objectives.as_targets(targets, model.layers)
+    parsed = objectives.as_targets(targets, model.target_layers)
     title = title or f"jaxviz {model.name}"
     update, close = progress_bar(title, quiet=quiet)
     try:

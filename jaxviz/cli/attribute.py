@@ -56,8 +56,8 @@ def run(args) -> int:
         raise UsageError(f"--seed must be in 0..2^32-1, got {args.seed}")
     out = check_writable_dir(args.out, "out")
     model = load_model(args.model)
-    specs = expand_targets(args.target, model.layers)
-    targets = [objectives.parse_target(spec, model.layers) for spec in specs]
+    specs = expand_targets(args.target, model.target_layers)
+    targets = [objectives.parse_target(spec, model.target_layers) for spec in specs]
     size = args.size or model.resolution or 224
     photos = as_uint8_batch([read_image(path)[0] for path in args.images], size).astype(np.float32) / 255.0
     method = args.method.replace("-", "_")

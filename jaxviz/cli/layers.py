@@ -25,4 +25,8 @@ def run(args) -> int:
     print(f"{model.name} (input {model.resolution}x{model.resolution}x3)")
     for name, shape in model.layers.items():
         print(f"  {name:<{width}}  {'x'.join(map(str, shape))}")
+    if model.hidden_layers:
+        shown = ", ".join(list(model.hidden_layers)[-3:])
+        print(f"  and {len(model.hidden_layers)} BatchNorm outputs before their activation, also targets "
+              f"(e.g. {shown}; README \"Pre-activation targets\")")
     return 0

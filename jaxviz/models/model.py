@@ -70,6 +70,12 @@ class Model:
         count = f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n:,}"
         return f"Model('{self.name}', {len(self.layers)} layers, {count} params{size})"
 
+    @property
+    def target_layers(self) -> dict[str, tuple[int, ...]]:
+        """Every point a target may read: ``layers`` and then ``hidden_layers`` (e.g. ``head.bn``, the
+        BatchNorm output before ``head``'s ReLU6: Lucid's pre-ReLU targets, never dead at the start)."""
+        return {**self.layers, **self.hidden_layers}
+
     def check_layers(self, names: Sequence[str]) -> tuple[str, ...]:
         """Validates layer names; raises :class:`UnknownLayerError` suggesting close ones."""
         for name in names:

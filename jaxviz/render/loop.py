@@ -106,7 +106,7 @@ def _check_inputs(model, targets, config, prior, images: int, seeded=False):
     for t in targets:
         if not isinstance(t, objectives_lib.Objective):
             raise UsageError(f"targets must be jaxviz.objectives objects, got {type(t).__name__}")
-        objectives_lib.check_indices(t, model.layers)
+        objectives_lib.check_indices(t, model.target_layers)
         if t.batched and images < 2:
             raise UsageError("a batch objective (diversity) needs images_per_target >= 2")
     if config.redirect_steps and model.apply_redirected is None:
@@ -229,7 +229,7 @@ def render_images(model, targets, *, key: jax.Array | None = None, config: Rende
     from jaxviz.common.progress import progress_bar
 
     enable_compile_cache()  # compiled steps persist across processes (JAXVIZ_COMPILE_CACHE=0: off)
-    targets = objectives_lib.as_targets(targets, model.layers)
+    targets = objectives_lib.as_targets(targets, model.target_layers)
     recipe = recipes_lib.resolve(recipe, size=None if config is None else config.size)
     config = recipe.config() if config is None else config
     config.check()

@@ -64,6 +64,11 @@ def test_layers_json(capsys):
     assert code == 0 and layers["head"] == [7, 7, 1280] and list(layers)[0] == "stem"
 
 
+def test_layers_names_the_pre_activation_targets(capsys):
+    code, out, _ = _run(capsys, "layers")
+    assert code == 0 and "33 BatchNorm outputs before their activation" in out and "head.bn" in out
+
+
 @pytest.mark.parametrize("argv,message", [
     (["layers", "--model", "resnet50"], "unknown model 'resnet50'"),
     (["classify", "--model", "efficientnet_lite5", "IMG"], "did you mean"),

@@ -13,6 +13,7 @@ import pytest
 
 from jaxviz import objectives, recipes, registry, render
 from jaxviz.cli import main
+from jaxviz.common.errors import UsageError
 
 FAST = render.RenderConfig(size=64, steps=6, chunk_steps=3, batch_size=8)
 FOURIER = registry.edit_recipe(recipes.get("maco", size=64), parameterization="fourier")
@@ -126,3 +127,22 @@ def test_eight_classes_reach_top1(lite0):
     initial = result.history[:, 0]
     assert np.all(result.activation > initial + 10), (result.activation, initial)
     assert list(np.argmax(np.asarray(logits), -1)) == classes
+
+
+def test_pre_activation_target_revives_a_channel_dead_at_the_start(lite0):
+    """``head`` is ReLU6: MaCo's first image leaves most of its channels at exactly 0, where they get no
+    gradient; their BatchNorm output (``head.bn``, README "Pre-activation targets") moves from the first pass."""
+    channels = (0, 160)
+    specs = [f"head:{c}" for c in channels] + [f"head.bn:{c}" for c in channels]
+    targets = objectives.as_targets(specs, lite0.target_layers)
+    config = render.RenderConfig(size=64, steps=12, chunk_steps=6, batch_size=4)
+    result = render.render_images(lite0, targets, config=config, recipe=recipes.get("maco", size=64), progress=False)
+    dead, pre = result.history[: len(channels)], result.history[len(channels):]
+    assert np.all(dead == 0.0)                                   # the post-activation target never moves
+    assert np.all(pre[:, -3:].mean(1) > pre[:, :3].mean(1) + 1.0)
+    x = lite0.normalize(jax.numpy.asarray(result.images[len(channels):]) * 255.0)
+    head = np.asarray(lite0.features(lite0.params, x, layers=("head",))["head"])
+    alive = [head[i, ..., c].max() for i, c in enumerate(channels)]
+    assert min(alive) > 0.0, alive                               # ... and the pre-activation one revives it
+    with pytest.raises(UsageError, match="out of range"):
+        objectives.as_targets(["head.bn:1280"], lite0.target_layers)
