@@ -137,12 +137,6 @@ def photo_table(model, real: str, n_photos: int, layers, cache_dir: str, quiet: 
     return out
 
 
-def pre_activation_layer(model, layer: str) -> str:
-    """The point before ``layer``'s activation (its BatchNorm output ``<layer>.bn``, README "Pre-activation
-    targets"), or ``layer`` itself where it has none (a linear block output)."""
-    return f"{layer}.bn" if f"{layer}.bn" in model.hidden_layers else layer
-
-
 def render_method(name, model, cfg, targets, seed, run_dir, quiet):
     """Images ``[T,S,S,3]``, final objectives ``[T]`` and seconds of one method and seed (cached, resumable:
     :mod:`experiments.runs`)."""
@@ -154,7 +148,7 @@ def render_method(name, model, cfg, targets, seed, run_dir, quiet):
     read = {layer: layer for layer, _ in targets}
     if cfg.get("pre_activation"):
         key_data["pre_activation"] = True  # only when set: renders cached before the flag keep their key
-        read = {layer: pre_activation_layer(model, layer) for layer in read}
+        read = {layer: model.pre_activation(layer) for layer in read}
     return render_cached(name, model, lambda _: [objectives.channel(read[layer], c) for layer, c in targets], path=path,
                          key_data=key_data, passes=cfg["passes"], size=cfg["size"], seed_value=BASE_SEED + seed,
                          quiet=quiet, redirect_steps=cfg.get("redirect_steps") or 0)

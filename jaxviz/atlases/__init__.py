@@ -139,7 +139,7 @@ def atlas(model, layer: str, channels=None, data: str = "photos", out: str | Non
           images_per_channel: int = 1, recipe=None, config=None, max_images: int | None = None,
           data_dir: str | None = None, seed: int = 0, judge="efficientnet_lite2", copy_side: int | None = None,
           diversity: float = DIVERSITY_WEIGHT, checkpoint_dir: str | None = None, checkpoint_every: int = 50,
-          force: bool = False,
+          force: bool = False, pre_activation: bool = True,
           quiet: bool = False, title: str | None = None) -> Atlas:
     """The atlas of ``channels`` of ``layer`` over the data ``data``, written to ``out``.
 
@@ -159,6 +159,9 @@ def atlas(model, layer: str, channels=None, data: str = "photos", out: str | Non
       diversity: weight of the diversity term when ``images_per_channel > 1``.
       checkpoint_dir: where the long phases checkpoint (default ``out/.checkpoint``, removed when done).
       force: replace another run's atlas in ``out``.
+      pre_activation: maximize each channel before the layer's activation where the model has that point
+        (``head.bn`` for ``head``: README "Pre-activation targets"), so no channel starts dead; the measures
+        read the layer itself. ``False``: the layer's own channel.
 
     Returns:
       An :class:`Atlas` (``_repr_html_`` in a notebook, :meth:`Atlas.show`).
@@ -197,6 +200,7 @@ def atlas(model, layer: str, channels=None, data: str = "photos", out: str | Non
            "images_per_channel": int(images_per_channel), "recipe": recipe.name, "parts": describe(recipe),
            "config": config.numbers(), "judge": judge_name, "copy_side": copy_side, "seed": seed,
            "diversity": float(diversity) if images_per_channel > 1 else 0.0,
+           "target_layer": model.pre_activation(layer) if pre_activation else layer,
            "files": source.fingerprint() if hasattr(source, "fingerprint") else None}
     out = out or tempfile.mkdtemp(prefix="jaxviz-atlas-")
     claim_out(out, run, force=force)
@@ -230,7 +234,7 @@ def _run(model, layer, channels, source, out, run, *, recipe, config, judge, che
     from jaxviz.common.progress import progress_bar
 
     meta = {k: run[k] for k in ("model", "layer", "data", "data_description", "images", "k", "images_per_channel",
-                                "recipe", "judge", "copy_side")}
+                                "recipe", "judge", "copy_side", "target_layer")}
     meta.update(passes=run["config"]["steps"], size=run["config"]["size"], title=title or f"{model.name} {layer}")
     ex, vis, meas = arrays["examples"], arrays["visualizations"], arrays["measures"]
     records = channel_records(channels, ex, vis, meas)

@@ -41,11 +41,12 @@ def render_phase(model, layer, channels, run, recipe, config, ckpt, quiet) -> di
     from jaxviz.render import render_images
 
     n = run["images_per_channel"]
+    target_layer = run.get("target_layer", layer)  # head.bn for head: no channel starts dead
     targets = []
     for c in channels:
-        obj = objectives.channel(layer, c)
+        obj = objectives.channel(target_layer, c)
         if n > 1 and run["diversity"]:
-            obj = obj + run["diversity"] * objectives.diversity(layer)
+            obj = obj + run["diversity"] * objectives.diversity(target_layer)
         targets.append(obj)
     update, close = progress_bar("atlas visualizations", quiet=quiet)
     try:
@@ -87,6 +88,8 @@ def measures_phase(model, layer, channels, source, run, examples, visualizations
         vis_maps = neurons.channel_maps(model, vis, vis_targets, side=side)
         vis_max = vis_maps.reshape(len(vis_maps), -1).max(axis=1)
         vis_copies = neurons.copy_count(vis_maps)
+        # the layer's own objective at the render's size (the render maximized its pre-activation point)
+        vis_objective = neurons.channel_maps(model, vis, vis_targets).reshape(c * n, -1).mean(axis=1)
         update and update(3, 4)
         cos = rank = np.full(c * n, np.nan)
         if judge is not None:
@@ -103,14 +106,16 @@ def measures_phase(model, layer, channels, source, run, examples, visualizations
         close()
     return {"example_maps": ex_maps.reshape(c, k, *ex_maps.shape[1:]).astype(np.float32),
             "example_copies": ex_copies.reshape(c, k), "vis_max": vis_max.reshape(c, n),
-            "vis_copies": vis_copies.reshape(c, n), "plausibility": np.asarray(cos).reshape(c, n),
+            "vis_copies": vis_copies.reshape(c, n), "vis_objective": vis_objective.reshape(c, n),
+            "plausibility": np.asarray(cos).reshape(c, n),
             "rank": np.asarray(rank).reshape(c, n)}
 
 
 def channel_records(channels, examples, visualizations, measures) -> list[dict]:
     """One JSON-able dict per channel: the measures ``atlas.json`` and the pages show."""
     n = measures["vis_max"].shape[1]
-    act = visualizations["activation"].reshape(len(channels), n)
+    act = (measures["vis_objective"] if "vis_objective" in measures  # atlases measured before it: the render's
+           else visualizations["activation"]).reshape(len(channels), n)
     out = []
     for i, ch in enumerate(channels):
         best = float(examples["score"][i, 0])

@@ -32,6 +32,9 @@ def register(sub) -> None:
                    help="weight of the diversity term with --images-per-channel ≥ 2 (default 100, Lucid's)")
     p.add_argument("--judge", default="efficientnet_lite2", choices=("efficientnet_lite2", "efficientnet_lite1", "none"),
                    help="held-out model of the plausibility measure (default efficientnet_lite2; none: skip)")
+    p.add_argument("--post-activation", action="store_true",
+                   help="maximize the layer's own channels, not the point before their activation (head.bn for "
+                        "head; README 'Pre-activation targets'): ReLU6 channels dead at the start stay dead")
     p.add_argument("--force", action="store_true", help="replace another run's atlas in --out")
     add_render_flags(p)
     p.set_defaults(run=run, size=DEFAULT_SIZE, steps=DEFAULT_PASSES)
@@ -55,7 +58,8 @@ def run(args) -> int:
                           max_images=args.max_images, data_dir=args.data_dir, seed=args.seed,
                           judge=None if args.judge == "none" else args.judge,
                           diversity=DIVERSITY_WEIGHT if args.diversity is None else args.diversity,
-                          checkpoint_dir=args.checkpoint_dir, force=args.force, quiet=args.quiet)
+                          checkpoint_dir=args.checkpoint_dir, force=args.force,
+                          pre_activation=not args.post_activation, quiet=args.quiet)
     dead = [r["channel"] for r in result.records if not r["alive"]]
     print(f"{len(result.records)} channels of {result.meta['layer']}; dead: "
           f"{', '.join(map(str, dead)) if dead else 'none'}")

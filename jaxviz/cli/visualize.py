@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 
 from jaxviz.cli._common import add_model_flag, number, whole
 from jaxviz.common.errors import UsageError
@@ -162,5 +163,10 @@ def run(args) -> int:
                            **init_from_flags(args, config.size))
     for entry in metrics["targets"]:
         print(f"{entry['target']:<16} {entry['label'][:24]:<24} activation {entry['activation']:.3f}")
+        layer, _, channel = entry["target"].rpartition(":")
+        if entry["activation"] == 0.0 and channel.isdigit() and model.pre_activation(layer) != layer:
+            print(f"note: {entry['target']} stayed at 0 (dead after the activation from the start); "
+                  f"--target {model.pre_activation(layer)}:{channel} maximizes it before the activation "
+                  f"(README \"Pre-activation targets\")", file=sys.stderr)
     print(os.path.join(os.path.abspath(args.out), "index.html"))
     return 0

@@ -76,6 +76,11 @@ class Model:
         BatchNorm output before ``head``'s ReLU6: Lucid's pre-ReLU targets, never dead at the start)."""
         return {**self.layers, **self.hidden_layers}
 
+    def pre_activation(self, layer: str) -> str:
+        """The point before ``layer``'s activation where the model has one (``<layer>.bn``, as :func:`load_model`'s
+        models name their BatchNorm outputs), else ``layer`` itself (a linear layer, or a model without them)."""
+        return f"{layer}.bn" if f"{layer}.bn" in self.hidden_layers else layer
+
     def check_layers(self, names: Sequence[str]) -> tuple[str, ...]:
         """Validates layer names; raises :class:`UnknownLayerError` suggesting close ones."""
         for name in names:

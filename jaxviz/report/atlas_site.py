@@ -110,7 +110,13 @@ def _meta_line(meta):
     return html.escape(f"{meta['model']} · layer {meta['layer']} · data {meta['data_description']} "
                        f"({meta['images']} images) · {meta['k']} examples per channel · recipe {meta['recipe']}, "
                        f"{meta['passes']} passes at {meta['size']} px · {meta['images_per_channel']} image(s) per "
-                       f"channel · plausibility judge {meta['judge'] or 'none'} · copies at {meta['copy_side']} px")
+                       f"channel · plausibility judge {meta['judge'] or 'none'} · copies at {meta['copy_side']} px"
+                       + _target_note(meta))
+
+
+def _target_note(meta) -> str:
+    target = meta.get("target_layer") or meta["layer"]  # atlases written before pre-activation targets
+    return "" if target == meta["layer"] else f" · maximized {target}, the point before the activation"
 
 
 def _card(r):
@@ -164,8 +170,8 @@ def _channel_page(meta, r, prev, nxt, history, n_vis):
         for j, e in enumerate(r["examples"]))
     body = (f"<p>{nav}</p><h1>{html.escape(meta['layer'])} channel {ch}</h1><p class=meta>{_meta_line(meta)}</p>"
             f"<p>{status}; alive on the data: {'yes' if r['alive_on_data'] else 'no (best example ≤ 0)'}</p>"
-            f"<h2>Visualization</h2>{vis}<figure>{curve}<figcaption class=meta>objective at each step (transformed "
-            f"image)</figcaption></figure><h2>Measures</h2><table class=m>{rows}</table>"
+            f"<h2>Visualization</h2>{vis}<figure>{curve}<figcaption class=meta>objective of "
+            f"{html.escape(meta.get('target_layer') or meta['layer'])} at each step (transformed image)</figcaption></figure><h2>Measures</h2><table class=m>{rows}</table>"
             f"<p class=meta>{html.escape(SOURCE_NOTE)}</p><h2>Dataset examples</h2><p class=meta>Each: the image, "
             f"the channel's map over it (one colour scale per channel), the patch under the map's maximum "
             f"(the layer's effective receptive field).</p>{exs}")

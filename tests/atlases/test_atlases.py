@@ -139,3 +139,28 @@ def test_killed_in_each_phase_then_rerun_equals_uninterrupted(tmp_path):
     a, b = _digest(out), _digest(ref)
     assert a.keys() == b.keys() and len(a) > 20
     assert [k for k in a if a[k] != b[k]] == []
+
+
+@pytest.mark.slow
+def test_head_atlas_starts_every_channel_alive_through_its_pre_activation(lite0, tmp_path):
+    """``head`` is ReLU6: MaCo's first image leaves channels 0 and 160 at exactly 0 (test_loop's pre-activation
+    test); the atlas maximizes ``head.bn`` by default, and measures ``head`` itself."""
+    import numpy as np
+
+    import jaxviz
+    from jaxviz import recipes, render
+
+    recipe = recipes.get("maco", size=64)
+    config = render.RenderConfig(size=64, steps=12, chunk_steps=6, batch_size=2)
+    common = dict(data="photos", max_images=8, k=2, recipe=recipe, config=config, judge=None, quiet=True,
+                  copy_side=64)   # alive where the render drew: at its own size
+    pre = jaxviz.atlas(lite0, "head", "0,160", out=str(tmp_path / "pre"), **common)
+    post = jaxviz.atlas(lite0, "head", "0,160", out=str(tmp_path / "post"), pre_activation=False, **common)
+    assert [r["alive"] for r in pre.records] == [True, True]
+    assert [r["alive"] for r in post.records] == [False, False], post.records
+    assert pre.meta["target_layer"] == "head.bn" and post.meta["target_layer"] == "head"
+    images = np.load(os.path.join(str(tmp_path / "pre"), "data", "visualizations.npz"))["images"]
+    head = lite0.features(lite0.params, lite0.normalize(images * 255.0), layers=("head",))["head"]
+    objective = np.asarray(head)[[0, 1], ..., [0, 160]].mean(axis=(1, 2))   # the layer's own, not head.bn's
+    assert [r["objective"] for r in pre.records] == pytest.approx(objective.tolist(), rel=1e-4, abs=1e-5)
+    assert "maximized head.bn" in open(os.path.join(str(tmp_path / "pre"), "index.html")).read()

@@ -146,3 +146,12 @@ def test_pre_activation_target_revives_a_channel_dead_at_the_start(lite0):
     assert min(alive) > 0.0, alive                               # ... and the pre-activation one revives it
     with pytest.raises(UsageError, match="out of range"):
         objectives.as_targets(["head.bn:1280"], lite0.target_layers)
+
+
+@pytest.mark.slow  # a render through the CLI
+def test_visualize_names_the_pre_activation_of_a_dead_channel(tmp_path, capsys):
+    code = main(["visualize", "--target", "head:0", "--target", "blocks.10:0", "--size", "64", "--steps", "6",
+                 "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0 and "note: head:0 stayed at 0" in err and "--target head.bn:0" in err, err
+    assert "blocks.10" not in err                       # a linear layer has no point before an activation
